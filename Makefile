@@ -1,0 +1,34 @@
+# Two commands: `make demo` and `make test`. Both set everything up on a fresh machine.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+FMNIST := /usr/share/datasets/fashion-mnist
+
+.PHONY: setup demo test data clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+# torch is pinned and installed first so pip never pulls a CUDA build.
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+# Fashion-MNIST from Debian (only needed for training and full accuracy tables;
+# the embedded subset ships inside the package).
+data:
+	@test -d $(FMNIST) || (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) \
+	  || echo "note: could not install dataset-fashion-mnist; training needs --data DIR"
+
+demo: setup
+	$(BIN)/superserve demo
+
+test: setup data
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+clean:
+	rm -rf $(VENV) build *.egg-info
