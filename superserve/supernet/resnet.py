@@ -1,0 +1,170 @@
+"""An OFA-ResNet-style SuperNet built from the SubNetAct operators.
+
+`SuperResNet.actuate(config)` only swaps a precomputed, immutable `ActivePlan` (plain ints):
+no tensor is allocated or copied, and the next forward pass runs that SubNet.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import SubNetConfig, SuperNetSpec, active_channels
+from .ops import LayerSelect, SlicedConv2d, SlicedLinear, SubnetNorm
+
+UNCALIBRATED = -1  # norm row meaning "no stored statistics" (batch statistics in training)
+
+
+@dataclass(frozen=True)
+class ActivePlan:
+    """Everything a forward pass needs to run one SubNet, as plain integers."""
+
+    subnet_id: str
+    stem_out: int
+    depths: tuple[int, ...]
+    block_args: tuple[tuple[tuple[int, int, int], ...], ...]  # per stage, per block: (mid, out, row)
+    norm_row: int
+
+
+class Bottleneck(nn.Module):
+    """1x1 reduce -> 3x3 -> 1x1 expand, with a projection shortcut on the first block of a stage."""
+
+    def __init__(self, max_in: int, max_mid: int, max_out: int, stride: int, project: bool) -> None:
+        super().__init__()
+        self.conv1, self.bn1 = SlicedConv2d(max_in, max_mid, 1), SubnetNorm(max_mid)
+        self.conv2, self.bn2 = SlicedConv2d(max_mid, max_mid, 3, stride), SubnetNorm(max_mid)
+        self.conv3, self.bn3 = SlicedConv2d(max_mid, max_out, 1), SubnetNorm(max_out)
+        # Zero-init of the last norm's scale makes each block start as identity, which
+        # helps the small SubNets (they skip blocks) and the deep ones alike.
+        nn.init.zeros_(self.bn3.weight)
+        self.project = project
+        if project:
+            self.down_conv, self.down_bn = SlicedConv2d(max_in, max_out, 1, stride), SubnetNorm(max_out)
+
+    def forward(self, x: torch.Tensor, mid: int, out: int, row: int) -> torch.Tensor:
+        h = F.relu(self.bn1(self.conv1(x, mid), row))
+        h = F.relu(self.bn2(self.conv2(h, mid), row))
+        h = self.bn3(self.conv3(h, out), row)
+        shortcut = self.down_bn(self.down_conv(x, out), row) if self.project else x
+        return F.relu(h + shortcut)
+
+
+class SuperResNet(nn.Module):
+    def __init__(self, spec: SuperNetSpec) -> None:
+        super().__init__()
+        self.spec = spec
+        self.stem_conv = SlicedConv2d(spec.in_channels, spec.stem_channels, 3, spec.stem_stride)
+        self.stem_bn = SubnetNorm(spec.stem_channels)
+        stages, max_in = [], spec.stem_channels
+        for m, (c, s) in enumerate(zip(spec.stage_channels, spec.stage_strides)):
+            blocks = [
+                Bottleneck(max_in if i == 0 else c, spec.max_mid(m), c, s if i == 0 else 1, project=i == 0)
+                for i in range(spec.max_depth)
+            ]
+            stages.append(LayerSelect(blocks))
+            max_in = c
+        self.stages = nn.ModuleList(stages)
+        self.classifier = SlicedLinear(spec.stage_channels[-1], spec.num_classes)
+        self.norm_rows: dict[str, int] = {}  # SubNet id -> row of every SubnetNorm table
+        self._plans: dict[object, ActivePlan] = {}
+        self._active = self.plan(spec.largest())
+
+    # --- actuation -----------------------------------------------------------------------
+    def plan(self, config: SubNetConfig, stats_of: SubNetConfig | None = None) -> ActivePlan:
+        """Compute (and cache) the plan of a SubNet. stats_of borrows another SubNet's
+        normalisation statistics (used to show what happens without SubnetNorm)."""
+        key = config if stats_of is None else (config, stats_of)
+        cached = self._plans.get(key)
+        if cached is not None:
+            return cached
+        spec = self.spec
+        spec.validate(config)
+        row = self.norm_rows.get((stats_of or config).id, UNCALIBRATED)
+        block_args = []
+        for m, c in enumerate(spec.stage_channels):
+            out = active_channels(c, config.width)
+            block_args.append(tuple((active_channels(out, e), out, row) for e in config.expands[m]))
+        plan = ActivePlan(
+            subnet_id=config.id,
+            stem_out=active_channels(spec.stem_channels, config.width),
+            depths=config.depths,
+            block_args=tuple(block_args),
+            norm_row=row,
+        )
+        self._plans[key] = plan
+        return plan
+
+    def actuate(self, config: SubNetConfig | str, stats_of: SubNetConfig | None = None) -> ActivePlan:
+        """Select the SubNet the next forward pass runs. For served SubNets this is a dict
+        lookup and one attribute store."""
+        if isinstance(config, str):
+            config = SubNetConfig.from_id(config)
+        self._active = self.plan(config, stats_of)
+        return self._active
+
+    @property
+    def active(self) -> ActivePlan:
+        return self._active
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = self._active
+        if not self.training and p.norm_row == UNCALIBRATED:
+            raise RuntimeError(
+                f"SubNet {p.subnet_id} has no SubnetNorm statistics; calibrate it first "
+                "(superserve.supernet.calibrate) or actuate a calibrated SubNet")
+        x = F.relu(self.stem_bn(self.stem_conv(x, p.stem_out), p.norm_row))
+        if self.spec.stem_pool:
+            x = F.max_pool2d(x, 3, 2, 1)
+        for stage, depth, args in zip(self.stages, p.depths, p.block_args):
+            x = stage(x, depth, args)
+        return self.classifier(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+    # --- SubnetNorm table ----------------------------------------------------------------
+    def norm_modules(self) -> list[tuple[str, SubnetNorm]]:
+        return [(n, m) for n, m in self.named_modules() if isinstance(m, SubnetNorm)]
+
+    def set_norm_rows(self, subnet_ids: list[str]) -> None:
+        """Declare which SubNet each table row belongs to (the tables are filled by
+        calibration or loading). Cached plans are rebuilt."""
+        self.norm_rows = {sid: r for r, sid in enumerate(subnet_ids)}
+        self._plans.clear()
+        self._active = self.plan(SubNetConfig.from_id(self._active.subnet_id))
+
+    def weight_bytes(self) -> int:
+        return sum(p.numel() * p.element_size() for p in self.parameters())
+
+    def norm_table_bytes(self) -> int:
+        return sum(m.stats.nbytes + m.offsets.nbytes for _, m in self.norm_modules())
+
+
+def subnet_cost(spec: SuperNetSpec, config: SubNetConfig) -> tuple[int, int]:
+    """(multiply-accumulates per image, parameters) of one SubNet, counted analytically."""
+    size, macs, params = spec.input_size, 0, 0
+
+    def conv(cin: int, cout: int, k: int, stride: int) -> None:
+        nonlocal size, macs, params
+        size = (size + 2 * (k // 2) - k) // stride + 1
+        macs += cin * cout * k * k * size * size
+        params += cin * cout * k * k + 2 * cout  # kernel + norm affine
+
+    stem = active_channels(spec.stem_channels, config.width)
+    conv(spec.in_channels, stem, 3, spec.stem_stride)
+    if spec.stem_pool:
+        size = (size + 2 - 3) // 2 + 1
+    cin = stem
+    for m, c in enumerate(spec.stage_channels):
+        out = active_channels(c, config.width)
+        for i, e in enumerate(config.expands[m]):
+            mid, s = active_channels(out, e), spec.stage_strides[m] if i == 0 else 1
+            conv(cin, mid, 1, 1)
+            conv(mid, mid, 3, s)
+            conv(mid, out, 1, 1)
+            if i == 0:  # projection shortcut, computed at the block's output resolution
+                macs += cin * out * size * size
+                params += cin * out + 2 * out
+            cin = out
+    macs += cin * spec.num_classes
+    params += cin * spec.num_classes + spec.num_classes
+    return macs, params
