@@ -1,0 +1,153 @@
+"""Train the SuperNet with the sandwich rule and in-place distillation (Yu et al., BigNAS /
+Universally Slimmable Networks): every step trains the largest SubNet on the labels, and the
+smallest plus `num_random` random SubNets on the largest's soft predictions.
+
+Deterministic for a seed on a given machine; resumable at epoch boundaries; the checkpoint is
+read back with torch.load(weights_only=True) (no pickle of arbitrary objects).
+"""
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from .datasets import DEFAULT_FMNIST, Split, load_fashion_mnist, normalize, train_val_split
+from .profiling.accuracy import accuracy, calibration_batches
+from .supernet import SuperNetSpec, SuperResNet, calibrate, fashion_mnist_spec, save_weights
+
+
+@dataclass
+class TrainConfig:
+    data: str = str(DEFAULT_FMNIST)
+    out: str = "runs/train"
+    epochs: int = 8
+    batch_size: int = 128
+    lr: float = 0.2
+    weight_decay: float = 5e-5
+    num_random: int = 2
+    label_smoothing: float = 0.1
+    seed: int = 0
+    threads: int = 0  # 0: torch's default
+    val_size: int = 5000
+    limit: int = 0  # train on the first N training images only (smoke tests)
+
+
+def augment(x_u8: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Random 28x28 crop of the 2-pixel-padded image and random horizontal flip, per sample."""
+    b = x_u8.shape[0]
+    padded = F.pad(x_u8, (2, 2, 2, 2))
+    oy = torch.randint(0, 5, (b,), generator=gen)
+    ox = torch.randint(0, 5, (b,), generator=gen)
+    ar = torch.arange(28)
+    rows = (oy[:, None] + ar)[:, :, None]
+    cols = (ox[:, None] + ar)[:, None, :]
+    flip = torch.rand(b, generator=gen) < 0.5
+    cols = torch.where(flip[:, None, None], 31 - cols, cols)
+    return padded[torch.arange(b)[:, None, None], rows, cols]
+
+
+def _param_groups(model: SuperResNet, weight_decay: float) -> list[dict]:
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (no_decay if p.ndim == 1 else decay).append(p)  # no decay on norm affine and biases
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def lr_at(step: int, total: int, warmup: int, base: float) -> float:
+    if step < warmup:
+        return base * (step + 1) / warmup
+    return 0.5 * base * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+
+def quick_eval(model: SuperResNet, spec: SuperNetSpec, train: Split, val: Split) -> dict[str, float]:
+    """Validation accuracy of the largest and smallest SubNets (calibrated on training data)."""
+    configs = [spec.largest(), spec.smallest()]
+    calibrate(model, configs, calibration_batches(train, 1000))
+    out = {"val_largest": accuracy(model, configs[0], val), "val_smallest": accuracy(model, configs[1], val)}
+    model.train()
+    return out
+
+
+def train(cfg: TrainConfig, spec: SuperNetSpec | None = None, show_progress: bool = True) -> Path:
+    """Train and write <out>/weights.safetensors; returns its path."""
+    spec = spec or fashion_mnist_spec()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    full_train, _ = load_fashion_mnist(cfg.data)
+    train_split, val_split = train_val_split(full_train, cfg.val_size, cfg.seed)
+    if cfg.limit:
+        train_split = Split(train_split.images[:cfg.limit], train_split.labels[:cfg.limit])
+        val_split = Split(val_split.images[:cfg.limit], val_split.labels[:cfg.limit])
+
+    torch.manual_seed(cfg.seed)
+    model = SuperResNet(spec).train()
+    opt = torch.optim.SGD(_param_groups(model, cfg.weight_decay), lr=cfg.lr, momentum=0.9, nesterov=True)
+    steps_per_epoch = len(train_split) // cfg.batch_size
+    total, warmup = cfg.epochs * steps_per_epoch, steps_per_epoch // 2
+    history: list[dict] = []
+    start_epoch = 0
+
+    state_path = out / "train_state.pt"
+    if state_path.exists():
+        state = torch.load(state_path, weights_only=True)
+        if state["config"] != asdict(cfg) | {"out": state["config"]["out"]}:
+            raise SystemExit(f"{state_path} was written with other settings; use another --out or delete it")
+        model.load_state_dict(state["model"], strict=False)
+        opt.load_state_dict(state["optimizer"])
+        start_epoch, history = state["epoch"], state["history"]
+        print(f"resuming from epoch {start_epoch} ({state_path})")
+
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                        TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                        disable=not show_progress)
+    with progress:
+        task = progress.add_task("train", total=total, completed=start_epoch * steps_per_epoch, stats="")
+        for epoch in range(start_epoch, cfg.epochs):
+            gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
+            perm = torch.randperm(len(train_split), generator=gen)
+            loss_sum, correct, seen = 0.0, 0, 0
+            for i in range(steps_per_epoch):
+                step = epoch * steps_per_epoch + i
+                for group in opt.param_groups:
+                    group["lr"] = lr_at(step, total, warmup, cfg.lr)
+                idx = perm[i * cfg.batch_size:(i + 1) * cfg.batch_size]
+                x = normalize(augment(train_split.images[idx], gen))
+                y = train_split.labels[idx]
+                rng = random.Random(cfg.seed * 1_000_003 + step)
+                opt.zero_grad(set_to_none=True)
+                model.actuate(spec.largest())
+                logits = model(x)
+                loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+                loss.backward()
+                soft = F.softmax(logits.detach(), dim=1)
+                for sub in [spec.smallest()] + [spec.sample(rng) for _ in range(cfg.num_random)]:
+                    model.actuate(sub)
+                    distill = torch.sum(-soft * F.log_softmax(model(x), dim=1), dim=1).mean()
+                    distill.backward()
+                opt.step()
+                loss_sum += float(loss.detach())
+                correct += int((logits.argmax(1) == y).sum())
+                seen += y.numel()
+                if i % 20 == 0 or i == steps_per_epoch - 1:
+                    progress.update(task, completed=step + 1, stats=(
+                        f"epoch {epoch + 1}/{cfg.epochs} loss {loss_sum / (i + 1):.3f} "
+                        f"train-acc(largest) {correct / seen:.3f}"))
+            ev = quick_eval(model, spec, train_split, val_split)
+            history.append({"epoch": epoch + 1, "loss": loss_sum / steps_per_epoch,
+                            "train_acc_largest": correct / seen, **ev})
+            progress.console.print(f"epoch {epoch + 1}: " + " ".join(
+                f"{k}={v:.4f}" for k, v in history[-1].items() if k != "epoch"))
+            weights_only = {k: v for k, v in model.state_dict().items() if not k.endswith((".stats", ".offsets"))}
+            torch.save({"model": weights_only, "optimizer": opt.state_dict(), "epoch": epoch + 1,
+                        "history": history, "config": asdict(cfg)}, state_path)
+
+    weights = out / "weights.safetensors"
+    save_weights(model, weights, {"history": history, "train_config": asdict(cfg)})
+    return weights
