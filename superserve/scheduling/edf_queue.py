@@ -1,0 +1,148 @@
+"""Earliest-deadline-first queue of requests.
+
+A binary heap keyed by (deadline, id). Removal of arbitrary requests (client cancelled,
+answered elsewhere) is lazy: the id is remembered and the entry is skipped when it reaches
+the top, so every operation stays O(log n) and ``peek`` stays O(1) amortised.
+"""
+from __future__ import annotations
+
+import heapq
+from typing import Iterator
+
+from superserve.scheduling.request import Request
+
+
+class QueueFull(Exception):
+    """The queue is at its capacity bound; answer the request now (e.g. HTTP 503) instead."""
+
+
+class EdfQueue:
+    """Requests ordered by absolute deadline (ties by id)."""
+
+    __slots__ = ("_heap", "_removed", "_live", "capacity", "_floors")
+
+    def __init__(self, capacity: int | None = None) -> None:
+        self._heap: list[tuple[float, int, Request]] = []
+        self._removed: set[int] = set()  # ids removed but still somewhere in the heap
+        self._live: set[int] = set()  # ids queued and not removed: O(1) len and remove()
+        self.capacity = capacity
+        # How many live requests carry an accuracy floor. Policies only pay for looking at
+        # floors when this is non-zero, which keeps the common path O(1).
+        self._floors = 0
+
+    # --- size ----------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._live)
+
+    def __bool__(self) -> bool:
+        return bool(self._live)
+
+    @property
+    def has_accuracy_floors(self) -> bool:
+        return self._floors > 0
+
+    # --- insertion -----------------------------------------------------------------------
+    def push(self, request: Request) -> None:
+        """Queue a request; raises :class:`QueueFull` at the capacity bound."""
+        if self.capacity is not None and len(self._live) >= self.capacity:
+            raise QueueFull(f"EDF queue holds {len(self._live)} requests (capacity {self.capacity})")
+        if request.id in self._live:
+            raise ValueError(f"request id {request.id} is already queued; ids must be unique")
+        if request.id in self._removed:
+            # The id was removed earlier and is being queued again (e.g. re-queued after a
+            # worker failure): purge the stale entry first so the new one is not skipped.
+            self._purge(request.id)
+        heapq.heappush(self._heap, (request.deadline, request.id, request))
+        self._live.add(request.id)
+        if request.min_accuracy > 0.0:
+            self._floors += 1
+
+    def try_push(self, request: Request) -> bool:
+        """Like :meth:`push`, but answers False instead of raising when full."""
+        if self.capacity is not None and len(self._live) >= self.capacity:
+            return False
+        self.push(request)
+        return True
+
+    # --- the head ------------------------------------------------------------------------
+    def _clean_top(self) -> None:
+        heap, removed = self._heap, self._removed
+        while heap and heap[0][1] in removed:
+            removed.discard(heapq.heappop(heap)[1])
+
+    def peek(self) -> Request | None:
+        """The earliest-deadline request, or None when empty."""
+        if self._removed:
+            self._clean_top()
+        return self._heap[0][2] if self._heap else None
+
+    @property
+    def earliest_deadline(self) -> float:
+        """Deadline of the head request; +inf when empty."""
+        if self._removed:
+            self._clean_top()
+        return self._heap[0][0] if self._heap else float("inf")
+
+    # --- removal -------------------------------------------------------------------------
+    def _take_top(self) -> Request:
+        req = heapq.heappop(self._heap)[2]
+        self._live.discard(req.id)
+        if req.min_accuracy > 0.0:
+            self._floors -= 1
+        return req
+
+    def pop_earliest(self, k: int) -> list[Request]:
+        """Remove and return the (up to) k earliest-deadline requests, earliest first."""
+        out: list[Request] = []
+        heap, removed = self._heap, self._removed
+        while heap and len(out) < k:
+            if removed and heap[0][1] in removed:
+                removed.discard(heapq.heappop(heap)[1])
+                continue
+            out.append(self._take_top())
+        return out
+
+    def drop_expired(self, now: float, min_service_s: float) -> list[Request]:
+        """Remove and return every request that cannot finish by its deadline even if it were
+        started now on the fastest option (``min_service_s``, overheads included)."""
+        limit = now + min_service_s
+        out: list[Request] = []
+        heap, removed = self._heap, self._removed
+        while heap and heap[0][0] < limit:
+            if removed and heap[0][1] in removed:
+                removed.discard(heapq.heappop(heap)[1])
+                continue
+            out.append(self._take_top())
+        return out
+
+    def remove(self, request: Request) -> bool:
+        """Forget a queued request in O(1) (its heap entry is skipped later).
+        Returns False if it was not queued."""
+        if request.id not in self._live:
+            return False
+        self._live.discard(request.id)
+        self._removed.add(request.id)
+        if request.min_accuracy > 0.0:
+            self._floors -= 1
+        return True
+
+    def _purge(self, request_id: int) -> None:
+        self._heap = [e for e in self._heap if e[1] != request_id]
+        heapq.heapify(self._heap)
+        self._removed.discard(request_id)
+
+    # --- inspection (not on the hot path) ------------------------------------------------
+    def earliest(self, k: int) -> list[Request]:
+        """The k earliest live requests without removing them (O(n log k))."""
+        live = (e for e in self._heap if e[1] not in self._removed)
+        return [e[2] for e in heapq.nsmallest(k, live)]
+
+    def max_accuracy_floor(self, k: int) -> float:
+        """The highest ``min_accuracy`` among the k earliest requests (0.0 without floors)."""
+        if self._floors == 0:
+            return 0.0
+        return max((r.min_accuracy for r in self.earliest(k)), default=0.0)
+
+    def __iter__(self) -> Iterator[Request]:
+        """Live requests in deadline order (a sorted copy; for tests and debugging)."""
+        return iter(e[2] for e in sorted(e for e in self._heap if e[1] not in self._removed))

@@ -1,0 +1,148 @@
+"""The policy interface shared by the live router and the simulator.
+
+A policy is a pure decision function over (queue, now): it reads the queue's length,
+earliest deadline and (only if present) accuracy floors, and answers which SubNet to run
+on how many of the earliest-deadline requests. It never mutates the queue; the caller pops
+``decision.batch_size`` requests with ``queue.pop_earliest`` (see :func:`take_batch`).
+Keeping the pop outside lets the router and the simulator share the policy unchanged and
+lets tests check a decision against the slack it was given.
+
+Conventions every policy follows (all parameters, measured in docs/scheduling.md):
+
+* slack = earliest deadline - now - ``overhead_ms`` (a known fixed cost per batch, e.g.
+  dispatch and result transfer); a decision's expected_latency_ms includes that overhead.
+* Infeasible slack (no option meets the earliest deadline): ``when_late="fastest"`` serves
+  the policy's fastest option at batch 1; ``"drain"`` serves it at the largest batch the
+  queue allows, so late requests stop blocking the ones behind them cheaply. Callers that
+  shed instead call ``queue.drop_expired(now, policy.min_service_s)`` before ``decide``;
+  after that the head always has a feasible option.
+* Per-request ``min_accuracy``: a batch's floor is the highest floor among its requests.
+  It is honoured when some option meeting it fits the slack; otherwise the floor is ignored
+  (serving in time beats refusing; the answer reports the accuracy actually served).
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from bisect import bisect_right
+from dataclasses import dataclass
+from typing import Literal
+
+from superserve.profiling.latency_profile import LatencyProfile
+from superserve.scheduling.edf_queue import EdfQueue
+from superserve.scheduling.latency_table import LatencyTable
+from superserve.scheduling.request import Request
+
+WhenLate = Literal["fastest", "drain"]
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """Run SubNet ``subnet_index`` on the ``batch_size`` earliest-deadline requests."""
+
+    subnet_index: int  # index into LatencyProfile.subnets
+    subnet_id: str
+    batch_size: int
+    expected_latency_ms: float  # profiled latency (the policy's quantile) plus the known overhead
+    accuracy: float = 0.0
+    late: bool = False  # True when the earliest deadline could not be met by any option
+
+
+def take_batch(queue: EdfQueue, decision: Decision) -> list[Request]:
+    """Pop the requests a decision covers (the earliest deadlines first)."""
+    return queue.pop_earliest(decision.batch_size)
+
+
+class Policy(ABC):
+    """Base class: slack bookkeeping, floors and the late fallback; subclasses choose."""
+
+    name: str = "policy"
+
+    def __init__(self, profile: LatencyProfile, *, overhead_ms: float = 0.0,
+                 when_late: WhenLate = "fastest", quantile: str = "p50") -> None:
+        if quantile not in ("p50", "p99"):
+            raise ValueError(f"quantile must be 'p50' or 'p99', not {quantile!r}")
+        if when_late not in ("fastest", "drain"):
+            raise ValueError(f"when_late must be 'fastest' or 'drain', not {when_late!r}")
+        if overhead_ms < 0:
+            raise ValueError("overhead_ms must be >= 0")
+        self.profile = profile
+        # Plan with p50 (fills the slack; right when latencies are steady) or p99 (a margin
+        # for latency noise: fewer late answers, a little less accuracy).
+        self.quantile = quantile
+        self.table = LatencyTable.from_profile(profile, quantile)
+        self.overhead_ms = float(overhead_ms)
+        self.when_late = when_late
+        t = self.table
+        # Decisions are immutable: build each (SubNet, batch) once, hand out the same object.
+        self._decisions = tuple(
+            tuple(Decision(s, t.ids[s], b + 1, t.latency_ms[s][b] + self.overhead_ms, t.accuracy[s])
+                  for b in range(t.max_batch))
+            for s in range(t.num_subnets))
+        self._late_decisions = tuple(
+            tuple(Decision(s, t.ids[s], b + 1, t.latency_ms[s][b] + self.overhead_ms, t.accuracy[s], True)
+                  for b in range(t.max_batch))
+            for s in range(t.num_subnets))
+
+    # --- what subclasses provide -----------------------------------------------------------
+    @abstractmethod
+    def choose(self, slack_ms: float, max_batch: int) -> Decision | None:
+        """Best option fitting ``slack_ms`` with at most ``max_batch`` requests, or None."""
+
+    def choose_with_floor(self, slack_ms: float, max_batch: int, floor: float) -> Decision | None:
+        """Like :meth:`choose` restricted to SubNets with accuracy >= floor. The default
+        ranks feasible options by :meth:`floor_rank` (slow path; floors are rare)."""
+        t, best, best_rank = self.table, None, None
+        for s in self.allowed_subnets():
+            if t.accuracy[s] < floor:
+                continue
+            n = bisect_right(t.latency_ms[s], slack_ms, 0, max_batch)
+            if n == 0:
+                continue
+            rank = self.floor_rank(s, n)
+            if best_rank is None or rank > best_rank:
+                best, best_rank = self._decisions[s][n - 1], rank
+        return best
+
+    def floor_rank(self, s: int, n: int) -> tuple:
+        return (self.table.accuracy[s], n)
+
+    def allowed_subnets(self) -> range | tuple[int, ...]:
+        return range(self.table.num_subnets)
+
+    @property
+    def fallback_subnet(self) -> int:
+        """The fastest SubNet this policy may run (used when the slack is infeasible)."""
+        return self.table.fastest_subnet
+
+    # --- the interface -------------------------------------------------------------------
+    @property
+    def min_service_s(self) -> float:
+        """The shortest time any decision of this policy takes: a request with less time left
+        than this cannot be served in time (pass to ``EdfQueue.drop_expired``)."""
+        return (self.table.latency_ms[self.fallback_subnet][0] + self.overhead_ms) / 1000.0
+
+    def decide(self, queue: EdfQueue, now: float) -> Decision | None:
+        """Decide for a free worker; None only when the queue is empty."""
+        n = len(queue)
+        if n == 0:
+            return None
+        slack_ms = (queue.earliest_deadline - now) * 1000.0 - self.overhead_ms
+        nmax = n if n < self.table.max_batch else self.table.max_batch
+        floor = queue.max_accuracy_floor(nmax) if queue.has_accuracy_floors else 0.0
+        floor = max(floor, self.policy_floor)
+        d = self.choose(slack_ms, nmax)
+        if floor > 0.0 and (d is None or d.accuracy < floor):
+            d = self.choose_with_floor(slack_ms, nmax, floor) or d
+        if d is None:
+            s = self.fallback_subnet
+            d = self._late_decisions[s][(nmax if self.when_late == "drain" else 1) - 1]
+        return d
+
+    policy_floor: float = 0.0  # a floor the policy itself imposes (INFaaS)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.describe()})"
+
+    def describe(self) -> str:
+        q = "" if self.quantile == "p50" else f", quantile={self.quantile!r}"
+        return f"overhead_ms={self.overhead_ms}, when_late={self.when_late!r}{q}"
