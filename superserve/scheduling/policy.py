@@ -126,7 +126,9 @@ class Policy(ABC):
         n = len(queue)
         if n == 0:
             return None
-        slack_ms = (queue.earliest_deadline - now) * 1000.0 - self.overhead_ms
+        # + 1 ns: deadlines and clocks are float seconds; an option that fits exactly must not
+        # be lost to rounding (the simulator judges "in time" with the same tolerance).
+        slack_ms = (queue.earliest_deadline - now) * 1000.0 - self.overhead_ms + 1e-6
         nmax = n if n < self.table.max_batch else self.table.max_batch
         floor = queue.max_accuracy_floor(nmax) if queue.has_accuracy_floors else 0.0
         floor = max(floor, self.policy_floor)

@@ -1,0 +1,172 @@
+"""Policies: decisions fit the slack, SlackFit's bucket rule, floors, the late fallback."""
+from bisect import bisect_right
+
+import pytest
+from hypothesis import assume, given, settings, strategies as st
+
+from superserve.profiling.latency_profile import LatencyProfile, SubnetProfile
+from superserve.scheduling import (INFaaS, ClipperPlus, EdfQueue, MaxAcc, MaxBatch, Request, SlackFit,
+                                   make_policy, take_batch)
+
+PROFILE = LatencyProfile.synthetic()
+
+
+def noisy_profile(seed: int) -> LatencyProfile:
+    """A measured-looking profile: non-monotone wobbles, accuracy not in latency order."""
+    import random
+    rnd = random.Random(seed)
+    subnets = []
+    for i in range(rnd.randint(1, 6)):
+        base, per = rnd.uniform(0.3, 5), rnd.uniform(0.05, 1.0)
+        p50 = tuple(max(0.05, base + per * b + rnd.uniform(-0.2, 0.2)) for b in range(1, 9))
+        subnets.append(SubnetProfile(f"n{i}", rnd.uniform(0.5, 0.9), p50, tuple(v * 1.3 for v in p50)))
+    return LatencyProfile(tuple(subnets))
+
+
+def all_policies(profile: LatencyProfile, **kw):
+    mid = profile.subnets[len(profile) // 2].id
+    return [SlackFit(profile, **kw), SlackFit(profile, num_buckets=None, **kw), SlackFit(profile, 4, partial="paper", **kw),
+            MaxBatch(profile, **kw), MaxAcc(profile, **kw), ClipperPlus(profile, mid, **kw), INFaaS(profile, **kw)]
+
+
+def queue_of(n: int, first_deadline: float, spread: float = 0.01) -> EdfQueue:
+    q = EdfQueue()
+    for i in range(n):
+        q.push(Request(i, 0.0, first_deadline + spread * i / max(1, n)))
+    return q
+
+
+def feasible_exists(policy, slack_ms: float, n: int) -> bool:
+    t = policy.table
+    subnets = policy.allowed_subnets()
+    return any(t.latency_ms[s][0] <= slack_ms for s in subnets)
+
+
+@settings(max_examples=300, deadline=None)
+@given(seed=st.integers(0, 50), n=st.integers(1, 40), slack_ms=st.floats(0.0, 40.0), overhead=st.sampled_from([0.0, 0.3]))
+def test_decision_fits_the_slack_when_possible(seed, n, slack_ms, overhead):
+    profile = PROFILE if seed == 0 else noisy_profile(seed)
+    q = queue_of(n, slack_ms / 1000.0)
+    for pol in all_policies(profile, overhead_ms=overhead):
+        d = pol.decide(q, 0.0)
+        assert d is not None and 1 <= d.batch_size <= min(n, profile.max_batch)
+        raw = profile.subnets[d.subnet_index].latency_p50_ms[d.batch_size - 1]
+        if feasible_exists(pol, slack_ms - overhead, n):
+            assert not d.late
+            assert raw + overhead <= slack_ms + 1e-5, (pol, d, slack_ms)
+            assert d.expected_latency_ms <= slack_ms + 1e-5
+        else:
+            assert d.late and d.batch_size == 1 and d.subnet_index == pol.fallback_subnet
+    assert len(q) == n  # deciding never touches the queue
+
+
+@settings(max_examples=300, deadline=None)
+@given(seed=st.integers(0, 50), slack_ms=st.floats(0.0, 40.0), buckets=st.sampled_from([None, 1, 3, 8, 16, 64]))
+def test_slackfit_picks_the_highest_bucket_within_the_slack(seed, slack_ms, buckets):
+    profile = PROFILE if seed == 0 else noisy_profile(seed)
+    pol = SlackFit(profile, buckets)
+    t = pol.table
+    options = [(t.latency_ms[s][b - 1], s, b) for s in range(t.num_subnets) for b in range(1, t.max_batch + 1)]
+    fitting = [o for o in options if o[0] <= slack_ms]
+    d = pol.choose(slack_ms, profile.max_batch)  # a full queue: no partial batch
+    if not fitting:
+        assert d is None
+        return
+    top = max(pol.bucket_of(o[0]) for o in fitting)
+    chosen_lat = t.latency_ms[d.subnet_index][d.batch_size - 1]
+    assert pol.bucket_of(chosen_lat) == top and chosen_lat <= slack_ms
+    in_top = [o for o in fitting if pol.bucket_of(o[0]) == top]
+    best = max((o[2], t.accuracy[o[1]]) for o in in_top)
+    assert (d.batch_size, t.accuracy[d.subnet_index]) == best
+
+
+def test_slackfit_paper_shape():
+    pol = SlackFit(PROFILE)
+    # Plenty of slack, full queue: the most accurate SubNet at the largest batch.
+    d = pol.decide(queue_of(100, 1.0), 0.0)
+    assert (d.subnet_index, d.batch_size) == (len(PROFILE) - 1, 16)
+    # Little slack: a big batch of the smallest SubNet.
+    d = pol.decide(queue_of(100, 0.0035), 0.0)
+    assert d.subnet_index == 0 and d.batch_size >= 11
+    # One request, lots of slack: upgrade to the most accurate SubNet at batch 1.
+    d = pol.decide(queue_of(1, 1.0), 0.0)
+    assert (d.subnet_index, d.batch_size) == (len(PROFILE) - 1, 1)
+
+
+def test_partial_batch_modes():
+    q = queue_of(2, 0.010)
+    up, paper = SlackFit(PROFILE, partial="upgrade").decide(q, 0), SlackFit(PROFILE, partial="paper").decide(q, 0)
+    assert up.batch_size == paper.batch_size == 2
+    assert up.accuracy >= paper.accuracy and up.expected_latency_ms <= 10.0
+
+
+def test_baselines_semantics():
+    q = queue_of(100, 0.010)
+    mb, ma = MaxBatch(PROFILE).decide(q, 0), MaxAcc(PROFILE).decide(q, 0)
+    assert mb.batch_size == 16 and ma.accuracy >= mb.accuracy and ma.batch_size < 16
+    c = ClipperPlus(PROFILE, "syn03").decide(q, 0)
+    assert c.subnet_id == "syn03" and PROFILE.by_id("syn03").latency_p50_ms[c.batch_size - 1] <= 10
+    assert INFaaS(PROFILE).decide(q, 0).subnet_index == 0
+    assert INFaaS(PROFILE, min_accuracy=0.77).decide(q, 0).accuracy >= 0.77
+
+
+@pytest.mark.parametrize("name", ["slackfit", "maxbatch", "maxacc", "infaas"])
+def test_request_floor_honoured_when_possible(name):
+    pol = make_policy(name, PROFILE)
+    q = queue_of(20, 0.030)
+    q.push(Request(999, 0.0, 0.0301, min_accuracy=0.79))
+    d = pol.decide(q, 0.0)
+    assert d.accuracy >= 0.79 and d.expected_latency_ms <= 30
+    # Impossible floor (nothing that accurate fits 2 ms): served in time anyway, floor ignored.
+    q2 = queue_of(3, 0.002)
+    q2.push(Request(998, 0.0, 0.002, min_accuracy=0.8))
+    d2 = pol.decide(q2, 0.0)
+    assert not d2.late and d2.expected_latency_ms <= 2.0
+
+
+def test_late_fallback_modes_and_min_service():
+    q = queue_of(30, 0.0001)
+    for when_late, size in (("fastest", 1), ("drain", 16)):
+        d = SlackFit(PROFILE, when_late=when_late).decide(q, 0.0)
+        assert d.late and d.batch_size == size and d.subnet_index == 0
+    pol = SlackFit(PROFILE, overhead_ms=0.5)
+    assert pol.min_service_s == pytest.approx((PROFILE.subnets[0].latency_p50_ms[0] + 0.5) / 1000)
+    assert ClipperPlus(PROFILE, "syn05").min_service_s == pytest.approx(PROFILE.by_id("syn05").latency_p50_ms[0] / 1000)
+
+
+def test_after_shedding_a_feasible_option_always_exists():
+    pol = SlackFit(PROFILE)
+    q = queue_of(50, 0.0)
+    q.push(Request(100, 0, 0.0012))
+    q.drop_expired(0.0, pol.min_service_s)
+    d = pol.decide(q, 0.0)
+    assert not d.late and d.expected_latency_ms <= 1.2
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.floats(0, 0.05), st.integers(0, 4)), min_size=1, max_size=60), st.integers(0, 6))
+def test_repeated_decisions_serve_each_request_once(spec, which):
+    pol = all_policies(PROFILE)[which]
+    q = EdfQueue()
+    for i, (d, _) in enumerate(spec):
+        q.push(Request(i, 0.0, d))
+    served, now = [], 0.0
+    while q:
+        q.drop_expired(now, pol.min_service_s)
+        if not q:
+            break
+        d = pol.decide(q, now)
+        batch = take_batch(q, d)
+        assert len(batch) == d.batch_size
+        served += [r.id for r in batch]
+        now += d.expected_latency_ms / 1000
+    assert len(served) == len(set(served))
+
+
+def test_make_policy_errors_are_helpful():
+    with pytest.raises(ValueError, match="subnet_id"):
+        make_policy("clipper+", PROFILE)
+    with pytest.raises(ValueError, match="unknown policy"):
+        make_policy("fifo", PROFILE)
+    with pytest.raises(ValueError, match="min_accuracy"):
+        INFaaS(PROFILE, min_accuracy=0.99)
