@@ -1,0 +1,45 @@
+"""Shared experiment conventions: which profile, which SLO, how rates relate to capacity."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from superserve.profiling.latency_profile import LatencyProfile
+
+EMBEDDED_PROFILE = Path(__file__).resolve().parent.parent / "data" / "embedded" / "profile.json"
+
+# SLO rule: the paper's 36 ms SLO leaves a GPU room for a full batch of a large SubNet plus
+# queueing. We state ours relative to the profile in use: twice the p50 latency of the most
+# accurate SubNet at the largest batch, rounded up to 0.5 ms. A request that arrives to an
+# idle worker can then be served by any (SubNet, batch) option, and under load it can wait
+# for one full batch of the largest SubNet and still be served by it.
+SLO_FACTOR = 2.0
+
+
+def resolve_profile(path: str | Path | None = None) -> tuple[LatencyProfile, str]:
+    """The profile at ``path``; else the embedded one if present; else the synthetic one.
+    Returns (profile, a line saying which)."""
+    if path is not None:
+        return LatencyProfile.load(path), f"profile: {path}"
+    if EMBEDDED_PROFILE.exists():
+        return LatencyProfile.load(EMBEDDED_PROFILE), f"profile: embedded ({EMBEDDED_PROFILE})"
+    return LatencyProfile.synthetic(), "profile: synthetic (no embedded profile yet; LatencyProfile.synthetic())"
+
+
+def default_slo_ms(profile: LatencyProfile, factor: float = SLO_FACTOR) -> float:
+    """SLO = factor x p50(most accurate SubNet, max batch), rounded up to 0.5 ms."""
+    return math.ceil(factor * profile.largest.latency_p50_ms[-1] * 2) / 2
+
+
+def capacity_qps(profile: LatencyProfile, subnet_index: int, num_workers: int) -> float:
+    """Peak throughput of one SubNet at its largest batch on ``num_workers`` workers."""
+    s = profile.subnets[subnet_index]
+    return num_workers * s.max_batch / (s.latency_p50_ms[-1] / 1000.0)
+
+
+def spanning_subnets(profile: LatencyProfile, count: int = 6) -> list[str]:
+    """``count`` SubNet ids spread evenly over the accuracy range (the paper's six Clipper+
+    versions)."""
+    n = len(profile)
+    idx = sorted({round(k * (n - 1) / max(1, count - 1)) for k in range(count)})
+    return [profile.subnets[i].id for i in idx]
