@@ -170,3 +170,18 @@ def test_make_policy_errors_are_helpful():
         make_policy("fifo", PROFILE)
     with pytest.raises(ValueError, match="min_accuracy"):
         INFaaS(PROFILE, min_accuracy=0.99)
+
+
+def test_backlog_shedding_keeps_batches_efficient():
+    # 40 queued, heads with 1.5 ms left: "hopeless" keeps them (batch-1 of the smallest
+    # SubNet fits, 1.15 ms) and then serves a tiny batch; "backlog" sheds the heads that
+    # could not be part of a full batch of the fastest SubNet (3.4 ms at batch 16).
+    q1, q2 = EdfQueue(), EdfQueue()
+    for q in (q1, q2):
+        for i in range(40):
+            q.push(Request(i, 0.0, 0.0015 if i < 10 else 0.040))
+    hopeless, backlog = SlackFit(PROFILE, shed_rule="hopeless"), SlackFit(PROFILE)
+    assert hopeless.shed(q1, 0.0) == [] and hopeless.decide(q1, 0.0).batch_size <= 3
+    shed = backlog.shed(q2, 0.0)
+    assert [r.id for r in shed] == list(range(10))
+    assert backlog.decide(q2, 0.0).batch_size == 16

@@ -12,7 +12,7 @@ from __future__ import annotations
 from bisect import bisect_right
 
 from superserve.profiling.latency_profile import LatencyProfile
-from superserve.scheduling.policy import Decision, Policy, WhenLate
+from superserve.scheduling.policy import Decision, Policy, ShedRule, WhenLate
 
 
 class MaxBatch(Policy):
@@ -34,8 +34,9 @@ class MaxAcc(Policy):
     name = "maxacc"
 
     def __init__(self, profile: LatencyProfile, *, overhead_ms: float = 0.0,
-                 when_late: WhenLate = "fastest", quantile: str = "p50") -> None:
-        super().__init__(profile, overhead_ms=overhead_ms, when_late=when_late, quantile=quantile)
+                 when_late: WhenLate = "fastest", quantile: str = "p50", shed_rule: ShedRule = "backlog") -> None:
+        super().__init__(profile, overhead_ms=overhead_ms, when_late=when_late, quantile=quantile,
+                         shed_rule=shed_rule)
         # Most accurate first; equal accuracy: faster first.
         t = self.table
         self._by_accuracy = sorted(range(t.num_subnets), key=lambda s: (-t.accuracy[s], t.latency_ms[s][0]))
@@ -54,8 +55,9 @@ class ClipperPlus(Policy):
     name = "clipper+"
 
     def __init__(self, profile: LatencyProfile, subnet_id: str, *, overhead_ms: float = 0.0,
-                 when_late: WhenLate = "fastest", quantile: str = "p50") -> None:
-        super().__init__(profile, overhead_ms=overhead_ms, when_late=when_late, quantile=quantile)
+                 when_late: WhenLate = "fastest", quantile: str = "p50", shed_rule: ShedRule = "backlog") -> None:
+        super().__init__(profile, overhead_ms=overhead_ms, when_late=when_late, quantile=quantile,
+                         shed_rule=shed_rule)
         self.subnet_id = subnet_id
         self.subnet_index = profile.index_of(subnet_id)
 
@@ -80,8 +82,9 @@ class INFaaS(Policy):
 
     def __init__(self, profile: LatencyProfile, min_accuracy: float | None = None, *,
                  overhead_ms: float = 0.0, when_late: WhenLate = "fastest",
-                 quantile: str = "p50") -> None:
-        super().__init__(profile, overhead_ms=overhead_ms, when_late=when_late, quantile=quantile)
+                 quantile: str = "p50", shed_rule: ShedRule = "backlog") -> None:
+        super().__init__(profile, overhead_ms=overhead_ms, when_late=when_late, quantile=quantile,
+                         shed_rule=shed_rule)
         t = self.table
         self.policy_floor = float(min_accuracy or 0.0)
         self._by_cost = sorted(range(t.num_subnets), key=lambda s: (t.latency_ms[s][0], -t.accuracy[s]))

@@ -14,8 +14,14 @@ Conventions every policy follows (all parameters, measured in docs/scheduling.md
 * Infeasible slack (no option meets the earliest deadline): ``when_late="fastest"`` serves
   the policy's fastest option at batch 1; ``"drain"`` serves it at the largest batch the
   queue allows, so late requests stop blocking the ones behind them cheaply. Callers that
-  shed instead call ``queue.drop_expired(now, policy.min_service_s)`` before ``decide``;
-  after that the head always has a feasible option.
+  shed instead call ``policy.shed(queue, now)`` before ``decide``; after that the head always
+  has a feasible option.
+* Which requests ``shed`` answers at once is ``shed_rule``: "hopeless" sheds only requests
+  that cannot finish in time even on the fastest option at batch 1; "backlog" (default) also
+  sheds, while more requests are queued than one batch, heads whose slack is below the
+  fastest option's latency at the batch the queue could fill. Without it an overloaded EDF
+  queue spirals: every head is nearly due, so every batch is tiny, so throughput collapses
+  exactly when it is needed (measured in benchmarks/policies.py).
 * Per-request ``min_accuracy``: a batch's floor is the highest floor among its requests.
   It is honoured when some option meeting it fits the slack; otherwise the floor is ignored
   (serving in time beats refusing; the answer reports the accuracy actually served).
@@ -33,6 +39,7 @@ from superserve.scheduling.latency_table import LatencyTable
 from superserve.scheduling.request import Request
 
 WhenLate = Literal["fastest", "drain"]
+ShedRule = Literal["hopeless", "backlog"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +65,11 @@ class Policy(ABC):
     name: str = "policy"
 
     def __init__(self, profile: LatencyProfile, *, overhead_ms: float = 0.0,
-                 when_late: WhenLate = "fastest", quantile: str = "p50") -> None:
+                 when_late: WhenLate = "fastest", quantile: str = "p50",
+                 shed_rule: ShedRule = "backlog") -> None:
+        if shed_rule not in ("hopeless", "backlog"):
+            raise ValueError(f"shed_rule must be 'hopeless' or 'backlog', not {shed_rule!r}")
+        self.shed_rule = shed_rule
         if quantile not in ("p50", "p99"):
             raise ValueError(f"quantile must be 'p50' or 'p99', not {quantile!r}")
         if when_late not in ("fastest", "drain"):
@@ -121,6 +132,21 @@ class Policy(ABC):
         than this cannot be served in time (pass to ``EdfQueue.drop_expired``)."""
         return (self.table.latency_ms[self.fallback_subnet][0] + self.overhead_ms) / 1000.0
 
+    def shed(self, queue: EdfQueue, now: float) -> list[Request]:
+        """Remove and return the requests to answer at once as "cannot meet the deadline"
+        (see ``shed_rule``); call before :meth:`decide` when shedding."""
+        out = queue.drop_expired(now, self.min_service_s)
+        if self.shed_rule == "backlog" and len(queue) > 1:
+            lat = self.table.latency_ms[self.fallback_subnet]
+            bmax, overhead = self.table.max_batch, self.overhead_ms
+            while queue:
+                n = len(queue)
+                need_ms = lat[(n if n < bmax else bmax) - 1] + overhead
+                if queue.earliest_deadline >= now + need_ms / 1000.0:
+                    break
+                out += queue.pop_earliest(1)
+        return out
+
     def decide(self, queue: EdfQueue, now: float) -> Decision | None:
         """Decide for a free worker; None only when the queue is empty."""
         n = len(queue)
@@ -147,4 +173,5 @@ class Policy(ABC):
 
     def describe(self) -> str:
         q = "" if self.quantile == "p50" else f", quantile={self.quantile!r}"
-        return f"overhead_ms={self.overhead_ms}, when_late={self.when_late!r}{q}"
+        r = "" if self.shed_rule == "backlog" else f", shed_rule={self.shed_rule!r}"
+        return f"overhead_ms={self.overhead_ms}, when_late={self.when_late!r}{q}{r}"

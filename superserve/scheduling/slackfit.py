@@ -20,11 +20,11 @@ from bisect import bisect_right
 from typing import Literal
 
 from superserve.profiling.latency_profile import LatencyProfile
-from superserve.scheduling.policy import Decision, Policy, WhenLate
+from superserve.scheduling.policy import Decision, Policy, ShedRule, WhenLate
 
 Partial = Literal["upgrade", "paper"]
 
-DEFAULT_NUM_BUCKETS = 16  # measured in benchmarks/policies.py; see docs/scheduling.md
+DEFAULT_NUM_BUCKETS = 4  # measured in benchmarks/policies.py (part B); see docs/scheduling.md
 
 
 class SlackFit(Policy):
@@ -32,8 +32,9 @@ class SlackFit(Policy):
 
     def __init__(self, profile: LatencyProfile, num_buckets: int | None = DEFAULT_NUM_BUCKETS, *,
                  partial: Partial = "upgrade", overhead_ms: float = 0.0,
-                 when_late: WhenLate = "fastest", quantile: str = "p50") -> None:
-        super().__init__(profile, overhead_ms=overhead_ms, when_late=when_late, quantile=quantile)
+                 when_late: WhenLate = "fastest", quantile: str = "p50", shed_rule: ShedRule = "backlog") -> None:
+        super().__init__(profile, overhead_ms=overhead_ms, when_late=when_late, quantile=quantile,
+                         shed_rule=shed_rule)
         if partial not in ("upgrade", "paper"):
             raise ValueError(f"partial must be 'upgrade' or 'paper', not {partial!r}")
         if num_buckets is not None and num_buckets < 1:

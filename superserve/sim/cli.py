@@ -55,7 +55,7 @@ def simulate_command(
     workers: int = typer.Option(4, help="simulated workers"),
     slo_ms: Optional[float] = typer.Option(None, help="latency SLO (default: 2 x p50 of the largest SubNet at max batch)"),
     subnet: Optional[str] = typer.Option(None, help="clipper+: the fixed SubNet id"),
-    buckets: int = typer.Option(16, help="slackfit: number of latency buckets"),
+    buckets: int = typer.Option(4, help="slackfit: number of latency buckets"),
     min_accuracy: Optional[float] = typer.Option(None, help="infaas: accuracy floor"),
     latency: str = typer.Option("p50", help="p50, p99, uniform (p50..p99) or lognormal"),
     overhead_ms: float = typer.Option(0.0, help="fixed cost per batch (the policy is told about it)"),

@@ -8,8 +8,8 @@ processed failures first, then arrivals, then completions, so runs are determini
 arrival at the very instant a batch completes can join the next batch.
 
 Semantics (parameters):
-* ``late="shed"``: before each decision, requests that cannot finish in time even on the
-  policy's fastest option are answered at once as SHED. ``late="serve"``: nothing is shed;
+* ``late="shed"``: before each decision, ``policy.shed(queue, now)`` answers at once, as
+  SHED, the requests it gives up on (see the policy's ``shed_rule``). ``late="serve"``: nothing is shed;
   the policy's ``when_late`` decides how hopeless heads are served (they count as LATE).
 * ``latency``: "p50" (deterministic profile median), "p99", "uniform" (uniform between p50
   and p99) or "lognormal" (log-normal through p50 and p99), seeded.
@@ -108,7 +108,7 @@ def simulate(trace: Trace | np.ndarray, profile: LatencyProfile, policy: Policy,
     sample = _LatencySampler(profile, latency, seed)
     overhead_s = overhead_ms / 1000.0
     shed_mode = late == "shed"
-    min_service = policy.min_service_s
+    shed = policy.shed
     decide = policy.decide
 
     finish = [math.nan] * n
@@ -137,7 +137,7 @@ def simulate(trace: Trace | np.ndarray, profile: LatencyProfile, policy: Policy,
         nonlocal seq
         while idle and queue:
             if shed_mode:
-                for r in queue.drop_expired(now, min_service):
+                for r in shed(queue, now):
                     finish[r.id] = now  # answered at once: "cannot make the deadline"
                 if not queue:
                     return

@@ -1,0 +1,58 @@
+"""Real traces: the Azure LLM inference trace 2023 (conversation; Patel et al., Splitwise,
+ISCA 2024) and the Azure Functions 2019 format (Shahrad et al., Serverless in the Wild,
+USENIX ATC 2020; the bundled file is a four-function format sample, so its shape is flat;
+point --functions at a full invocations_per_function_md.anon.dNN.csv for the real day).
+
+Each trace is replayed at two loads relative to the worker pool: mean = C_mid (the
+mid-accuracy SubNet's peak throughput) and mean = 0.8 C_small (the paper replays Azure
+Functions at 6,400 qps on a cluster whose smallest SubNet peaks near 8,000 qps).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from _common import (accuracy_span_pts, capacity_qps, headline, mid_index, parser, plot_grid, print_table,
+                     run_lineup, setup, summarize_headlines, write_json, Timer)
+
+from superserve.workload import azure_functions, timestamped
+
+LLM = Path("/work/shared/traces/azure_llm_2023_conv.csv")
+FUNCTIONS = Path("/work/shared/traces/azure_functions_2019_sample_invocations.csv")
+
+
+def main() -> None:
+    p = parser(__doc__)
+    p.add_argument("--llm", type=Path, default=LLM)
+    p.add_argument("--functions", type=Path, default=FUNCTIONS)
+    args = p.parse_args()
+    profile, which, slo = setup(args)
+    cmid = capacity_qps(profile, mid_index(profile), args.workers)
+    csmall = capacity_qps(profile, 0, args.workers)
+    duration = args.duration or 20.0
+    loads = {"C_mid": cmid, "0.8 C_small": 0.8 * csmall}
+    traces, panels, heads = [], [], []
+    with Timer() as t:
+        for load_name, rate in loads.items():
+            for tr in (timestamped(args.llm, mean_rate=rate),
+                       azure_functions(args.functions, duration, rate, trim_idle=True, seed=1)):
+                rows = run_lineup(tr, profile, slo, args.workers)
+                h = headline(rows)
+                title = f"{tr.name} @ {load_name} ({rate:.0f}/s)"
+                print_table(title + f"  [{tr.summary()}]", rows,
+                            ["policy", "slo_attainment", "mean_accuracy", "mean_batch_size", "shed"])
+                print(f"  headline: {h}")
+                traces.append({"load": load_name, "rate": rate, "trace": tr.summary(), "meta": tr.meta,
+                               "rows": rows, "headline": h})
+                panels.append((title, rows))
+                heads.append(h)
+    summary = summarize_headlines(heads)
+    summary["accuracy_span_pts"] = accuracy_span_pts(profile)
+    print(f"\nheadline: {summary}   ({t.s:.1f} s)")
+    plot_grid("realtrace", panels, ncols=2, suptitle=f"Real traces, SLO {slo} ms, {args.workers} workers ({which})")
+    write_json("realtrace", {"profile": which, "slo_ms": slo, "workers": args.workers, "summary": summary,
+                             "traces": traces, "cite": ["Patel et al., Splitwise, ISCA 2024",
+                                                        "Shahrad et al., Serverless in the Wild, USENIX ATC 2020"]})
+
+
+if __name__ == "__main__":
+    main()
