@@ -32,6 +32,75 @@ def train(
     typer.echo(f"wrote {weights}")
 
 
+def _bar(description: str):
+    """A rich progress callback (i, n) for long offline steps."""
+    from rich.progress import Progress
+
+    prog = Progress(transient=False)
+    task = prog.add_task(description, total=None)
+    prog.start()
+
+    def update(i: int, n: int) -> None:
+        prog.update(task, completed=i, total=n)
+        if i >= n:
+            prog.stop()
+    return update
+
+
+@app.command()
+def search(
+    weights: Path = typer.Argument(..., help="trained SuperNet weights (safetensors)"),
+    out: Path = typer.Option(Path("runs/bundle"), help="bundle directory to write"),
+    data: Path = typer.Option(Path("/usr/share/datasets/fashion-mnist"), help="Fashion-MNIST IDX directory"),
+    initial: int = 120, generations: int = 4, per_generation: int = 50,
+    report: Path = typer.Option(None, help="write the search/accuracy/profile summary JSON here"),
+) -> None:
+    """Pareto search, SubnetNorm calibration, accuracy table and latency profile -> a bundle."""
+    from .profiling.pipeline import BuildSettings, build_bundle
+
+    bars: dict = {}
+
+    def progress(stage: str, i: int, n: int) -> None:
+        if stage not in bars:
+            bars[stage] = _bar(stage)
+        bars[stage](i, n)
+
+    settings = BuildSettings(data=str(data), initial=initial, generations=generations,
+                             per_generation=per_generation)
+    summary = build_bundle(weights, out, settings, report, progress)
+    typer.echo(f"wrote {out}: {summary['pareto_size']} Pareto SubNets of {summary['search']['evaluated']} "
+               f"evaluated ({summary['total_seconds']} s)")
+
+
+@app.command()
+def profile(
+    bundle: Path = typer.Option(None, help="bundle directory (default: the embedded SuperNet)"),
+    out: Path = typer.Option(Path("profile.json"), help="profile file to write"),
+    threads: int = typer.Option(1, help="torch threads, as one serving worker gets"),
+    repeats: int = 15,
+) -> None:
+    """Measure the latency profile of a bundle's SubNets (batch 1..16) on this device."""
+    from .embedded import EMBEDDED_DIR
+    from .profiling.measure import check_properties
+    from .profiling.pipeline import reprofile
+
+    prof = reprofile(bundle or EMBEDDED_DIR, out, threads, repeats=repeats, progress=_bar("profile"))
+    props = check_properties(prof)
+    typer.echo(f"wrote {out} ({len(prof)} SubNets, {prof.device}, {threads} threads)")
+    for k, v in props.items():
+        typer.echo(f"  {k}: {v:.3f}")
+
+
+def _mount_simulator() -> None:
+    from .sim.cli import simulate_command
+
+    app.command("simulate", help="Simulate a policy on a workload with profiled latencies (virtual clock).")(
+        simulate_command)
+
+
+_mount_simulator()
+
+
 def main() -> None:
     app()
 

@@ -1,0 +1,112 @@
+"""Measure the latency profile of served SubNets on the current device."""
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import statistics
+import time
+from typing import Callable, Sequence
+
+import torch
+
+from ..supernet import SubNetConfig, SuperResNet, subnet_cost
+from .latency_profile import LatencyProfile, SubnetProfile
+
+
+def device_name() -> str:
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"cpu: {cpu} ({os.cpu_count()} cores)"
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, max(0, round(q / 100 * (len(s) - 1))))]
+
+
+@torch.inference_mode()
+def time_batches(model: SuperResNet, config: SubNetConfig | str, batch: int, repeats: int, warmup: int,
+                 input_shape: tuple[int, ...], device: str = "cpu") -> list[float]:
+    """Latency in ms of `repeats` forward passes of one SubNet on one batch (after warm-up)."""
+    model.actuate(config)
+    x = torch.randn(batch, *input_shape, device=device)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    out = []
+    for i in range(warmup + repeats):
+        sync()
+        t0 = time.perf_counter()
+        model(x)
+        sync()
+        if i >= warmup:
+            out.append((time.perf_counter() - t0) * 1e3)
+    return out
+
+
+def measure_profile(
+    model: SuperResNet,
+    configs: Sequence[SubNetConfig],
+    accuracies: dict[str, dict[str, float]],
+    max_batch: int = 16,
+    repeats: int = 15,
+    warmup: int = 3,
+    device: str = "cpu",
+    progress: Callable[[int, int], None] | None = None,
+) -> LatencyProfile:
+    """Latency p50/p99 per SubNet and batch size 1..max_batch, measured with the threads
+    torch is set to use (set them to what one serving worker gets)."""
+    spec = model.spec
+    shape = (spec.in_channels, spec.input_size, spec.input_size)
+    model.eval().to(device)
+    samples: dict[tuple[str, int], list[float]] = {}
+    steps, done = len(configs) * max_batch, 0
+    for config in configs:
+        for b in range(1, max_batch + 1):
+            samples[(config.id, b)] = time_batches(model, config, b, repeats, warmup, shape, device)
+            done += 1
+            if progress is not None:
+                progress(done, steps)
+    subnets = []
+    for config in configs:
+        macs, params = subnet_cost(spec, config)
+        acc = accuracies.get(config.id, {})
+        p50 = tuple(statistics.median(samples[(config.id, b)]) for b in range(1, max_batch + 1))
+        p99 = tuple(max(percentile(samples[(config.id, b)], 99), p50[b - 1]) for b in range(1, max_batch + 1))
+        subnets.append(SubnetProfile(
+            id=config.id, accuracy=acc.get("test", acc.get("val", 0.0)), latency_p50_ms=p50,
+            latency_p99_ms=p99, config=config.to_dict(), flops=2 * macs, params=params,
+            val_accuracy=acc.get("val"), test_accuracy=acc.get("test"),
+        ))
+    meta = {
+        "torch": torch.__version__, "threads": torch.get_num_threads(),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "method": (f"torch.inference_mode forward of a random batch, {warmup} warm-up + {repeats} timed "
+                   f"runs per (SubNet, batch), perf_counter wall time, p50 = median, p99 = 99th pct"),
+        "input_shape": list(shape), "host": platform.node(),
+    }
+    return LatencyProfile(tuple(subnets), device=device_name() if device == "cpu" else device, meta=meta)
+
+
+def check_properties(profile: LatencyProfile) -> dict[str, float]:
+    """The paper's profile properties, as fractions of the pairs that satisfy them.
+    P1: latency grows with batch size; P2: latency grows with accuracy (at equal batch);
+    P3: the smallest SubNet at the largest batch is about as fast as the largest at batch 1."""
+    subs = profile.subnets
+    b = profile.max_batch
+    p1 = [s.latency_p50_ms[i + 1] >= s.latency_p50_ms[i] for s in subs for i in range(b - 1)]
+    p2 = [subs[j].latency_p50_ms[k] >= subs[i].latency_p50_ms[k]
+          for k in range(b) for i in range(len(subs)) for j in range(i + 1, len(subs))
+          if subs[j].accuracy > subs[i].accuracy]
+    smallest, largest = profile.smallest, profile.largest
+    return {
+        "p1_batch_monotone_fraction": sum(p1) / len(p1),
+        "p2_accuracy_monotone_fraction": sum(p2) / max(1, len(p2)),
+        "p3_smallest_at_max_batch_over_largest_at_1": smallest.latency_p50_ms[-1] / largest.latency_p50_ms[0],
+        "smallest_over_largest_at_max_batch": smallest.latency_p50_ms[-1] / largest.latency_p50_ms[-1],
+    }

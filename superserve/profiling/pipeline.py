@@ -1,0 +1,134 @@
+"""Offline pipeline: trained weights -> Pareto search -> SubnetNorm calibration -> accuracy
+table -> latency profile -> a servable bundle (the embedded default is built by this)."""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from ..datasets import DEFAULT_FMNIST, Split, load_fashion_mnist, normalize, train_val_split
+from ..embedded import save_subset
+from ..supernet import SubNetConfig, calibrate, load_supernet, save_norm_table, save_weights
+from .accuracy import accuracy, calibration_batches, top1_correct
+from .latency_profile import LatencyProfile
+from .measure import check_properties, measure_profile
+from .search import evolutionary_search, pareto_front
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class BuildSettings:
+    data: str = str(DEFAULT_FMNIST)
+    initial: int = 120
+    generations: int = 4
+    per_generation: int = 50
+    search_val_images: int = 2500  # the search ranks on part of the validation split ...
+    calib_images: int = 2000  # ... the final table uses all of it
+    subset_images: int = 2000
+    profile_threads: int = 1
+    seed: int = 0
+
+
+def build_bundle(weights: Path, out: Path, settings: BuildSettings, report: Path | None = None,
+                 progress: Progress | None = None) -> dict:
+    t_start = time.perf_counter()
+    step = progress or (lambda *a: None)
+    full_train, test = load_fashion_mnist(settings.data)
+    train, val = train_val_split(full_train, seed=settings.seed)
+    model = load_supernet(weights)
+    spec = model.spec
+    calib = calibration_batches(train, settings.calib_images, seed=settings.seed)
+    search_val = Split(val.images[:settings.search_val_images], val.labels[:settings.search_val_images])
+
+    t0 = time.perf_counter()
+    candidates = evolutionary_search(
+        model, calib, search_val, settings.initial, settings.generations, settings.per_generation,
+        settings.seed, lambda i, n: step("search", i, n))
+    search_s = time.perf_counter() - t0
+    front = pareto_front(candidates)
+    configs = [c.config for c in front]
+
+    # One table for the whole served set, then the accuracy table on full val and test.
+    calibrate(model, configs, calib)
+    subset = Split(test.images[:settings.subset_images], test.labels[:settings.subset_images])
+    accs: dict[str, dict[str, float]] = {}
+    subset_correct: dict[str, int] = {}
+    for i, c in enumerate(configs):
+        accs[c.id] = {"val": accuracy(model, c, val), "test": accuracy(model, c, test)}
+        subset_correct[c.id] = top1_correct(model, c, subset)
+        step("accuracy", i + 1, len(configs))
+
+    # SubnetNorm matters: the smallest served SubNet with its own vs the full network's statistics.
+    smallest, largest = configs[0], configs[-1]
+    model.actuate(smallest, stats_of=largest)
+    with torch.inference_mode():
+        borrowed = sum(int((model(x).argmax(1) == y).sum())
+                       for x, y in _batches(test))
+    norm_effect = {"subnet": smallest.id, "test_accuracy_calibrated": accs[smallest.id]["test"],
+                   "test_accuracy_full_network_stats": borrowed / len(test)}
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(settings.profile_threads)
+    t0 = time.perf_counter()
+    profile = measure_profile(model, configs, accs, progress=lambda i, n: step("profile", i, n))
+    profile_s = time.perf_counter() - t0
+    torch.set_num_threads(threads)
+    meta = dict(profile.meta, profile_seconds=round(profile_s, 1))
+    profile = LatencyProfile(profile.subnets, profile.device, meta)
+
+    out.mkdir(parents=True, exist_ok=True)
+    save_weights(model, out / "weights.safetensors", {"source": str(weights)})
+    save_norm_table(model, out / "subnetnorm.safetensors")
+    profile.save(out / "profile.json")
+    save_subset(subset, out / "subset.safetensors")
+    (out / "subset_accuracy.json").write_text(json.dumps(
+        {"images": len(subset), "correct": subset_correct}, indent=1))
+
+    summary = {
+        "search_space_size": spec.space_size(),
+        "search": {"method": "evolutionary (random init + mutation of the Pareto front), OFA-style",
+                   "evaluated": len(candidates), "initial_random": settings.initial,
+                   "generations": settings.generations, "per_generation": settings.per_generation,
+                   "search_val_images": settings.search_val_images, "seconds": round(search_s, 1)},
+        "pareto_size": len(configs),
+        "subnetnorm_effect": norm_effect,
+        "properties": check_properties(profile),
+        "profile_seconds": round(profile_s, 1),
+        "device": profile.device, "threads": settings.profile_threads,
+        "subnets": [
+            {"id": s.id, "flops": s.flops, "params": s.params, "val_accuracy": s.val_accuracy,
+             "test_accuracy": s.test_accuracy, "p50_ms_b1": s.latency_p50_ms[0],
+             "p50_ms_b16": s.latency_p50_ms[-1]}
+            for s in sorted(profile.subnets, key=lambda s: s.flops)
+        ],
+        "candidates": [{"id": c.config.id, "val_accuracy": c.val_accuracy, "macs": c.macs} for c in candidates],
+        "total_seconds": round(time.perf_counter() - t_start, 1),
+    }
+    if report is not None:
+        report.parent.mkdir(parents=True, exist_ok=True)
+        report.write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def _batches(split: Split, size: int = 500):
+    for i in range(0, len(split), size):
+        yield normalize(split.images[i:i + size]), split.labels[i:i + size]
+
+
+def reprofile(bundle_dir: Path, out: Path, threads: int = 1, max_batch: int = 16, repeats: int = 15,
+              progress: Callable[[int, int], None] | None = None) -> LatencyProfile:
+    """Re-measure a bundle's latency profile on this device, keeping its accuracies."""
+    from ..embedded import load_bundle
+
+    bundle = load_bundle(bundle_dir)
+    accs = {s.id: {"val": s.val_accuracy, "test": s.test_accuracy} for s in bundle.profile.subnets}
+    torch.set_num_threads(threads)
+    configs = [SubNetConfig.from_id(s.id) for s in bundle.profile.subnets]
+    profile = measure_profile(bundle.model, configs, accs, max_batch, repeats, progress=progress)
+    profile.save(out)
+    return profile
