@@ -1,0 +1,80 @@
+"""Request bodies prepared ahead of a run: real labelled images, encoded once.
+
+Encoding on the hot path would make the client's own cost depend on the payload; encoding
+ahead keeps a send down to one write of a ready ``bytes`` object. Request ``i`` of a trace
+carries image ``i mod n``, so a trace longer than the subset cycles through it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from superserve.loadgen.kserve import encode_binary_request
+
+# The SuperNet's input normalisation (superserve.datasets.MEAN / STD), repeated here so that
+# building payloads from numpy arrays needs no torch import.
+_MEAN, _STD = 0.2860, 0.3530
+
+
+@dataclass
+class PayloadSet:
+    """Ready-to-send infer bodies plus the label of the image each one carries."""
+
+    bodies: list[bytes]
+    header_lengths: list[int]
+    labels: np.ndarray  # int64, one per body
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.bodies)
+
+    def label_of(self, request_index: np.ndarray) -> np.ndarray:
+        return self.labels[np.asarray(request_index) % len(self.labels)]
+
+
+def normalize_images(images_u8: np.ndarray) -> np.ndarray:
+    """uint8 N x 28 x 28 -> float32 N x 1 x 28 x 28, as the server's model expects."""
+    x = (images_u8.astype(np.float32) / 255.0 - _MEAN) / _STD
+    return x[:, None, :, :].astype(np.float32, copy=False)
+
+
+def build_payloads(images_u8: np.ndarray, labels: np.ndarray, *, slo_ms: float | None,
+                   input_name: str = "input", extra_parameters: Mapping[str, Any] | None = None,
+                   limit: int | None = None) -> PayloadSet:
+    """One binary-extension body per image: shape [1, 1, 28, 28], FP32, normalised."""
+    images_u8 = np.asarray(images_u8)
+    labels = np.asarray(labels, dtype=np.int64)
+    if limit is not None:
+        images_u8, labels = images_u8[:limit], labels[:limit]
+    if images_u8.ndim != 3 or images_u8.shape[0] != labels.shape[0] or not len(labels):
+        raise ValueError("expected uint8 N x H x W images with N >= 1 labels")
+    params: dict[str, Any] = dict(extra_parameters or {})
+    if slo_ms is not None:
+        params["slo_ms"] = float(slo_ms)
+    x = normalize_images(images_u8)
+    bodies, heads = [], []
+    for k in range(x.shape[0]):
+        body, head = encode_binary_request(x[k:k + 1], input_name=input_name, parameters=params)
+        bodies.append(body)
+        heads.append(head)
+    return PayloadSet(bodies, heads, labels, {"images": int(x.shape[0]), "input_name": input_name,
+                                              "parameters": params, "encoding": "kserve-v2-binary"})
+
+
+def payloads_from_bundle(root: str | Path | None, *, slo_ms: float | None, input_name: str = "input",
+                         limit: int | None = None) -> PayloadSet:
+    """Payloads from a bundle's labelled subset (default: the embedded bundle)."""
+    from superserve.embedded import EMBEDDED_DIR, load_subset
+
+    root = Path(root) if root is not None else EMBEDDED_DIR
+    path = root / "subset.safetensors"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: give --bundle DIR of a SuperNet bundle with a labelled subset")
+    split = load_subset(path)
+    p = build_payloads(split.images.numpy(), split.labels.numpy(), slo_ms=slo_ms, input_name=input_name,
+                       limit=limit)
+    p.meta["source"] = str(path)
+    return p
