@@ -101,6 +101,16 @@ def _mount_simulator() -> None:
 _mount_simulator()
 
 
+def _mount_bench() -> None:
+    from .loadgen.cli import bench_command
+
+    app.command("bench", help="Replay a workload against a running server, open loop (client-side SLO attainment).")(
+        bench_command)
+
+
+_mount_bench()
+
+
 def main() -> None:
     app()
 

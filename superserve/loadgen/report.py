@@ -127,7 +127,7 @@ def write_json(path: str | Path, summary: dict[str, Any], series: dict[str, list
     doc = {**(extra or {}), "summary": summary}
     if series is not None:
         doc["time_series"] = series
-    path.write_text(json.dumps(doc, indent=1, default=_json_default, allow_nan=False))
+    path.write_text(json.dumps(clean_nans(doc), indent=1, default=_json_default, allow_nan=False))
     return path
 
 
