@@ -38,8 +38,14 @@ def capacity_qps(profile: LatencyProfile, subnet_index: int, num_workers: int) -
 
 
 def spanning_subnets(profile: LatencyProfile, count: int = 6) -> list[str]:
-    """``count`` SubNet ids spread evenly over the accuracy range (the paper's six Clipper+
-    versions)."""
-    n = len(profile)
-    idx = sorted({round(k * (n - 1) / max(1, count - 1)) for k in range(count)})
-    return [profile.subnets[i].id for i in idx]
+    """``count`` SubNet ids whose accuracies span the served range evenly (the paper's six
+    Clipper+ versions): for evenly spaced accuracy targets, the nearest SubNet not yet taken."""
+    subs = list(profile.subnets)
+    count = min(count, len(subs))
+    lo, hi = subs[0].accuracy, subs[-1].accuracy
+    chosen: list[int] = []
+    for k in range(count):
+        target = lo + (hi - lo) * k / max(1, count - 1)
+        chosen.append(min((i for i in range(len(subs)) if i not in chosen),
+                          key=lambda i: abs(subs[i].accuracy - target)))
+    return [subs[i].id for i in sorted(chosen)]

@@ -69,6 +69,7 @@ class SuperResNet(nn.Module):
         self.classifier = SlicedLinear(spec.stage_channels[-1], spec.num_classes)
         self.norm_rows: dict[str, int] = {}  # SubNet id -> row of every SubnetNorm table
         self._plans: dict[object, ActivePlan] = {}
+        self._plans_by_id: dict[str, ActivePlan] = {}  # the serving path actuates by id
         self._active = self.plan(spec.largest())
 
     # --- actuation -----------------------------------------------------------------------
@@ -94,15 +95,21 @@ class SuperResNet(nn.Module):
             norm_row=row,
         )
         self._plans[key] = plan
+        if stats_of is None:
+            self._plans_by_id[plan.subnet_id] = plan
         return plan
 
     def actuate(self, config: SubNetConfig | str, stats_of: SubNetConfig | None = None) -> ActivePlan:
         """Select the SubNet the next forward pass runs. For served SubNets this is a dict
         lookup and one attribute store."""
         if isinstance(config, str):
-            config = SubNetConfig.from_id(config)
-        self._active = self.plan(config, stats_of)
-        return self._active
+            plan = self._plans_by_id.get(config) if stats_of is None else None
+            if plan is None:
+                plan = self.plan(SubNetConfig.from_id(config), stats_of)
+        else:
+            plan = self.plan(config, stats_of)
+        self._active = plan
+        return plan
 
     @property
     def active(self) -> ActivePlan:
@@ -130,6 +137,7 @@ class SuperResNet(nn.Module):
         calibration or loading). Cached plans are rebuilt."""
         self.norm_rows = {sid: r for r, sid in enumerate(subnet_ids)}
         self._plans.clear()
+        self._plans_by_id.clear()
         self._active = self.plan(SubNetConfig.from_id(self._active.subnet_id))
 
     def weight_bytes(self) -> int:

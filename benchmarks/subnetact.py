@@ -1,0 +1,131 @@
+"""SubNetAct side by side: switching SubNets inside one resident SuperNet vs loading extracted
+SubNets from disk, and the memory of both for the served (Pareto) set.
+
+    python benchmarks/subnetact.py [--bundle DIR] [--switches 20000]
+
+Writes benchmarks/results/subnetact.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from superserve.embedded import EMBEDDED_DIR, load_bundle
+from superserve.profiling.measure import percentile, time_batches
+from superserve.sim.defaults import spanning_subnets
+from superserve.supernet import extract, load_extracted, save_extracted
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def model_bytes(model: torch.nn.Module) -> int:
+    tensors = list(model.parameters()) + list(model.buffers())
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--bundle", type=Path, default=EMBEDDED_DIR)
+    ap.add_argument("--switches", type=int, default=20000)
+    ap.add_argument("--loads", type=int, default=20)
+    ap.add_argument("--out", type=Path, default=RESULTS / "subnetact.json")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+
+    bundle = load_bundle(args.bundle)
+    model, profile = bundle.model, bundle.profile
+    ids = [s.id for s in profile.subnets]
+    for sid in ids:  # the server prepares every served plan at start-up
+        model.actuate(sid)
+
+    # Actuation: switch to a random served SubNet, many times, one timing per switch.
+    rng = random.Random(0)
+    order = [rng.choice(ids) for _ in range(args.switches)]
+    clock = time.perf_counter_ns
+    act_ns = []
+    for sid in order:
+        t0 = clock()
+        model.actuate(sid)
+        act_ns.append(clock() - t0)
+    act_us = [v / 1e3 for v in act_ns]
+
+    # Loading: one extracted SubNet (the median-size one) from disk into a ready model.
+    mid = sorted(profile.subnets, key=lambda s: s.params)[len(ids) // 2]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "subnet.safetensors"
+        save_extracted(extract(model, bundle.configs()[ids.index(mid.id)]), path)
+        load_ms = []
+        x = torch.randn(1, 1, 28, 28)
+        for _ in range(args.loads):
+            t0 = time.perf_counter()
+            loaded = load_extracted(path)
+            with torch.inference_mode():
+                loaded(x)  # ready means it has answered once
+            load_ms.append((time.perf_counter() - t0) * 1e3)
+
+    # Memory: the SuperNet (weights + whole SubnetNorm table) vs the extracted models.
+    configs = {c.id: c for c in bundle.configs()}
+    extracted_bytes = {sid: model_bytes(extract(model, configs[sid])) for sid in ids}
+    supernet_bytes = model.weight_bytes() + model.norm_table_bytes()
+    six = spanning_subnets(profile, 6)
+    six_bytes = sum(extracted_bytes[sid] for sid in six)
+
+    # Cost of WeightSlice at run time: the same SubNet actuated vs extracted, same inputs.
+    slice_cost = {}
+    for s in (profile.smallest, profile.largest):
+        ext = extract(model, configs[s.id])
+        row = {}
+        for b in (1, 16):
+            sup = statistics.median(time_batches(model, s.id, b, 30, 5, (1, 28, 28)))
+            with torch.inference_mode():
+                xb = torch.randn(b, 1, 28, 28)
+                for _ in range(5):
+                    ext(xb)
+                ts = []
+                for _ in range(30):
+                    t0 = time.perf_counter()
+                    ext(xb)
+                    ts.append((time.perf_counter() - t0) * 1e3)
+            row[f"b{b}"] = {"supernet_ms": round(sup, 3), "extracted_ms": round(statistics.median(ts), 3)}
+        slice_cost[s.id] = row
+
+    result = {
+        "bundle": str(args.bundle),
+        "num_subnets": len(ids),
+        "actuation_us_p50": round(percentile(act_us, 50), 3),
+        "actuation_us_p99": round(percentile(act_us, 99), 3),
+        "actuation_switches": len(act_us),
+        "load_extracted_ms_p50": round(percentile(load_ms, 50), 3),
+        "load_extracted_subnet": mid.id,
+        "load_over_actuation": round(percentile(load_ms, 50) * 1e3 / percentile(act_us, 50), 1),
+        "memory_supernet_bytes": supernet_bytes,
+        "memory_supernet_weights_bytes": model.weight_bytes(),
+        "memory_norm_table_bytes": model.norm_table_bytes(),
+        "memory_extracted_bytes": sum(extracted_bytes.values()),
+        "memory_ratio": round(sum(extracted_bytes.values()) / supernet_bytes, 3),
+        "memory_six_ids": six,
+        "memory_six_extracted_bytes": six_bytes,
+        "memory_ratio_vs_six": round(six_bytes / supernet_bytes, 3),
+        "weights_over_norm_table": round(model.weight_bytes() / max(1, model.norm_table_bytes()), 1),
+        "forward_supernet_vs_extracted": slice_cost,
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1))
+    width = max(len(k) for k in result)
+    for k, v in result.items():
+        if not isinstance(v, (dict, list)):
+            print(f"{k:<{width}}  {v}")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
