@@ -21,6 +21,9 @@ from superserve.loadgen.workload_spec import parse_workload
 from superserve.workload import Trace
 
 DEFAULT_MODEL = "supernet"  # superserve.serving.config.ServeConfig.model_name
+# Ask only for the predicted class: a one-integer answer is cheaper to encode and parse than
+# ten logits, on both sides. (--output "" asks for every output.)
+DEFAULT_OUTPUT = "class_index"
 
 
 def wait_until_ready(base_url: str, timeout_s: float = 5.0) -> None:
@@ -65,9 +68,10 @@ def print_summary(s: dict[str, Any], echo: Callable[[str], None] = typer.echo) -
     echo(f"send lag ms: p50 {lag['p50']}  p99 {lag['p99']}  max {lag['max']}  (>1 ms: {lag['late_1ms']})")
 
 
-def run_bench(trace: Trace, *, url: str, model: str, slo_ms: float, bundle: Optional[Path], processes: int,
-              connections: int, timeout_s: float, progress: bool = True, label: str = "replay") -> ReplayRun:
-    payloads = payloads_from_bundle(bundle, slo_ms=slo_ms)
+def run_bench(trace: Trace, *, url: str, model: str, slo_ms: float, bundle: Optional[Path], processes: int = 1,
+              connections: int = 512, timeout_s: float = 10.0, progress: bool = True, label: str = "replay",
+              output: str = DEFAULT_OUTPUT) -> ReplayRun:
+    payloads = payloads_from_bundle(bundle, slo_ms=slo_ms, outputs=[output] if output else None)
     cfg = SenderConfig(url.rstrip("/"), infer_path(model), timeout_s=timeout_s, connections=connections)
     update, close = rich_progress(label) if progress else (None, lambda: None)
     try:
@@ -97,6 +101,7 @@ def bench_command(
     processes: int = typer.Option(1, help="sender processes (split the trace round-robin)"),
     connections: int = typer.Option(512, help="keep-alive connections per sender process"),
     timeout_s: float = typer.Option(10.0, help="per-request client timeout"),
+    output: str = typer.Option(DEFAULT_OUTPUT, help="output to ask for (its argmax / value is the prediction); '' = all"),
     out: Optional[Path] = typer.Option(None, help="write summary + time series JSON here"),
     plot: Optional[Path] = typer.Option(None, help="write a PNG (rate, served accuracy, latency over time)"),
     records: Optional[Path] = typer.Option(None, help="write per-request records (.npz)"),
@@ -111,7 +116,8 @@ def bench_command(
     typer.echo(f"replaying {tr.name}: {len(tr)} requests over {tr.duration_s:.1f} s (mean {tr.mean_rate:.0f} req/s) "
                f"-> {url} model {model}, SLO {slo} ms")
     run = run_bench(tr, url=url, model=model, slo_ms=slo, bundle=bundle, processes=processes,
-                    connections=connections, timeout_s=timeout_s, progress=not quiet, label=tr.name)
+                    connections=connections, timeout_s=timeout_s, progress=not quiet, label=tr.name,
+                    output=output)
     s = summarize(run.records, wall_s=run.wall_s)
     print_summary(s)
     if run.errors:

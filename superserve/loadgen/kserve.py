@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -28,8 +28,10 @@ def infer_path(model: str, version: str | None = None) -> str:
 
 def encode_binary_request(tensor: np.ndarray, *, input_name: str = "input",
                           parameters: Mapping[str, Any] | None = None,
-                          request_id: str | None = None) -> tuple[bytes, int]:
-    """(body, JSON header length) of a binary-extension infer request carrying ``tensor``."""
+                          request_id: str | None = None,
+                          outputs: Sequence[str] | None = None) -> tuple[bytes, int]:
+    """(body, JSON header length) of a binary-extension infer request carrying ``tensor``.
+    ``outputs``: the output names to ask for (as JSON data); None asks for all."""
     tensor = np.ascontiguousarray(tensor)
     dtype = next((k for k, v in _NP_DTYPES.items() if np.dtype(v) == tensor.dtype), None)
     if dtype is None:
@@ -39,6 +41,8 @@ def encode_binary_request(tensor: np.ndarray, *, input_name: str = "input",
         "inputs": [{"name": input_name, "shape": list(tensor.shape), "datatype": dtype,
                     "parameters": {"binary_data_size": len(raw)}}],
     }
+    if outputs:
+        header["outputs"] = [{"name": n} for n in outputs]
     if request_id is not None:
         header["id"] = request_id
     if parameters:

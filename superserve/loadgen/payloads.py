@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -43,8 +43,9 @@ def normalize_images(images_u8: np.ndarray) -> np.ndarray:
 
 def build_payloads(images_u8: np.ndarray, labels: np.ndarray, *, slo_ms: float | None,
                    input_name: str = "input", extra_parameters: Mapping[str, Any] | None = None,
-                   limit: int | None = None) -> PayloadSet:
-    """One binary-extension body per image: shape [1, 1, 28, 28], FP32, normalised."""
+                   limit: int | None = None, outputs: Sequence[str] | None = None) -> PayloadSet:
+    """One binary-extension body per image: shape [1, 1, 28, 28], FP32, normalised.
+    ``outputs``: output names to ask for (e.g. ["class_index"]: a short answer); None: all."""
     images_u8 = np.asarray(images_u8)
     labels = np.asarray(labels, dtype=np.int64)
     if limit is not None:
@@ -57,15 +58,16 @@ def build_payloads(images_u8: np.ndarray, labels: np.ndarray, *, slo_ms: float |
     x = normalize_images(images_u8)
     bodies, heads = [], []
     for k in range(x.shape[0]):
-        body, head = encode_binary_request(x[k:k + 1], input_name=input_name, parameters=params)
+        body, head = encode_binary_request(x[k:k + 1], input_name=input_name, parameters=params, outputs=outputs)
         bodies.append(body)
         heads.append(head)
     return PayloadSet(bodies, heads, labels, {"images": int(x.shape[0]), "input_name": input_name,
-                                              "parameters": params, "encoding": "kserve-v2-binary"})
+                                              "parameters": params, "encoding": "kserve-v2-binary",
+                                              "outputs": list(outputs or [])})
 
 
 def payloads_from_bundle(root: str | Path | None, *, slo_ms: float | None, input_name: str = "input",
-                         limit: int | None = None) -> PayloadSet:
+                         limit: int | None = None, outputs: Sequence[str] | None = None) -> PayloadSet:
     """Payloads from a bundle's labelled subset (default: the embedded bundle)."""
     from superserve.embedded import EMBEDDED_DIR, load_subset
 
@@ -75,6 +77,6 @@ def payloads_from_bundle(root: str | Path | None, *, slo_ms: float | None, input
         raise FileNotFoundError(f"{path} not found: give --bundle DIR of a SuperNet bundle with a labelled subset")
     split = load_subset(path)
     p = build_payloads(split.images.numpy(), split.labels.numpy(), slo_ms=slo_ms, input_name=input_name,
-                       limit=limit)
+                       limit=limit, outputs=outputs)
     p.meta["source"] = str(path)
     return p
