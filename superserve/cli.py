@@ -111,6 +111,16 @@ def _mount_bench() -> None:
 _mount_bench()
 
 
+def _mount_serve() -> None:
+    from .serving.cli import serve_command
+
+    app.command("serve", help="Serve a SuperNet over KServe v2 REST and gRPC (SlackFit or a baseline policy).")(
+        serve_command)
+
+
+_mount_serve()
+
+
 def main() -> None:
     app()
 

@@ -1,0 +1,50 @@
+"""`superserve serve`: the typer command (mounted by superserve/cli.py)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def serve_command(
+    bundle: Optional[Path] = typer.Option(None, help="SuperNet bundle directory (default: the embedded SuperNet)"),
+    profile: Optional[Path] = typer.Option(None, help="latency profile (default: BUNDLE/profile.json)"),
+    policy: Optional[str] = typer.Option(None, help="slackfit | maxbatch | maxacc | clipper+ | infaas (default slackfit)"),
+    subnet: Optional[str] = typer.Option(None, help="the fixed SubNet id of clipper+"),
+    min_accuracy: Optional[float] = typer.Option(None, help="INFaaS's accuracy floor"),
+    workers: Optional[int] = typer.Option(None, help="worker processes (default 1)"),
+    threads_per_worker: Optional[int] = typer.Option(None, help="torch threads per worker (default 1)"),
+    host: Optional[str] = typer.Option(None, help="bind address (default 127.0.0.1: loopback only)"),
+    http_port: Optional[int] = typer.Option(None, help="HTTP port (default 8000; 0: any free port)"),
+    grpc_port: Optional[int] = typer.Option(None, help="gRPC port (default 8001; 0: any free port; -1: no gRPC)"),
+    slo_ms: Optional[float] = typer.Option(None, help="deadline of requests without slo_ms (default: 2 x p50 of "
+                                                      "the largest SubNet at the largest batch)"),
+    queue_capacity: Optional[int] = typer.Option(None, help="EDF queue bound; beyond it 429 (default 1024)"),
+    late: Optional[str] = typer.Option(None, help="shed (default): answer 504 at once when a deadline cannot be "
+                                                  "met; serve: run it anyway, answer late"),
+    model_name: Optional[str] = typer.Option(None, help="model name clients address (default 'supernet')"),
+    config: Optional[Path] = typer.Option(None, help="JSON or TOML file with any of these settings "
+                                                     "(keys as in superserve.serving.ServeConfig); flags win"),
+    ready_file: Optional[Path] = typer.Option(None, help="write JSON {pid, http_port, grpc_port, worker_pids} "
+                                                         "here once every worker is warm"),
+) -> None:
+    """Serve a SuperNet over KServe v2 REST and gRPC, choosing SubNet and batch per decision."""
+    from superserve.serving.config import ServeConfig
+    from superserve.serving.server import run
+
+    overrides = dict(
+        bundle=str(bundle) if bundle else None, profile=str(profile) if profile else None, policy=policy,
+        subnet=subnet, min_accuracy=min_accuracy, workers=workers, threads_per_worker=threads_per_worker,
+        host=host, http_port=http_port, grpc_port=grpc_port, slo_ms=slo_ms, queue_capacity=queue_capacity,
+        late=late, model_name=model_name, ready_file=str(ready_file) if ready_file else None)
+    try:
+        cfg = ServeConfig.from_file(config, **overrides) if config else \
+            ServeConfig(**{k: v for k, v in overrides.items() if v is not None})
+        if cfg.grpc_port is not None and cfg.grpc_port < 0:
+            cfg.grpc_port = None
+        cfg.validate()
+    except (OSError, ValueError, TypeError) as exc:
+        typer.echo(f"superserve serve: {exc}", err=True)
+        raise typer.Exit(2)
+    raise typer.Exit(run(cfg))

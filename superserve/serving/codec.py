@@ -1,0 +1,201 @@
+"""Turning protocol tensors into the router's input rows, and answers into protocol terms.
+
+Shared by the REST and gRPC front ends, so both accept and refuse exactly the same inputs.
+One request carries one image:
+
+* FP32, shape [1, C, H, W], [1, C*H*W], or (C = 1) [1, H, W]: the model's normalised input.
+* UINT8, same shapes: raw pixels, normalised here as (x / 255 - pixel_mean) / pixel_std.
+
+Work per request is vectorised numpy over one image (validation of finiteness, the UINT8
+conversion); a FP32 binary input is passed on as the very bytes that arrived.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from superserve.serving.config import ServeConfig
+from superserve.serving.model_info import ModelInfo
+from superserve.serving.router import InferResult, Outcome
+
+INPUT_NAME = "input"
+LOGITS = "logits"
+CLASS = "class_index"
+OUTPUT_NAMES = (LOGITS, CLASS)
+
+
+class ApiError(Exception):
+    """A request the server refuses; ``status`` is the HTTP status, ``grpc`` the gRPC code name."""
+
+    _GRPC = {400: "INVALID_ARGUMENT", 404: "NOT_FOUND", 413: "RESOURCE_EXHAUSTED",
+             429: "RESOURCE_EXHAUSTED", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED", 500: "INTERNAL"}
+
+    def __init__(self, status: int, message: str, outcome: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.outcome = outcome
+
+    @property
+    def grpc(self) -> str:
+        return self._GRPC.get(self.status, "UNKNOWN")
+
+
+# How each outcome that is not an answer maps onto HTTP (gRPC follows ApiError._GRPC).
+OUTCOME_STATUS = {Outcome.SHED: 504, Outcome.REJECTED: 429, Outcome.UNAVAILABLE: 503, Outcome.ERROR: 500}
+
+
+def result_error(result: InferResult) -> ApiError:
+    return ApiError(OUTCOME_STATUS[result.outcome], result.message, result.outcome.value)
+
+
+@dataclass(frozen=True)
+class RequestOptions:
+    slo_ms: float
+    min_accuracy: float
+
+
+class InputCodec:
+    def __init__(self, info: ModelInfo, config: ServeConfig, default_slo_ms: float) -> None:
+        self.info = info
+        self.elements = info.input_elements
+        c, h, w = info.input_shape
+        shapes = [(1, c, h, w), (1, c * h * w)]
+        if c == 1:
+            shapes.append((1, h, w))
+        self.shapes = tuple(shapes)
+        self._shape_text = " or ".join(str(list(s)) for s in self.shapes)
+        self.scale = np.float32(1.0 / (255.0 * config.pixel_std))
+        self.offset = np.float32(config.pixel_mean / config.pixel_std)
+        self.default_slo_ms = default_slo_ms
+        self.max_slo_ms = config.max_slo_ms
+
+    # --- inputs --------------------------------------------------------------------------
+    def check_header(self, name: Any, datatype: Any, shape: Any) -> str:
+        if name != INPUT_NAME:
+            raise ApiError(400, f"unknown input {name!r}; this model has one input named {INPUT_NAME!r}")
+        if datatype not in ("FP32", "UINT8"):
+            raise ApiError(400, f"input datatype {datatype!r} not supported; send FP32 (normalised) "
+                                "or UINT8 (raw pixels)")
+        if not isinstance(shape, (list, tuple)) or not all(type(d) is int for d in shape):
+            raise ApiError(400, f"input shape must be a list of integers, got {shape!r}")
+        if tuple(shape) not in self.shapes:
+            if shape and shape[0] != 1 and tuple([1] + list(shape[1:])) in self.shapes:
+                raise ApiError(400, f"one image per request (shape {list(shape)}); send {shape[0]} requests: "
+                                    "the server forms the batches")
+            raise ApiError(400, f"input shape {list(shape)} not accepted; send {self._shape_text}")
+        return datatype
+
+    def decode_raw(self, datatype: str, raw: bytes | memoryview) -> bytes:
+        """A binary tensor (REST binary extension, gRPC raw_input_contents) -> a float32 row."""
+        if datatype == "FP32":
+            if len(raw) != 4 * self.elements:
+                raise ApiError(400, f"FP32 input needs {4 * self.elements} bytes, got {len(raw)}")
+            arr = np.frombuffer(raw, dtype="<f4")
+            if not np.isfinite(arr).all():
+                raise ApiError(400, "input contains NaN or infinity")
+            return bytes(raw)
+        if len(raw) != self.elements:
+            raise ApiError(400, f"UINT8 input needs {self.elements} bytes, got {len(raw)}")
+        return self._from_pixels(np.frombuffer(raw, dtype=np.uint8))
+
+    def decode_values(self, datatype: str, values: Any) -> bytes:
+        """JSON (or gRPC typed-contents) numbers -> a float32 row."""
+        try:
+            arr = np.asarray(values, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ApiError(400, "input data must be a (nested) list of numbers") from None
+        if arr.size != self.elements:
+            raise ApiError(400, f"input data has {arr.size} values; the shape needs {self.elements}")
+        arr = arr.reshape(-1)
+        if not np.isfinite(arr).all():
+            raise ApiError(400, "input contains NaN or infinity")
+        if datatype == "FP32":
+            return arr.astype("<f4").tobytes()
+        if (arr < 0).any() or (arr > 255).any() or (arr != np.floor(arr)).any():
+            raise ApiError(400, "UINT8 input values must be integers in 0..255")
+        return self._from_pixels(arr.astype(np.uint8))
+
+    def _from_pixels(self, pixels: np.ndarray) -> bytes:
+        return (pixels.astype("<f4") * self.scale - self.offset).astype("<f4").tobytes()
+
+    # --- parameters ----------------------------------------------------------------------
+    def options(self, params: Any) -> RequestOptions:
+        """slo_ms and min_accuracy from the request's parameters (a dict of plain values)."""
+        if params is None:
+            params = {}
+        if not isinstance(params, dict):
+            raise ApiError(400, "request parameters must be an object")
+        slo = _number(params.get("slo_ms"), "slo_ms", "a number of milliseconds")
+        if slo is None:
+            slo = self.default_slo_ms
+        if not math.isfinite(slo) or slo <= 0 or slo > self.max_slo_ms:
+            raise ApiError(400, f"slo_ms={slo!r} out of range; use a deadline in (0, {self.max_slo_ms:g}] ms")
+        acc = _number(params.get("min_accuracy"), "min_accuracy", "a number in [0, 1]")
+        if acc is None:
+            acc = 0.0
+        if not 0.0 <= acc <= 1.0:  # also refuses NaN
+            raise ApiError(400, f"min_accuracy must be a number in [0, 1], got {acc!r}")
+        return RequestOptions(slo, acc)
+
+    def requested_outputs(self, names: list[Any]) -> tuple[str, ...]:
+        for n in names:
+            if n not in OUTPUT_NAMES:
+                raise ApiError(400, f"unknown output {n!r}; this model has {list(OUTPUT_NAMES)}")
+        return tuple(names) if names else OUTPUT_NAMES
+
+
+def _number(value: Any, name: str, what: str) -> float | None:
+    """A numeric parameter; numeric strings are accepted because some clients (tritonclient.grpc)
+    cannot send floating-point parameters."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            raise ApiError(400, f"{name} must be {what}, got {value!r}") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ApiError(400, f"{name} must be {what}, got {value!r}")
+    return float(value)
+
+
+def result_parameters(result: InferResult) -> dict[str, Any]:
+    """What an answer says about how it was served (KServe response parameters)."""
+    return {"subnet_id": result.subnet_id, "accuracy": result.accuracy, "batch_size": result.batch_size,
+            "queue_ms": round(result.queue_ms, 3), "compute_ms": round(result.compute_ms, 3),
+            "outcome": result.outcome.value, "worker": result.worker}
+
+
+def class_index(logits: bytes) -> int:
+    return int(np.frombuffer(logits, dtype="<f4").argmax())
+
+
+def model_metadata(info: ModelInfo) -> dict[str, Any]:
+    c, h, w = info.input_shape
+    return {
+        "name": info.name, "versions": ["1"], "platform": "superserve_supernet",
+        "inputs": [{"name": INPUT_NAME, "datatype": "FP32", "shape": [-1, c, h, w]}],
+        "outputs": [{"name": LOGITS, "datatype": "FP32", "shape": [-1, info.num_classes]},
+                    {"name": CLASS, "datatype": "INT64", "shape": [-1, 1]}],
+        "parameters": {"subnets": len(info.subnet_ids), "max_server_batch": info.profile.max_batch},
+    }
+
+
+def model_config(info: ModelInfo) -> dict[str, Any]:
+    """A Triton-style model configuration (perf_analyzer reads it). max_batch_size is the
+    per-request batch (one image); the server batches across requests itself."""
+    c, h, w = info.input_shape
+    return {
+        "name": info.name, "platform": "superserve_supernet", "backend": "superserve",
+        "max_batch_size": 1,
+        "input": [{"name": INPUT_NAME, "data_type": "TYPE_FP32", "format": "FORMAT_NCHW", "dims": [c, h, w]}],
+        "output": [{"name": LOGITS, "data_type": "TYPE_FP32", "dims": [info.num_classes]},
+                   {"name": CLASS, "data_type": "TYPE_INT64", "dims": [1]}],
+        "dynamic_batching": {"max_queue_delay_microseconds": 0},
+        "instance_group": [{"name": info.name, "kind": "KIND_CPU", "count": 1}],
+        "parameters": {"subnets": {"string_value": ",".join(info.subnet_ids)}},
+    }

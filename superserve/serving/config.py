@@ -1,0 +1,103 @@
+"""Server configuration: one dataclass, filled from defaults, a JSON/TOML file and CLI flags.
+
+Everything a server process needs to start is here, so `superserve serve`, the Python API
+(:class:`~superserve.serving.process.ServerProcess`) and tests build the same object.
+"""
+from __future__ import annotations
+
+import json
+import math
+import tomllib
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+# The embedded bundle's path without importing superserve.embedded (which imports torch): the
+# router process never needs torch.
+EMBEDDED_DIR = Path(__file__).resolve().parent.parent / "data" / "embedded"
+
+LATE_MODES = ("shed", "serve")
+
+
+@dataclass
+class ServeConfig:
+    # --- what to serve ---------------------------------------------------------------------
+    bundle: str = str(EMBEDDED_DIR)  # weights.safetensors + subnetnorm.safetensors (+ profile.json)
+    profile: str | None = None  # latency profile; default: <bundle>/profile.json
+    model_name: str = "supernet"  # the KServe v2 model name clients address
+    subnets: list[str] | None = None  # serve only these SubNet ids of the profile (default: all)
+    # UINT8 inputs are raw pixels; the server maps them to the model's input scale with
+    # (x / 255 - pixel_mean) / pixel_std. Defaults: Fashion-MNIST, as the embedded SuperNet.
+    pixel_mean: float = 0.2860
+    pixel_std: float = 0.3530
+
+    # --- scheduling ------------------------------------------------------------------------
+    policy: str = "slackfit"  # slackfit | maxbatch | maxacc | clipper+ | infaas
+    subnet: str | None = None  # the fixed SubNet of clipper+
+    min_accuracy: float | None = None  # INFaaS's accuracy floor
+    slo_ms: float | None = None  # default deadline of a request without slo_ms; None: profile rule
+    max_slo_ms: float = 60_000.0  # larger slo_ms values are refused as absurd
+    queue_capacity: int = 1024  # bounded EDF queue: beyond it requests get 429 at once
+    late: str = "shed"  # "shed": answer "deadline cannot be met" at once; "serve": run it late
+    quantile: str = "p99"  # the profile column the policy plans with (docs/scheduling.md)
+    overhead_ms: float = 0.3  # per-batch dispatch + result cost the profile does not contain
+    policy_params: dict[str, Any] = field(default_factory=dict)  # e.g. {"num_buckets": 4}
+
+    # --- workers ---------------------------------------------------------------------------
+    workers: int = 1
+    threads_per_worker: int = 1
+    warmup_runs: int = 2  # forward passes per (SubNet, batch size) at start-up
+
+    # --- network ---------------------------------------------------------------------------
+    host: str = "127.0.0.1"  # loopback unless told otherwise
+    http_port: int = 8000  # 0: any free port (see ready_file)
+    grpc_port: int | None = 8001  # None: no gRPC server
+    max_request_bytes: int = 1 << 20  # larger bodies get 413
+    ready_file: str | None = None  # written (JSON: ports, pid) once every worker is warm
+    drain_timeout_s: float = 5.0  # on SIGTERM, how long queued requests may still be served
+
+    def validate(self) -> "ServeConfig":
+        if self.late not in LATE_MODES:
+            raise ValueError(f"late must be one of {LATE_MODES}, not {self.late!r}")
+        if self.workers < 1:
+            raise ValueError("workers must be >= 1")
+        if self.threads_per_worker < 1:
+            raise ValueError("threads_per_worker must be >= 1")
+        if self.queue_capacity < 1:
+            raise ValueError("queue_capacity must be >= 1")
+        if self.slo_ms is not None and not (0 < self.slo_ms <= self.max_slo_ms and math.isfinite(self.slo_ms)):
+            raise ValueError(f"slo_ms must be in (0, {self.max_slo_ms}], not {self.slo_ms}")
+        if self.max_request_bytes < 4096:
+            raise ValueError("max_request_bytes must be at least 4096")
+        if self.pixel_std <= 0:
+            raise ValueError("pixel_std must be > 0")
+        key = self.policy.lower().replace("-", "").replace("_", "")
+        if key in ("clipper+", "clipperplus", "clipper", "fixed") and not self.subnet:
+            raise ValueError("policy clipper+ needs a SubNet: --subnet ID (one of the profile's ids)")
+        return self
+
+    @property
+    def profile_path(self) -> Path:
+        return Path(self.profile) if self.profile else Path(self.bundle) / "profile.json"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_file(cls, path: str | Path, **overrides: Any) -> "ServeConfig":
+        """Read a JSON (.json) or TOML (.toml) file whose keys are this class's fields.
+        Relative paths in it are taken relative to the file. ``overrides`` (non-None) win."""
+        path = Path(path)
+        text = path.read_text()
+        data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a table/object of settings")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"{path}: unknown settings {unknown}; known: {sorted(known)}")
+        for key in ("bundle", "profile"):
+            if isinstance(data.get(key), str) and not Path(data[key]).is_absolute():
+                data[key] = str((path.parent / data[key]).resolve())
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**data)

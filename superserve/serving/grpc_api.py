@@ -1,0 +1,157 @@
+"""KServe v2 / Open Inference Protocol over gRPC (grpc.aio), plus Triton's ModelConfig RPC.
+
+The service is registered with a generic handler over our own generated messages
+(superserve/serving/protos/inference.proto), so no generated gRPC stub module is needed.
+Note: the messages live in protobuf package ``inference``, as tritonclient's do; a process
+importing both this module and ``tritonclient.grpc`` gets duplicate-symbol errors, which is
+why tests talk to the server in its own process.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+from superserve import __version__
+from superserve.serving.codec import (CLASS, LOGITS, ApiError, InputCodec, class_index, model_config,
+                                      model_metadata, result_error, result_parameters)
+from superserve.serving.model_info import ModelInfo
+from superserve.serving.protos import inference_pb2 as pb
+from superserve.serving.rest import EXTENSIONS
+from superserve.serving.router import Router
+
+SERVICE = "inference.GRPCInferenceService"
+
+
+def _param_value(p: pb.InferParameter) -> Any:
+    kind = p.WhichOneof("parameter_choice")
+    return None if kind is None else getattr(p, kind)
+
+
+def _set_param(p: pb.InferParameter, value: Any) -> None:
+    if isinstance(value, bool):
+        p.bool_param = value
+    elif isinstance(value, int):
+        p.int64_param = value
+    elif isinstance(value, float):
+        p.double_param = value
+    else:
+        p.string_param = str(value)
+
+
+class GrpcApi:
+    def __init__(self, info: ModelInfo, router: Router, codec: InputCodec) -> None:
+        self.info, self.router, self.codec = info, router, codec
+        meta = model_metadata(info)
+        self._metadata = pb.ModelMetadataResponse(
+            name=meta["name"], versions=meta["versions"], platform=meta["platform"],
+            inputs=[pb.ModelMetadataResponse.TensorMetadata(**t) for t in meta["inputs"]],
+            outputs=[pb.ModelMetadataResponse.TensorMetadata(**t) for t in meta["outputs"]])
+        cfg = model_config(info)
+        self._config = pb.ModelConfigResponse(config=pb.ModelConfig(
+            name=cfg["name"], platform=cfg["platform"], backend=cfg["backend"],
+            max_batch_size=cfg["max_batch_size"],
+            input=[pb.ModelInput(name=t["name"], data_type=t["data_type"], format=t["format"], dims=t["dims"])
+                   for t in cfg["input"]],
+            output=[pb.ModelOutput(name=t["name"], data_type=t["data_type"], dims=t["dims"]) for t in cfg["output"]],
+            instance_group=[pb.ModelInstanceGroup(name=g["name"], kind=g["kind"], count=g["count"])
+                            for g in cfg["instance_group"]],
+            dynamic_batching=pb.ModelDynamicBatching(max_queue_delay_microseconds=0),
+            parameters={k: pb.ModelParameter(string_value=v["string_value"]) for k, v in cfg["parameters"].items()}))
+        self._server_metadata = pb.ServerMetadataResponse(name="superserve", version=__version__,
+                                                          extensions=EXTENSIONS)
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        def unary(fn, req_type, resp_type):
+            return grpc.unary_unary_rpc_method_handler(
+                fn, request_deserializer=req_type.FromString, response_serializer=resp_type.SerializeToString)
+
+        return grpc.method_handlers_generic_handler(SERVICE, {
+            "ServerLive": unary(self.server_live, pb.ServerLiveRequest, pb.ServerLiveResponse),
+            "ServerReady": unary(self.server_ready, pb.ServerReadyRequest, pb.ServerReadyResponse),
+            "ModelReady": unary(self.model_ready, pb.ModelReadyRequest, pb.ModelReadyResponse),
+            "ServerMetadata": unary(self.server_metadata, pb.ServerMetadataRequest, pb.ServerMetadataResponse),
+            "ModelMetadata": unary(self.model_metadata, pb.ModelMetadataRequest, pb.ModelMetadataResponse),
+            "ModelConfig": unary(self.model_config, pb.ModelConfigRequest, pb.ModelConfigResponse),
+            "ModelInfer": unary(self.model_infer, pb.ModelInferRequest, pb.ModelInferResponse),
+        })
+
+    # --- health and metadata -------------------------------------------------------------
+    async def server_live(self, request, context) -> pb.ServerLiveResponse:
+        return pb.ServerLiveResponse(live=True)
+
+    async def server_ready(self, request, context) -> pb.ServerReadyResponse:
+        return pb.ServerReadyResponse(ready=self.router.ready)
+
+    def _check_model(self, name: str, version: str) -> None:
+        if name != self.info.name:
+            raise ApiError(404, f"unknown model {name!r}; this server serves {self.info.name!r}")
+        if version not in ("", "1"):
+            raise ApiError(404, f"model {name!r} has no version {version!r}; it has version '1'")
+
+    async def _abort(self, context, exc: ApiError):
+        await context.abort(getattr(grpc.StatusCode, exc.grpc), exc.message)
+
+    async def model_ready(self, request, context) -> pb.ModelReadyResponse:
+        try:
+            self._check_model(request.name, request.version)
+        except ApiError as exc:
+            await self._abort(context, exc)
+        return pb.ModelReadyResponse(ready=self.router.ready)
+
+    async def server_metadata(self, request, context) -> pb.ServerMetadataResponse:
+        return self._server_metadata
+
+    async def model_metadata(self, request, context) -> pb.ModelMetadataResponse:
+        try:
+            self._check_model(request.name, request.version)
+        except ApiError as exc:
+            await self._abort(context, exc)
+        return self._metadata
+
+    async def model_config(self, request, context) -> pb.ModelConfigResponse:
+        try:
+            self._check_model(request.name, request.version)
+        except ApiError as exc:
+            await self._abort(context, exc)
+        return self._config
+
+    # --- inference -----------------------------------------------------------------------
+    async def model_infer(self, request: pb.ModelInferRequest, context) -> pb.ModelInferResponse:
+        codec = self.codec
+        try:
+            self._check_model(request.model_name, request.model_version)
+            if len(request.inputs) != 1:
+                raise ApiError(400, f"send exactly one input tensor named 'input', got {len(request.inputs)}")
+            t = request.inputs[0]
+            datatype = codec.check_header(t.name, t.datatype, list(t.shape))
+            if request.raw_input_contents:
+                if len(request.raw_input_contents) != 1:
+                    raise ApiError(400, "raw_input_contents must hold exactly one entry (one input)")
+                row = codec.decode_raw(datatype, request.raw_input_contents[0])
+            elif t.HasField("contents"):
+                values = t.contents.fp32_contents if datatype == "FP32" else t.contents.uint_contents
+                row = codec.decode_values(datatype, list(values))
+            else:
+                raise ApiError(400, "input has neither raw_input_contents nor contents")
+            options = codec.options({k: _param_value(v) for k, v in request.parameters.items()})
+            names = codec.requested_outputs([o.name for o in request.outputs])
+            result = await self.router.infer(row, options.slo_ms, options.min_accuracy)
+            if not result.ok:
+                raise result_error(result)
+        except ApiError as exc:
+            await self._abort(context, exc)
+            raise  # not reached: abort raises
+        resp = pb.ModelInferResponse(model_name=self.info.name, model_version="1", id=request.id)
+        for k, v in result_parameters(result).items():
+            _set_param(resp.parameters[k], v)
+        for name in names:
+            out = resp.outputs.add()
+            out.name = name
+            if name == LOGITS:
+                out.datatype, out.shape[:] = "FP32", [1, self.info.num_classes]
+                resp.raw_output_contents.append(result.logits)
+            elif name == CLASS:
+                out.datatype, out.shape[:] = "INT64", [1, 1]
+                resp.raw_output_contents.append(class_index(result.logits).to_bytes(8, "little", signed=True))
+        return resp

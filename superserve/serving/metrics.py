@@ -1,0 +1,51 @@
+"""Prometheus metrics of one server, in its own registry (no process-global state).
+
+Hot-path cost: children are bound once; gauges that mirror state (queue length, workers)
+are computed at scrape time instead of being updated per request.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST  # noqa: F401  (re-exported for the REST app)
+
+OUTCOMES = ("in_time", "late", "shed", "rejected", "unavailable", "error")
+_MS_BUCKETS = (0.25, 0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30, 50, 75, 100, 200, 500, 1000, 5000)
+
+
+class ServingMetrics:
+    def __init__(self, subnet_accuracies: dict[str, float], max_batch: int) -> None:
+        self.registry = r = CollectorRegistry(auto_describe=True)
+        self.requests = Counter("superserve_requests", "Requests answered, by outcome", ["outcome"],
+                                registry=r)
+        self.by_outcome = {o: self.requests.labels(o) for o in OUTCOMES}
+        self.queue_ms = Histogram("superserve_queue_ms", "Time from arrival to dispatch (ms)",
+                                  buckets=_MS_BUCKETS, registry=r)
+        self.compute_ms = Histogram("superserve_compute_ms", "Worker compute time per batch (ms)",
+                                    buckets=_MS_BUCKETS, registry=r)
+        self.batch_size = Histogram("superserve_batch_size", "Requests per dispatched batch",
+                                    buckets=tuple(range(1, max_batch + 1)), registry=r)
+        accs = sorted(set(subnet_accuracies.values()))
+        self.accuracy = Histogram("superserve_served_accuracy",
+                                  "Profiled accuracy of the SubNet that served each request",
+                                  buckets=tuple(accs) or (1.0,), registry=r)
+        sub = Counter("superserve_subnet_requests", "Requests served, by SubNet", ["subnet_id"], registry=r)
+        self.by_subnet = {sid: sub.labels(sid) for sid in subnet_accuracies}
+        self.queue_length = Gauge("superserve_queue_length", "Requests waiting in the EDF queue", registry=r)
+        self.workers = Gauge("superserve_workers", "Worker processes, by state", ["state"], registry=r)
+        self.worker_deaths = Counter("superserve_worker_deaths", "Worker processes that died", registry=r)
+
+    def watch(self, queue_length: Callable[[], float], workers_ready: Callable[[], float],
+              workers_alive: Callable[[], float]) -> None:
+        self.queue_length.set_function(queue_length)
+        self.workers.labels("ready").set_function(workers_ready)
+        self.workers.labels("alive").set_function(workers_alive)
+
+    def observe_batch(self, subnet_id: str, accuracy: float, batch_size: int, compute_ms: float) -> None:
+        self.compute_ms.observe(compute_ms)
+        self.batch_size.observe(batch_size)
+        self.by_subnet[subnet_id].inc(batch_size)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

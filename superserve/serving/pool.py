@@ -1,0 +1,203 @@
+"""The router's side of the worker processes: spawn, shared-memory slabs, pipes, death.
+
+A :class:`WorkerPool` owns one :class:`WorkerHandle` per slot. It never decides anything:
+it hands a batch to a named worker and reports back through a :class:`PoolListener`
+(ready, done, failed, died). The router implements the listener. Everything runs on the
+router's asyncio loop; the pipes and the process sentinels are watched with
+``loop.add_reader``, so a worker's death (crash, kill -9) is seen the moment its sentinel
+becomes readable, never by a timeout.
+"""
+from __future__ import annotations
+
+import asyncio
+import enum
+import multiprocessing as mp
+import time
+from dataclasses import dataclass, field
+from multiprocessing.shared_memory import SharedMemory
+from typing import Protocol, Sequence
+
+from superserve.serving.config import ServeConfig
+from superserve.serving.messages import (BatchDone, BatchFailed, RunBatch, Stop, WorkerReady, decode,
+                                         encode)
+from superserve.serving.model_info import ModelInfo
+from superserve.serving.worker import WorkerSpec, worker_main
+
+
+class WorkerState(enum.Enum):
+    STARTING = "starting"  # spawned, loading and warming
+    IDLE = "idle"
+    BUSY = "busy"
+    DEAD = "dead"
+    STOPPED = "stopped"  # asked to stop (shutdown)
+
+
+class PoolListener(Protocol):
+    def worker_ready(self, worker: "WorkerHandle") -> None: ...
+    def batch_done(self, worker: "WorkerHandle", msg: BatchDone) -> None: ...
+    def batch_failed(self, worker: "WorkerHandle", msg: BatchFailed) -> None: ...
+    def worker_died(self, worker: "WorkerHandle") -> None: ...
+
+
+@dataclass(eq=False)
+class WorkerHandle:
+    index: int
+    input_shm: SharedMemory
+    output_shm: SharedMemory
+    input_view: memoryview  # the router writes request rows here
+    output_view: memoryview  # and reads logits from here
+    process: mp.process.BaseProcess | None = None
+    conn: object | None = None  # multiprocessing Connection (router end)
+    state: WorkerState = WorkerState.STARTING
+    pid: int | None = None
+    warmup_s: float | None = None
+    exitcode: int | None = None
+    started_at: float = 0.0
+    inflight: object | None = None  # the router's record of the batch it is running
+    deaths: int = 0
+    watched: list[int] = field(default_factory=list)  # fds registered with the loop
+
+    @property
+    def alive(self) -> bool:
+        return self.state in (WorkerState.STARTING, WorkerState.IDLE, WorkerState.BUSY)
+
+
+class WorkerPool:
+    def __init__(self, info: ModelInfo, config: ServeConfig, listener: PoolListener) -> None:
+        self.info = info
+        self.config = config
+        self.listener = listener
+        self.max_batch = info.profile.max_batch
+        self._ctx = mp.get_context("spawn")  # fork after torch/asyncio is unsafe
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.workers: list[WorkerHandle] = []
+        for i in range(config.workers):
+            ins = SharedMemory(create=True, size=self.max_batch * info.input_bytes)
+            outs = SharedMemory(create=True, size=self.max_batch * info.output_bytes)
+            self.workers.append(WorkerHandle(i, ins, outs, ins.buf, outs.buf))
+
+    # --- lifecycle -----------------------------------------------------------------------
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        for w in self.workers:
+            self.spawn(w)
+
+    def spawn(self, w: WorkerHandle) -> None:
+        """(Re)start the process of slot ``w``; it reports ``worker_ready`` when warm."""
+        assert self._loop is not None
+        info, cfg = self.info, self.config
+        spec = WorkerSpec(
+            index=w.index, weights_path=str(info.bundle / "weights.safetensors"),
+            norm_path=str(info.bundle / "subnetnorm.safetensors"), subnet_ids=tuple(info.subnet_ids),
+            input_shape=info.input_shape, num_classes=info.num_classes, max_batch=self.max_batch,
+            input_shm=w.input_shm.name, output_shm=w.output_shm.name,
+            threads=cfg.threads_per_worker, warmup_runs=cfg.warmup_runs)
+        router_end, worker_end = self._ctx.Pipe(duplex=True)
+        proc = self._ctx.Process(target=worker_main, args=(spec.to_json(), worker_end),
+                                 name=f"superserve-worker-{w.index}", daemon=True)
+        proc.start()
+        worker_end.close()  # only the child holds it now: its exit gives us EOF
+        w.process, w.conn, w.pid = proc, router_end, proc.pid
+        w.state, w.exitcode, w.inflight, w.started_at = WorkerState.STARTING, None, None, time.monotonic()
+        w.watched = [router_end.fileno(), proc.sentinel]
+        self._loop.add_reader(router_end.fileno(), self._readable, w)
+        self._loop.add_reader(proc.sentinel, self._died, w)
+
+    async def stop(self, timeout_s: float = 5.0) -> None:
+        """Ask every worker to exit, wait up to ``timeout_s``, then kill what is left."""
+        for w in self.workers:
+            if w.alive:
+                try:
+                    w.conn.send_bytes(encode(Stop()))  # type: ignore[union-attr]
+                except OSError:
+                    pass
+                self._unwatch(w)
+                w.state = WorkerState.STOPPED
+        deadline = time.monotonic() + timeout_s
+        for w in self.workers:
+            p = w.process
+            while p is not None and p.is_alive() and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+            if p is not None and p.is_alive():
+                p.kill()
+                p.join(1.0)
+            if p is not None:
+                w.exitcode = p.exitcode
+
+    def close(self) -> None:
+        """Release the slabs (after :meth:`stop`)."""
+        for w in self.workers:
+            w.input_view.release()
+            w.output_view.release()
+            for shm in (w.input_shm, w.output_shm):
+                shm.close()
+                try:
+                    shm.unlink()
+                except FileNotFoundError:
+                    pass
+
+    # --- work ----------------------------------------------------------------------------
+    def run(self, w: WorkerHandle, msg: RunBatch, rows: Sequence[bytes]) -> None:
+        """Copy ``rows`` (float32 inputs, one per request) into the worker's slab, then tell it."""
+        view, n = w.input_view, self.info.input_bytes
+        off = 0
+        for row in rows:
+            view[off:off + n] = row
+            off += n
+        w.state = WorkerState.BUSY
+        try:
+            w.conn.send_bytes(encode(msg))  # type: ignore[union-attr]
+        except OSError:
+            self._died(w)  # broken pipe: it is gone; the death path re-queues the batch
+
+    def kill(self, w: WorkerHandle) -> None:
+        """Kill a worker (a hung one; tests). Its death is reported as usual."""
+        if w.process is not None and w.process.is_alive():
+            w.process.kill()
+
+    # --- events from the loop ------------------------------------------------------------
+    def _readable(self, w: WorkerHandle) -> None:
+        try:
+            msg = decode(w.conn.recv_bytes())  # type: ignore[union-attr]
+        except (EOFError, OSError):
+            self._died(w)
+            return
+        if isinstance(msg, BatchDone):
+            w.state = WorkerState.IDLE
+            self.listener.batch_done(w, msg)
+        elif isinstance(msg, WorkerReady):
+            w.state, w.warmup_s = WorkerState.IDLE, msg.warmup_s
+            self.listener.worker_ready(w)
+        elif isinstance(msg, BatchFailed):
+            w.state = WorkerState.IDLE
+            self.listener.batch_failed(w, msg)
+
+    def _unwatch(self, w: WorkerHandle) -> None:
+        if self._loop is not None:
+            for fd in w.watched:
+                self._loop.remove_reader(fd)
+        w.watched = []
+
+    def _died(self, w: WorkerHandle) -> None:
+        if not w.alive:
+            return
+        self._unwatch(w)
+        w.state = WorkerState.DEAD
+        w.deaths += 1
+        if w.process is not None:
+            w.process.join(0.5)  # the sentinel fired or the pipe broke: exit is imminent
+            w.exitcode = w.process.exitcode
+        try:
+            w.conn.close()  # type: ignore[union-attr]
+        except OSError:
+            pass
+        self.listener.worker_died(w)
+
+    # --- inspection ----------------------------------------------------------------------
+    @property
+    def num_alive(self) -> int:
+        return sum(1 for w in self.workers if w.alive)
+
+    @property
+    def num_ready(self) -> int:
+        return sum(1 for w in self.workers if w.state in (WorkerState.IDLE, WorkerState.BUSY))

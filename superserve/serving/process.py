@@ -1,0 +1,141 @@
+"""Run `superserve serve` as a real subprocess from Python (tests, load client, demo).
+
+    with ServerProcess(bundle="/tmp/devbundle", policy="slackfit", workers=2) as srv:
+        srv.http_url        # "http://127.0.0.1:41873"
+        srv.http_address    # "127.0.0.1:41873" (tritonclient.http's url form)
+        srv.grpc_address    # "127.0.0.1:40211"
+
+Ports default to 0 (the server binds free ones and reports them in its ready file), so
+parallel servers never collide. ``start`` returns once every worker is warm (the server
+writes the ready file only then) and raises with the server's log if it exits first.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from superserve.serving.config import ServeConfig
+
+
+class ServerProcess:
+    def __init__(self, config: ServeConfig | None = None, *, startup_timeout_s: float = 180.0,
+                 env: dict[str, str] | None = None, **settings: Any) -> None:
+        """``settings`` are ServeConfig fields (bundle, policy, workers, ...), applied on top
+        of ``config``. Unlike the CLI defaults, ports default to 0 (free ports)."""
+        base = dict(config.to_dict()) if config else {"http_port": 0, "grpc_port": 0}
+        known = {f.name for f in fields(ServeConfig)}
+        unknown = sorted(set(settings) - known)
+        if unknown:
+            raise TypeError(f"unknown server settings {unknown}; see superserve.serving.ServeConfig")
+        base.update({k: (str(v) if isinstance(v, Path) else v) for k, v in settings.items()})
+        self.config = ServeConfig(**base).validate()
+        self.startup_timeout_s = startup_timeout_s
+        self.env = env
+        self.proc: subprocess.Popen | None = None
+        self.info: dict[str, Any] = {}
+        self._dir: Path | None = None
+
+    # --- lifecycle -----------------------------------------------------------------------
+    def start(self) -> "ServerProcess":
+        self._dir = Path(tempfile.mkdtemp(prefix="superserve-"))
+        ready = self._dir / "ready.json"
+        cfg = ServeConfig(**{**self.config.to_dict(), "ready_file": str(ready)})
+        (self._dir / "config.json").write_text(json.dumps(cfg.to_dict()))
+        env = dict(os.environ if self.env is None else self.env)
+        env.setdefault("OMP_NUM_THREADS", str(cfg.threads_per_worker))
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "superserve.cli", "serve", "--config", str(self._dir / "config.json")],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+        deadline = time.monotonic() + self.startup_timeout_s
+        while not ready.exists():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"superserve serve exited with {self.proc.returncode} before it was "
+                                   f"ready:\n{self.log_tail()}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"superserve serve not ready after {self.startup_timeout_s:.0f} s:\n"
+                                   f"{self.log_tail()}")
+            time.sleep(0.05)
+        self.info = json.loads(ready.read_text())
+        return self
+
+    def stop(self, timeout_s: float = 15.0) -> int | None:
+        """SIGTERM (graceful: drain, stop workers), then SIGKILL after ``timeout_s``.
+        Returns the exit code."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        code = self.proc.returncode
+        if self._dir is not None and code == 0:
+            shutil.rmtree(self._dir, ignore_errors=True)
+        return code
+
+    def __enter__(self) -> "ServerProcess":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # --- where it is ---------------------------------------------------------------------
+    @property
+    def log_path(self) -> Path:
+        assert self._dir is not None, "not started"
+        return self._dir / "server.log"
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    @property
+    def pid(self) -> int:
+        return int(self.info["pid"])
+
+    @property
+    def worker_pids(self) -> list[int]:
+        return list(self.info["worker_pids"])
+
+    @property
+    def slo_ms(self) -> float:
+        """The default deadline the server applies to requests without slo_ms."""
+        return float(self.info["slo_ms"])
+
+    @property
+    def http_address(self) -> str:
+        return f"{self.config.host}:{self.info['http_port']}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{self.http_address}"
+
+    @property
+    def grpc_address(self) -> str:
+        if self.info.get("grpc_port") is None:
+            raise RuntimeError("this server runs without gRPC (grpc_port=None)")
+        return f"{self.config.host}:{self.info['grpc_port']}"
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+def start_server(**settings: Any) -> ServerProcess:
+    """Start a server subprocess and return it once ready; call ``.stop()`` when done."""
+    return ServerProcess(**settings).start()

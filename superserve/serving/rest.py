@@ -1,0 +1,203 @@
+"""KServe v2 / Open Inference Protocol over HTTP (aiohttp), with Triton's binary tensor
+extension and model-config endpoint so tritonclient.http and perf_analyzer work unchanged.
+
+aiohttp sets TCP_NODELAY on accepted connections and every answer here is one
+``web.Response`` with a complete body, so headers and body leave together (a split write
+costs ~40 ms under Nagle + delayed ACK; /work/shared/CLIENTS.md).
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+from aiohttp import web
+
+from superserve import __version__
+from superserve.serving.codec import (CLASS, INPUT_NAME, LOGITS, ApiError, InputCodec, class_index,
+                                      model_config, model_metadata, result_error, result_parameters)
+from superserve.serving.metrics import CONTENT_TYPE_LATEST, ServingMetrics
+from superserve.serving.model_info import ModelInfo
+from superserve.serving.router import Router
+
+HEADER_LENGTH = "Inference-Header-Content-Length"
+EXTENSIONS = ["binary_tensor_data", "model_configuration", "parameters"]
+
+
+def _json(status: int, body: Any) -> web.Response:
+    return web.Response(status=status, body=json.dumps(body).encode(), content_type="application/json")
+
+
+def _error(exc: ApiError) -> web.Response:
+    body: dict[str, Any] = {"error": exc.message}
+    if exc.outcome:
+        body["outcome"] = exc.outcome
+    return _json(exc.status, body)
+
+
+class RestApi:
+    def __init__(self, info: ModelInfo, router: Router, codec: InputCodec, metrics: ServingMetrics,
+                 max_request_bytes: int) -> None:
+        self.info, self.router, self.codec, self.metrics = info, router, codec, metrics
+        self.max_request_bytes = max_request_bytes
+        self._metadata = json.dumps(model_metadata(info)).encode()
+        self._config = json.dumps(model_config(info)).encode()
+        self._server_metadata = json.dumps(
+            {"name": "superserve", "version": __version__, "extensions": EXTENSIONS}).encode()
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=self.max_request_bytes)
+        m = "/v2/models/{model}"
+        mv = "/v2/models/{model}/versions/{version}"
+        app.router.add_get("/v2/health/live", self.live)
+        app.router.add_get("/v2/health/ready", self.ready)
+        app.router.add_get("/v2", self.server_metadata)
+        app.router.add_get("/metrics", self.metrics_page)
+        for base in (m, mv):
+            app.router.add_get(base, self.model_metadata)
+            app.router.add_get(base + "/ready", self.model_ready)
+            app.router.add_get(base + "/config", self.model_config)
+            app.router.add_post(base + "/infer", self.infer)
+        return app
+
+    # --- health and metadata -------------------------------------------------------------
+    async def live(self, request: web.Request) -> web.Response:
+        return web.Response(status=200)
+
+    async def ready(self, request: web.Request) -> web.Response:
+        return web.Response(status=200 if self.router.ready else 503)
+
+    async def server_metadata(self, request: web.Request) -> web.Response:
+        return web.Response(body=self._server_metadata, content_type="application/json")
+
+    def _check_model(self, request: web.Request) -> None:
+        name = request.match_info["model"]
+        if name != self.info.name:
+            raise ApiError(404, f"unknown model {name!r}; this server serves {self.info.name!r}")
+        version = request.match_info.get("version")
+        if version not in (None, "", "1"):
+            raise ApiError(404, f"model {name!r} has no version {version!r}; it has version '1'")
+
+    async def model_metadata(self, request: web.Request) -> web.Response:
+        try:
+            self._check_model(request)
+        except ApiError as exc:
+            return _error(exc)
+        return web.Response(body=self._metadata, content_type="application/json")
+
+    async def model_ready(self, request: web.Request) -> web.Response:
+        try:
+            self._check_model(request)
+        except ApiError as exc:
+            return _error(exc)
+        return web.Response(status=200 if self.router.ready else 503)
+
+    async def model_config(self, request: web.Request) -> web.Response:
+        try:
+            self._check_model(request)
+        except ApiError as exc:
+            return _error(exc)
+        return web.Response(body=self._config, content_type="application/json")
+
+    async def metrics_page(self, request: web.Request) -> web.Response:
+        return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    # --- inference -----------------------------------------------------------------------
+    async def infer(self, request: web.Request) -> web.Response:
+        try:
+            self._check_model(request)
+            try:
+                body = await request.read()
+            except web.HTTPRequestEntityTooLarge:
+                raise ApiError(413, f"request body larger than {self.max_request_bytes} bytes") from None
+            header, binary = self._split(request, body)
+            row, options, outputs, binary_out = self._parse(header, binary)
+            result = await self.router.infer(row, options.slo_ms, options.min_accuracy)
+            if not result.ok:
+                raise result_error(result)
+        except ApiError as exc:
+            return _error(exc)
+        return self._answer(header.get("id"), result, outputs, binary_out)
+
+    def _split(self, request: web.Request, body: bytes) -> tuple[dict, memoryview | None]:
+        length = request.headers.get(HEADER_LENGTH)
+        binary = None
+        if length is not None:
+            try:
+                n = int(length)
+            except ValueError:
+                raise ApiError(400, f"{HEADER_LENGTH} must be an integer, got {length!r}") from None
+            if not 0 < n <= len(body):
+                raise ApiError(400, f"{HEADER_LENGTH}={n} but the body has {len(body)} bytes")
+            binary = memoryview(body)[n:]
+            body = body[:n]
+        try:
+            header = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ApiError(400, f"request body is not valid JSON: {exc}") from None
+        if not isinstance(header, dict):
+            raise ApiError(400, "request body must be a JSON object with an 'inputs' list")
+        return header, binary
+
+    def _parse(self, header: dict, binary: memoryview | None):
+        codec = self.codec
+        inputs = header.get("inputs")
+        if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
+            raise ApiError(400, f"'inputs' must be a list with exactly one tensor named {INPUT_NAME!r}")
+        tensor = inputs[0]
+        datatype = codec.check_header(tensor.get("name"), tensor.get("datatype"), tensor.get("shape"))
+        tparams = tensor.get("parameters") or {}
+        if not isinstance(tparams, dict):
+            raise ApiError(400, "input parameters must be an object")
+        size = tparams.get("binary_data_size")
+        if size is not None:
+            if binary is None:
+                raise ApiError(400, f"binary_data_size given but no {HEADER_LENGTH} header")
+            if type(size) is not int or size != len(binary):
+                raise ApiError(400, f"binary_data_size={size!r} but {len(binary)} binary bytes follow the header")
+            row = codec.decode_raw(datatype, binary)
+        elif "data" in tensor:
+            row = codec.decode_values(datatype, tensor["data"])
+        else:
+            raise ApiError(400, "input has neither 'data' nor parameters.binary_data_size")
+        params = header.get("parameters")
+        options = codec.options(params)
+        binary_default = bool(isinstance(params, dict) and params.get("binary_data_output"))
+        outs = header.get("outputs")
+        if outs is None:
+            names, binary_out = codec.requested_outputs([]), {}
+        else:
+            if not isinstance(outs, list) or not all(isinstance(o, dict) for o in outs):
+                raise ApiError(400, "'outputs' must be a list of objects with a 'name'")
+            names = codec.requested_outputs([o.get("name") for o in outs])
+            binary_out = {o.get("name"): bool((o.get("parameters") or {}).get("binary_data", binary_default))
+                          for o in outs if isinstance(o.get("parameters") or {}, dict)}
+        return row, options, names, {n: binary_out.get(n, binary_default) for n in names}
+
+    def _answer(self, request_id: Any, result, names: tuple[str, ...], binary: dict[str, bool]) -> web.Response:
+        outputs, blobs = [], []
+        for name in names:
+            if name == LOGITS:
+                raw = result.logits
+                spec = {"name": LOGITS, "datatype": "FP32", "shape": [1, self.info.num_classes]}
+                values = lambda: np.frombuffer(result.logits, dtype="<f4").tolist()  # noqa: E731
+            else:
+                idx = class_index(result.logits)
+                raw = np.array([idx], dtype="<i8").tobytes()
+                spec = {"name": CLASS, "datatype": "INT64", "shape": [1, 1]}
+                values = lambda: [idx]  # noqa: E731
+            if binary[name]:
+                spec["parameters"] = {"binary_data_size": len(raw)}
+                blobs.append(raw)
+            else:
+                spec["data"] = values()
+            outputs.append(spec)
+        body: dict[str, Any] = {"model_name": self.info.name, "model_version": "1",
+                                "parameters": result_parameters(result), "outputs": outputs}
+        if isinstance(request_id, str):
+            body["id"] = request_id
+        head = json.dumps(body).encode()
+        if not blobs:
+            return web.Response(body=head, content_type="application/json")
+        return web.Response(body=b"".join([head, *blobs]), content_type="application/octet-stream",
+                            headers={HEADER_LENGTH: str(len(head))})

@@ -1,0 +1,134 @@
+"""One server process: workers, router, REST and gRPC front ends, graceful shutdown.
+
+Start-up order: the HTTP server comes up first (live answers at once, ready says 503), the
+workers load and warm in parallel, and readiness (plus the optional ready file) follows
+only when every worker is warm. SIGTERM / SIGINT stop intake, let queued requests finish for
+up to ``drain_timeout_s`` (the rest are answered 503), stop the workers and exit 0.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from aiohttp import web
+
+from superserve.scheduling import make_policy
+from superserve.serving.codec import InputCodec
+from superserve.serving.config import ServeConfig
+from superserve.serving.metrics import ServingMetrics
+from superserve.serving.model_info import ModelInfo, read_model_info
+from superserve.serving.pool import WorkerPool
+from superserve.serving.rest import RestApi
+from superserve.serving.router import Router
+from superserve.sim.defaults import default_slo_ms
+
+WARMUP_TIMEOUT_S = 300.0
+
+
+def build_policy(config: ServeConfig, info: ModelInfo):
+    params = dict(config.policy_params)
+    params.setdefault("quantile", config.quantile)
+    params.setdefault("overhead_ms", config.overhead_ms)
+    key = config.policy.lower().replace("-", "").replace("_", "")
+    if key in ("clipper+", "clipperplus", "clipper", "fixed"):
+        if config.subnet not in info.subnet_ids:
+            raise ValueError(f"--subnet {config.subnet!r} is not a served SubNet; choose one of "
+                             f"{info.subnet_ids}")
+        params["subnet_id"] = config.subnet
+    if key == "infaas" and config.min_accuracy is not None:
+        params["min_accuracy"] = config.min_accuracy
+    return make_policy(config.policy, info.profile, **params)
+
+
+def _log(msg: str) -> None:
+    print(f"superserve: {msg}", file=sys.stderr, flush=True)
+
+
+async def serve(config: ServeConfig) -> int:
+    """Run a server until SIGTERM/SIGINT; returns the exit code."""
+    config.validate()
+    loop = asyncio.get_running_loop()
+    info = read_model_info(config)
+    policy = build_policy(config, info)
+    slo_ms = config.slo_ms if config.slo_ms is not None else default_slo_ms(info.profile)
+    metrics = ServingMetrics({s.id: s.accuracy for s in info.profile.subnets}, info.profile.max_batch)
+    router = Router(info, policy, metrics, queue_capacity=config.queue_capacity, late=config.late)
+    pool = WorkerPool(info, config, router)
+    router.attach(pool, loop)
+    codec = InputCodec(info, config, slo_ms)
+
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    rest = RestApi(info, router, codec, metrics, config.max_request_bytes)
+    runner = web.AppRunner(rest.app(), access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, config.host, config.http_port, backlog=1024)
+    grpc_server = None
+    try:
+        await site.start()
+        http_port = runner.addresses[0][1]
+        grpc_port = None
+        if config.grpc_port is not None:
+            import grpc
+
+            from superserve.serving.grpc_api import GrpcApi
+
+            grpc_server = grpc.aio.server(options=[
+                ("grpc.max_receive_message_length", config.max_request_bytes),
+                ("grpc.so_reuseport", 0)])
+            grpc_server.add_generic_rpc_handlers((GrpcApi(info, router, codec).handler(),))
+            grpc_port = grpc_server.add_insecure_port(f"{config.host}:{config.grpc_port}")
+            if grpc_port == 0:
+                raise OSError(f"cannot bind gRPC to {config.host}:{config.grpc_port} (port in use?)")
+            await grpc_server.start()
+        _log(f"http://{config.host}:{http_port} grpc={grpc_port} model={info.name!r} "
+             f"policy={policy!r} workers={config.workers}x{config.threads_per_worker} threads, "
+             f"slo_ms={slo_ms:g}, {len(info.subnet_ids)} SubNets; warming up")
+        t0 = time.monotonic()
+        pool.start(loop)
+        warm = asyncio.ensure_future(router.wait_warm(WARMUP_TIMEOUT_S))
+        stopper = asyncio.ensure_future(stop.wait())
+        await asyncio.wait([warm, stopper], return_when=asyncio.FIRST_COMPLETED)
+        if warm.done():
+            warm.result()  # raises if a worker died during start-up
+            _log(f"ready in {time.monotonic() - t0:.1f} s (warm-up per worker: "
+                 f"{', '.join(f'{w.warmup_s:.1f} s' for w in pool.workers)})")
+            if config.ready_file:
+                _write_ready_file(Path(config.ready_file), http_port, grpc_port, pool, slo_ms)
+            await stopper
+        else:
+            warm.cancel()
+        _log("stopping: no new requests; draining the queue")
+        router.stop_intake()
+        await router.drain(config.drain_timeout_s)
+        return 0
+    finally:
+        await pool.stop()
+        pool.close()
+        if grpc_server is not None:
+            await grpc_server.stop(0.5)
+        await runner.cleanup()
+        _log("stopped")
+
+
+def _write_ready_file(path: Path, http_port: int, grpc_port: int | None, pool: WorkerPool,
+                      slo_ms: float) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"pid": os.getpid(), "http_port": http_port, "grpc_port": grpc_port,
+                               "worker_pids": [w.pid for w in pool.workers], "slo_ms": slo_ms}))
+    tmp.replace(path)  # atomic: a reader never sees half a file
+
+
+def run(config: ServeConfig) -> int:
+    try:
+        return asyncio.run(serve(config))
+    except (FileNotFoundError, ValueError, RuntimeError, OSError) as exc:
+        _log(f"error: {exc}")
+        return 2
