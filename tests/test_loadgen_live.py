@@ -9,7 +9,8 @@ import pytest
 
 from superserve.loadgen.cli import run_bench
 from superserve.loadgen.report import summarize
-from superserve.serving.config import EMBEDDED_DIR, ServeConfig
+from superserve.serving.config import EMBEDDED_DIR
+from superserve.serving.process import ServerProcess
 from superserve.workload import bursty
 
 pytestmark = pytest.mark.skipif(not (EMBEDDED_DIR / "weights.safetensors").exists(),
@@ -18,20 +19,14 @@ pytestmark = pytest.mark.skipif(not (EMBEDDED_DIR / "weights.safetensors").exist
 
 @pytest.fixture(scope="module")
 def server():
-    from superserve.loadgen.servers import start_server, wait_ready
-
-    s = start_server(ServeConfig(workers=1, grpc_port=None))
-    try:
-        wait_ready([s], timeout_s=120)
+    with ServerProcess(workers=1, grpc_port=None) as s:
         yield s
-    finally:
-        s.stop()
 
 
 def test_replay_accounting_and_predictions(server):
-    slo_ms = float(server.info["slo_ms"])
+    slo_ms = server.slo_ms
     trace = bursty(60, 60, 4.0, 3.0, seed=0)  # ~360 requests in 3 s, light load
-    run = run_bench(trace, url=server.url, model="supernet", slo_ms=slo_ms, bundle=None, progress=False)
+    run = run_bench(trace, url=server.http_url, model="supernet", slo_ms=slo_ms, bundle=None, progress=False)
     s = summarize(run.records)
     assert s["requests"] == len(trace)
     assert s["sent"] == s["http_answers"] == len(trace)  # every request answered, none lost
