@@ -111,6 +111,16 @@ def _mount_bench() -> None:
 _mount_bench()
 
 
+def _mount_demo() -> None:
+    from .loadgen.demo import demo_command
+
+    app.command("demo", help="Start the server; replay a bursty trace under SlackFit, two Clipper+ versions and "
+                             "INFaaS; print the comparison and write the plot (what `make demo` runs).")(demo_command)
+
+
+_mount_demo()
+
+
 def _mount_serve() -> None:
     from .serving.cli import serve_command
 

@@ -1,0 +1,237 @@
+"""A live policy comparison: the same bursty trace replayed against one real server per
+policy, with the simulator's prediction for each. Shared by `superserve demo` and
+benchmarks/live.py so both state (and use) the same rules.
+
+Rules (all measured or derived on the machine that runs it):
+* SLO: the experiments' rule (superserve.sim.defaults.default_slo_ms): 2 x p50 of the most
+  accurate SubNet at the largest batch, from the bundle's profile.
+* Capacity: C_large = workers x B / t(largest SubNet, batch B), with t measured now by
+  running that SubNet at max batch B in the worker configuration (loadgen.raw_rate), not
+  taken from the profile (profiles age; the machine may be shared).
+* Trace: the paper's bursty shape: a constant-rate base stream of ``base_frac`` x C_large
+  plus a Gamma stream (CV^2 = ``cv2``) of ``variant_frac`` x C_large. The defaults (0.5 and
+  0.5) put the *mean* at the most accurate SubNet's capacity, so it cannot keep up through
+  bursts, while the fastest SubNet can: the regime where choosing per batch matters. The
+  mean is capped at ``max_mean_rate`` (what one router and a Python client sustain here;
+  see docs/loadgen.md) and the cap is reported when it binds.
+* Policies: SlackFit, Clipper+ with a low-accuracy and with the most accurate SubNet, and
+  INFaaS (no accuracy floor: always the cheapest SubNet).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from superserve.loadgen.cli import run_bench
+from superserve.loadgen.raw_rate import measure_raw_rate
+from superserve.loadgen.report import default_bin_s, summarize, time_series
+from superserve.profiling.latency_profile import LatencyProfile
+from superserve.serving.config import EMBEDDED_DIR, ServeConfig
+from superserve.sim.defaults import default_slo_ms, spanning_subnets
+from superserve.workload import Trace, bursty
+
+Echo = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class PolicySpec:
+    label: str
+    policy: str
+    subnet: str | None = None
+
+
+@dataclass
+class ExperimentPlan:
+    bundle: Path
+    profile: LatencyProfile
+    workers: int
+    threads_per_worker: int
+    slo_ms: float
+    trace: Trace
+    policies: list[PolicySpec]
+    capacity: dict[str, Any] = field(default_factory=dict)
+    rules: dict[str, str] = field(default_factory=dict)
+
+
+def lineup(profile: LatencyProfile) -> list[PolicySpec]:
+    """SlackFit, Clipper+ (low accuracy), Clipper+ (most accurate), INFaaS."""
+    span = spanning_subnets(profile, 6)
+    low = span[1] if len(span) > 2 else span[0]
+    high = profile.largest.id
+    return [PolicySpec("SlackFit", "slackfit"),
+            PolicySpec("Clipper+ low", "clipper+", low),
+            PolicySpec("Clipper+ high", "clipper+", high),
+            PolicySpec("INFaaS", "infaas")]
+
+
+def plan(bundle: Path | None = None, *, workers: int = 1, threads_per_worker: int = 1, duration_s: float = 45.0,
+         base_frac: float = 0.5, variant_frac: float = 0.5, cv2: float = 8.0, max_mean_rate: float = 1500.0,
+         seed: int = 0, measure_s: float = 1.5, echo: Echo = print) -> ExperimentPlan:
+    bundle = Path(bundle) if bundle is not None else EMBEDDED_DIR
+    profile = LatencyProfile.load(bundle / "profile.json")
+    slo = default_slo_ms(profile)
+    largest = profile.largest
+    echo(f"measuring capacity: {largest.id} at batch {profile.max_batch} on {workers} worker(s) x "
+         f"{threads_per_worker} thread(s) for {measure_s:g} s")
+    raw = measure_raw_rate(str(bundle), largest.id, workers=workers, threads=threads_per_worker,
+                           batch=profile.max_batch, seconds=measure_s)
+    c_large = raw.images_per_s
+    base, variant = base_frac * c_large, variant_frac * c_large
+    capped = base + variant > max_mean_rate
+    if capped:
+        k = max_mean_rate / (base + variant)
+        base, variant = base * k, variant * k
+    trace = bursty(base, variant, cv2, duration_s, seed)
+    rules = {
+        "slo": f"2 x p50({largest.id}, batch {profile.max_batch}) = 2 x {largest.latency_p50_ms[-1]:.3f} ms "
+               f"-> {slo} ms (superserve.sim.defaults.default_slo_ms)",
+        "capacity": f"C_large = {c_large:.0f} img/s = {workers} worker(s) x {profile.max_batch} / "
+                    f"{raw.batch_ms_p50:.3f} ms measured now ({largest.id}, batch {profile.max_batch})",
+        "trace": f"bursty: base {base_frac:g} x C_large + Gamma(CV^2={cv2:g}) {variant_frac:g} x C_large, "
+                 f"{duration_s:g} s, seed {seed}" + (f"; mean capped at {max_mean_rate:g} req/s" if capped else ""),
+    }
+    return ExperimentPlan(bundle, profile, workers, threads_per_worker, slo, trace, lineup(profile),
+                          {"c_large_measured": round(c_large, 1), "batch_ms_p50": round(raw.batch_ms_p50, 4),
+                           "profile_c_large": round(workers * profile.max_batch / (largest.latency_p50_ms[-1] / 1000), 1),
+                           "capped": capped, "base_rate": round(base, 1), "variant_rate": round(variant, 1)},
+                          rules)
+
+
+def server_config(p: ExperimentPlan, spec: PolicySpec) -> ServeConfig:
+    return ServeConfig(bundle=str(p.bundle), policy=spec.policy, subnet=spec.subnet, workers=p.workers,
+                       threads_per_worker=p.threads_per_worker, slo_ms=p.slo_ms, grpc_port=None,
+                       http_port=0).validate()
+
+
+def simulate_policy(p: ExperimentPlan, spec: PolicySpec, trace: Trace | None = None) -> dict[str, Any]:
+    """The simulator's prediction with the very policy object the server builds from the same
+    config (same planning quantile and overhead), on the same trace and worker count.
+    ``latency="lognormal"`` draws batch latencies through the profile's p50 and p99; the
+    ``sim_p50_*`` figures use deterministic p50 latencies."""
+    from superserve.serving.model_info import read_model_info
+    from superserve.serving.server import build_policy
+    from superserve.sim import simulate
+
+    cfg = server_config(p, spec)
+    info = read_model_info(cfg)
+    trace = trace if trace is not None else p.trace
+    out: dict[str, Any] = {}
+    for key, model in (("sim", "lognormal"), ("sim_p50", "p50")):
+        res = simulate(trace, info.profile, build_policy(cfg, info), num_workers=p.workers, slo_ms=p.slo_ms,
+                       latency=model, overhead_ms=cfg.overhead_ms, late=cfg.late, seed=0)
+        out[f"{key}_slo_attainment"] = round(res.slo_attainment, 6)
+        out[f"{key}_mean_accuracy"] = round(res.mean_accuracy, 5) if res.mean_accuracy == res.mean_accuracy else None
+    return out
+
+
+def run_policy(p: ExperimentPlan, spec: PolicySpec, *, trace: Trace | None = None, progress: bool = True,
+               processes: int = 1) -> tuple[dict[str, Any], dict[str, list]]:
+    """Start a server for ``spec``, replay the trace, stop it; (summary, time series)."""
+    from superserve.serving.process import ServerProcess
+
+    trace = trace if trace is not None else p.trace
+    t0 = time.monotonic()
+    with ServerProcess(server_config(p, spec)) as srv:
+        started = time.monotonic() - t0
+        run = run_bench(trace, url=srv.http_url, model=srv.config.model_name, slo_ms=p.slo_ms, bundle=p.bundle,
+                        progress=progress, label=spec.label, processes=processes)
+    s = summarize(run.records, wall_s=run.wall_s)
+    s["server_start_s"] = round(started, 2)
+    if run.errors:
+        s["errors"] = run.errors
+    return s, time_series(run.records, default_bin_s(trace.duration_s))
+
+
+def row(spec: PolicySpec, s: dict[str, Any], sim: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One line of the comparison table."""
+    r = {"policy": spec.label, "policy_name": spec.policy, "subnet": spec.subnet,
+         "slo_attainment": s["slo_attainment"], "mean_accuracy": s["mean_accuracy"],
+         "top1_correct": s["top1_correct"], "latency_p99_ms": s["latency_ms"]["p99"],
+         "throughput_rps": s["throughput_rps"], "goodput_rps": s["goodput_rps"], "counts": s["counts"],
+         "mean_batch_size": s["mean_batch_size"], "send_lag_p99_ms": s["send_lag_ms"]["p99"]}
+    if sim:
+        r.update(sim)
+    return r
+
+
+def acceptance(rows: list[dict[str, Any]], target: str = "SlackFit") -> dict[str, Any]:
+    """SlackFit's row must have the best SLO attainment among rows of equal or higher
+    accuracy (accuracy compared to 0.1 points)."""
+    me = next(r for r in rows if r["policy"] == target)
+    acc = me["mean_accuracy"] or 0.0
+    rivals = [r for r in rows if r is not me and (r["mean_accuracy"] or 0.0) >= acc - 0.001]
+    beaten_by = [r["policy"] for r in rivals if r["slo_attainment"] > me["slo_attainment"]]
+    return {"rule": "best SLO attainment among rows of equal or higher mean accuracy (within 0.1 points)",
+            "rivals": [r["policy"] for r in rivals], "beaten_by": beaten_by, "passed": not beaten_by}
+
+
+def plot_comparison(path: Path, rows: list[dict[str, Any]], series: dict[str, dict[str, list]], title: str) -> Path:
+    """Left: the paper's view (mean served accuracy on x, SLO attainment on y), live markers
+    filled and the simulator's prediction hollow. Right: SlackFit's offered rate and served
+    accuracy over time."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 4.6), gridspec_kw={"width_ratios": [1, 1.3]})
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for k, r in enumerate(rows):
+        c = colours[k % len(colours)]
+        if r["mean_accuracy"] is not None:
+            ax.scatter(100 * r["mean_accuracy"], r["slo_attainment"], s=70, color=c, label=r["policy"], zorder=3)
+        if r.get("sim_mean_accuracy") is not None:
+            ax.scatter(100 * r["sim_mean_accuracy"], r["sim_slo_attainment"], s=70, facecolors="none",
+                       edgecolors=c, zorder=2)
+    ax.set_xlabel("mean served accuracy (%)")
+    ax.set_ylabel("SLO attainment")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower left")
+    ax.set_title("live (filled) vs simulated (hollow)", fontsize=9)
+    sf = series.get("SlackFit")
+    if sf:
+        t = np.array(sf["t_s"], dtype=float)
+        ax2.plot(t, sf["offered_rps"], color="0.5", lw=0.8, label="offered req/s")
+        ax2.plot(t, sf["goodput_rps"], color="tab:green", lw=0.8, label="in time req/s (SlackFit)")
+        ax2.set_ylabel("requests / s")
+        ax2.set_xlabel("time (s)")
+        ax3 = ax2.twinx()
+        acc = np.array([np.nan if v is None else 100 * v for v in sf["accuracy"]], dtype=float)
+        ax3.plot(t, acc, color="tab:blue", lw=1.0, label="SlackFit served accuracy")
+        ax3.set_ylabel("served accuracy (%)", color="tab:blue")
+        h1, l1 = ax2.get_legend_handles_labels()
+        h2, l2 = ax3.get_legend_handles_labels()
+        ax2.legend(h1 + h2, l1 + l2, fontsize=8, loc="upper right")
+        ax2.set_title("SlackFit over the trace", fontsize=9)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def print_table(rows: list[dict[str, Any]], title: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=title)
+    for col in ("policy", "SLO attain.", "mean acc. %", "top-1 %", "p99 ms", "req/s", "sim attain.", "sim acc. %"):
+        t.add_column(col, justify="left" if col == "policy" else "right")
+
+    def pct(v: Any) -> str:
+        return "-" if v is None else f"{100 * v:.2f}"
+
+    for r in rows:
+        t.add_row(r["policy"], f"{r['slo_attainment']:.4f}", pct(r["mean_accuracy"]), pct(r["top1_correct"]),
+                  "-" if r["latency_p99_ms"] is None else f"{r['latency_p99_ms']:.1f}",
+                  "-" if r["throughput_rps"] is None else f"{r['throughput_rps']:.0f}",
+                  "-" if r.get("sim_slo_attainment") is None else f"{r['sim_slo_attainment']:.4f}",
+                  pct(r.get("sim_mean_accuracy")))
+    Console(width=max(110, Console().width)).print(t)
+    for r in rows:
+        if r["subnet"]:
+            print(f"  {r['policy']}: fixed SubNet {r['subnet']}")
