@@ -55,6 +55,14 @@ class ExperimentPlan:
     rules: dict[str, str] = field(default_factory=dict)
 
 
+def smallest_subnet(profile: LatencyProfile):
+    """The smallest SubNet: fewest FLOPs when the profile records them, else the fastest at
+    the largest batch (batch-1 latencies are too noisy to rank small SubNets)."""
+    if all(s.flops > 0 for s in profile.subnets):
+        return min(profile.subnets, key=lambda s: s.flops)
+    return min(profile.subnets, key=lambda s: s.latency_p50_ms[-1])
+
+
 def lineup(profile: LatencyProfile) -> list[PolicySpec]:
     """SlackFit, Clipper+ (low accuracy), Clipper+ (most accurate), INFaaS."""
     span = spanning_subnets(profile, 6)

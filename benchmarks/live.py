@@ -1,0 +1,191 @@
+"""Live serving against the simulator, and the live ceiling against raw inference.
+
+Writes benchmarks/results/live.json and live.png:
+* per policy (SlackFit, Clipper+ low, Clipper+ high, INFaaS) on the demo's bursty trace:
+  live SLO attainment and mean served accuracy (measured at the open-loop client) and the
+  simulator's prediction for the same trace, profile, policy object and worker count
+  (``sim_*``: log-normal latencies through the profile's p50/p99; ``sim_p50_*``: p50);
+  target: live within 1 point of simulated attainment.
+* ``max_rate_at_999``: the highest constant (Poisson) rate at which the live server, running
+  the fastest SubNet as a fixed Clipper+ policy, answers >= 99.9 % in time (bisection over
+  short runs), next to ``raw_inference_rate``: the same worker configuration running that
+  SubNet at its largest batch in a loop, no server, measured in the same run.
+  Target: ratio >= 0.8.
+* ``client_ceiling``: what the load client itself sustains against a no-op stub server in
+  another process (send lag p99 under 5 ms, every answer in time).
+
+Rules (SLO, capacity, trace): superserve/loadgen/experiment.py.
+Usage: python benchmarks/live.py [--bundle DIR] [--workers 1] [--duration 45] [--quick]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from superserve.loadgen import experiment as ex  # noqa: E402
+from superserve.loadgen.cli import run_bench  # noqa: E402
+from superserve.loadgen.payloads import payloads_from_bundle  # noqa: E402
+from superserve.loadgen.raw_rate import measure_raw_rate  # noqa: E402
+from superserve.loadgen.report import clean_nans, summarize  # noqa: E402
+from superserve.loadgen.runner import replay  # noqa: E402
+from superserve.loadgen.sender import SenderConfig  # noqa: E402
+from superserve.loadgen.stub import free_port  # noqa: E402
+from superserve.serving.process import ServerProcess  # noqa: E402
+from superserve.workload import poisson  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+TARGET_ATTAINMENT = 0.999
+
+
+def client_ceiling(bundle: Path, slo_ms: float, rates: list[float], seconds: float, processes: int) -> dict:
+    """Replay Poisson traces against the stub server (its own process) at rising rates; the
+    ceiling is the highest rate with send-lag p99 < 5 ms and every answer in time."""
+    port = free_port()
+    stub = subprocess.Popen([sys.executable, "-m", "superserve.loadgen.stub", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    payloads = payloads_from_bundle(bundle, slo_ms=slo_ms, outputs=["class_index"])
+    cfg = SenderConfig(f"http://127.0.0.1:{port}", "/v2/models/stub/infer")
+    probes, best = [], 0.0
+    try:
+        for _ in range(100):  # wait for the stub to listen
+            try:
+                replay(poisson(50, 0.1), payloads, cfg, slo_ms=slo_ms)
+                break
+            except Exception:
+                time.sleep(0.1)
+        for r in rates:
+            run = replay(poisson(r, seconds, seed=1), payloads, cfg, slo_ms=slo_ms, processes=processes)
+            s = summarize(run.records)
+            ok = s["send_lag_ms"]["p99"] < 5.0 and s["slo_attainment"] >= TARGET_ATTAINMENT
+            probes.append({"rate": r, "attainment": s["slo_attainment"], "send_lag_p99_ms": s["send_lag_ms"]["p99"],
+                           "latency_p99_ms": s["latency_ms"]["p99"], "ok": ok})
+            print(f"  client ceiling probe {r:.0f} req/s: attainment {s['slo_attainment']:.4f}, "
+                  f"send lag p99 {s['send_lag_ms']['p99']} ms, latency p99 {s['latency_ms']['p99']} ms")
+            if not ok:
+                break
+            best = r
+    finally:
+        stub.terminate()
+        stub.wait(5)
+    return {"rps": best, "processes": processes, "probes": probes,
+            "rule": "highest Poisson rate against a no-op stub server with send-lag p99 < 5 ms and attainment >= 0.999"}
+
+
+def max_rate_at_999(p: ex.ExperimentPlan, subnet: str, hi: float, probe_s: float, steps: int,
+                    processes: int) -> dict:
+    """Bisection on the Poisson rate with one Clipper+(subnet) server kept up throughout."""
+    spec = ex.PolicySpec("Clipper+ fastest", "clipper+", subnet)
+    probes = []
+    lo_ok, hi_bad = 0.0, hi
+    with ServerProcess(ex.server_config(p, spec)) as srv:
+        def probe(rate: float) -> bool:
+            run = run_bench(poisson(rate, probe_s, seed=len(probes) + 7), url=srv.http_url, model=srv.config.model_name,
+                            slo_ms=p.slo_ms, bundle=p.bundle, progress=False, processes=processes)
+            s = summarize(run.records)
+            ok = s["slo_attainment"] >= TARGET_ATTAINMENT
+            probes.append({"rate": round(rate, 1), "attainment": s["slo_attainment"], "ok": ok,
+                           "latency_p99_ms": s["latency_ms"]["p99"], "mean_batch_size": s["mean_batch_size"],
+                           "send_lag_p99_ms": s["send_lag_ms"]["p99"], "counts": s["counts"]})
+            print(f"  probe {rate:7.0f} req/s: attainment {s['slo_attainment']:.4f} ({'ok' if ok else 'miss'}), "
+                  f"p99 {s['latency_ms']['p99']} ms, batch {s['mean_batch_size']}, lag p99 {s['send_lag_ms']['p99']} ms")
+            time.sleep(0.5)  # let the previous run's stragglers finish
+            return ok
+
+        # Start at half the raw rate, then bisect between the best rate that held and the
+        # lowest that did not.
+        r = hi / 2
+        for _ in range(steps):
+            if probe(r):
+                lo_ok = r
+            else:
+                hi_bad = r
+            r = (lo_ok + hi_bad) / 2
+    return {"rps": round(lo_ok, 1), "lowest_failed_rps": round(hi_bad, 1), "probe_s": probe_s, "probes": probes,
+            "subnet": subnet}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--bundle", type=Path, default=None)
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--duration", type=float, default=45.0, help="seconds of bursty trace per policy")
+    ap.add_argument("--max-mean-rate", type=float, default=1500.0)
+    ap.add_argument("--probe-s", type=float, default=6.0, help="seconds per bisection probe")
+    ap.add_argument("--steps", type=int, default=7, help="bisection probes")
+    ap.add_argument("--processes", type=int, default=1, help="client sender processes")
+    ap.add_argument("--quick", action="store_true", help="short smoke run (not for results)")
+    ap.add_argument("--out", type=Path, default=RESULTS / "live.json")
+    args = ap.parse_args()
+    if args.quick:
+        args.duration, args.probe_s, args.steps = 3.0, 1.5, 2
+    t0 = time.monotonic()
+    p = ex.plan(args.bundle, workers=args.workers, duration_s=args.duration, max_mean_rate=args.max_mean_rate)
+    for k, v in p.rules.items():
+        print(f"{k:>9}: {v}")
+    print(f"    trace: {len(p.trace)} requests, mean {p.trace.mean_rate:.0f} req/s, SLO {p.slo_ms} ms")
+
+    rows, series = [], {}
+    for spec in p.policies:
+        s, ts = ex.run_policy(p, spec, progress=False, processes=args.processes)
+        sim = ex.simulate_policy(p, spec)
+        r = ex.row(spec, s, sim)
+        r["gap_points"] = round(100 * (r["slo_attainment"] - r["sim_slo_attainment"]), 3)
+        r["gap_points_p50"] = round(100 * (r["slo_attainment"] - r["sim_p50_slo_attainment"]), 3)
+        rows.append(r)
+        series[spec.label] = ts
+        print(f"{spec.label}: live {r['slo_attainment']:.4f} / sim {r['sim_slo_attainment']:.4f} "
+              f"(p50 sim {r['sim_p50_slo_attainment']:.4f}); accuracy live {r['mean_accuracy']} sim {r['sim_mean_accuracy']}")
+
+    fastest = ex.smallest_subnet(p.profile)
+    raw = measure_raw_rate(str(p.bundle), fastest.id, workers=p.workers, threads=p.threads_per_worker,
+                           batch=p.profile.max_batch, seconds=3.0)
+    print(f"raw inference rate of {fastest.id} at batch {raw.batch}: {raw.images_per_s:.0f} img/s "
+          f"(batch p50 {raw.batch_ms_p50:.3f} ms)")
+    mr = max_rate_at_999(p, fastest.id, hi=raw.images_per_s * 1.05, probe_s=args.probe_s, steps=args.steps,
+                         processes=args.processes)
+    ceiling = client_ceiling(p.bundle, p.slo_ms, [1000, 2000, 3000, 4000, 5000, 6000],
+                             2.0 if not args.quick else 0.5, args.processes)
+
+    ratio = mr["rps"] / raw.images_per_s if raw.images_per_s else float("nan")
+    gaps = [abs(r["gap_points"]) for r in rows]
+    doc = {
+        "bundle": str(p.bundle), "device": p.profile.device, "workers": p.workers,
+        "threads_per_worker": p.threads_per_worker, "slo_ms": p.slo_ms, "rules": p.rules, "capacity": p.capacity,
+        "trace": {"name": p.trace.name, **p.trace.summary(), "meta": p.trace.meta},
+        "policies": {r["policy"]: r for r in rows},
+        "max_rate_at_999": mr["rps"], "raw_inference_rate": round(raw.images_per_s, 1),
+        "max_rate_over_raw": round(ratio, 4), "target_ratio": 0.8, "ratio_met": bool(ratio >= 0.8),
+        "live_vs_sim_max_gap_points": round(max(gaps), 3), "target_gap_points": 1.0,
+        "gap_met": bool(max(gaps) <= 1.0),
+        "max_rate_search": mr, "raw": {"batch": raw.batch, "batch_ms_p50": raw.batch_ms_p50,
+                                       "per_worker": raw.per_worker, "seconds": raw.seconds, "subnet": fastest.id},
+        "client_ceiling": ceiling, "quick": args.quick,
+        "command": "python benchmarks/live.py " + " ".join(sys.argv[1:]),
+        "wall_s": round(time.monotonic() - t0, 1),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(clean_nans(doc), indent=1, default=float))
+    ex.print_table(rows, f"live vs simulated: {p.trace.name}, {p.workers} worker(s), SLO {p.slo_ms} ms")
+    print(f"max_rate_at_999 {mr['rps']:.0f} req/s / raw_inference_rate {raw.images_per_s:.0f} img/s = {ratio:.3f} "
+          f"(target >= 0.8: {'met' if ratio >= 0.8 else 'NOT met'})")
+    print(f"live - sim attainment, points: " + ", ".join(f"{r['policy']} {r['gap_points']:+.2f}" for r in rows)
+          + f" (target within 1: {'met' if max(gaps) <= 1.0 else 'NOT met'})")
+    print(f"client ceiling (stub server): {ceiling['rps']:.0f} req/s with {ceiling['processes']} sender process(es)")
+    ex.plot_comparison(args.out.with_suffix(".png"), rows, series,
+                       f"live vs simulated ({p.trace.name}, SLO {p.slo_ms} ms); "
+                       f"max rate@0.999 {mr['rps']:.0f} / raw {raw.images_per_s:.0f} req/s")
+    print(f"wrote {args.out} and {args.out.with_suffix('.png')} ({doc['wall_s']} s)")
+
+
+if __name__ == "__main__":
+    np.seterr(all="ignore")
+    main()
