@@ -251,6 +251,12 @@ def test_bad_binary_and_unknown_model_then_still_serving(server):
         client.infer(MODEL, [bad])
     assert err.value.status() == "StatusCode.INVALID_ARGUMENT" and "shape" in err.value.message()
 
+    huge = tg.InferInput("input", [1, 600_000], "FP32")  # 2.4 MB > the 1 MiB request limit
+    huge.set_data_from_numpy(np.zeros((1, 600_000), np.float32))
+    with pytest.raises(InferenceServerException) as err:
+        client.infer(MODEL, [huge])
+    assert err.value.status() == "StatusCode.RESOURCE_EXHAUSTED"
+
     # ... and the server keeps serving.
     assert client.infer(MODEL, [inp]).as_numpy("logits").shape == (1, 10)
     assert http(server, "POST", f"/v2/models/{MODEL}/infer", json_request(np.zeros(784)))[0] == 200

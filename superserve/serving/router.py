@@ -88,10 +88,11 @@ class Router:
         self._all_warm = asyncio.Event()
         self._failed_start: str | None = None
         self.completed = 0
+        self._ready: set[WorkerHandle] = set()  # warm and alive; kept by events, no scan per request
         acc = {s.id: s.accuracy for s in info.profile.subnets}
         self._accuracy = [acc[sid] for sid in info.subnet_ids]
         self._out_bytes = info.output_bytes
-        metrics.watch(lambda: len(self.queue), lambda: self.pool.num_ready if self.pool else 0,
+        metrics.watch(lambda: len(self.queue), lambda: len(self._ready),
                       lambda: self.pool.num_alive if self.pool else 0)
 
     # --- start-up / shutdown -------------------------------------------------------------
@@ -110,7 +111,7 @@ class Router:
 
     @property
     def ready(self) -> bool:
-        return self.accepting and bool(self.pool and self.pool.num_ready)
+        return self.accepting and bool(self._ready)
 
     def stop_intake(self) -> None:
         self.accepting = False
@@ -120,7 +121,7 @@ class Router:
         left as unavailable."""
         end = time.monotonic() + timeout_s
         while (self.queue or any(w.state is WorkerState.BUSY for w in self.pool.workers)) \
-                and time.monotonic() < end and self.pool.num_ready:
+                and time.monotonic() < end and self._ready:
             await asyncio.sleep(0.01)
         for r in self.queue.pop_earliest(len(self.queue)):
             self._answer(r, InferResult(Outcome.UNAVAILABLE, message="server shutting down"))
@@ -131,7 +132,7 @@ class Router:
             self.metrics.by_outcome["unavailable"].inc()
             msg = "server is shutting down" if self._all_warm.is_set() else "workers are still warming up"
             return InferResult(Outcome.UNAVAILABLE, message=f"{msg}; retry later (see /v2/health/ready)")
-        if not self._free and self.pool is not None and self.pool.num_ready == 0:
+        if not self._ready:
             self.metrics.by_outcome["unavailable"].inc()
             return InferResult(Outcome.UNAVAILABLE, message="no live worker; retry later")
         now = time.monotonic()
@@ -195,8 +196,9 @@ class Router:
 
     # --- events from the pool (PoolListener) ---------------------------------------------
     def worker_ready(self, w: WorkerHandle) -> None:
+        self._ready.add(w)
         self._free.append(w)
-        if self.pool is not None and self.pool.num_ready == len(self.pool.workers):
+        if self.pool is not None and len(self._ready) == len(self.pool.workers):
             self._all_warm.set()
         self._pump()
 
@@ -239,6 +241,7 @@ class Router:
     def worker_died(self, w: WorkerHandle) -> None:
         """Forget the worker; re-queue its batch where deadlines still allow."""
         self.metrics.worker_deaths.inc()
+        self._ready.discard(w)
         try:
             self._free.remove(w)
         except ValueError:
@@ -252,13 +255,13 @@ class Router:
         now = time.monotonic()
         if inflight is not None:
             for r in inflight.batch:
-                if self.pool.num_ready and r.deadline - now >= self.policy.min_service_s \
+                if self._ready and r.deadline - now >= self.policy.min_service_s \
                         and self.queue.try_push(r):
                     continue
                 self._answer(r, InferResult(Outcome.UNAVAILABLE, message=(
                     f"worker {w.index} died while running this request (exit code {w.exitcode}) "
                     "and its deadline left no time to retry; retry")))
-        if self.pool is not None and self.pool.num_ready == 0:
+        if not self._ready:
             for r in self.queue.pop_earliest(len(self.queue)):
                 self._answer(r, InferResult(Outcome.UNAVAILABLE, message="no live worker left; retry later"))
         self._pump()
