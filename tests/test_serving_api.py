@@ -274,4 +274,5 @@ def test_metrics_count_outcomes(server):
     assert values['superserve_requests_total{outcome="shed"}'] >= 2  # the impossible deadlines
     assert values['superserve_workers{state="ready"}'] == 2
     assert values["superserve_batch_size_count"] > 0 and values["superserve_compute_ms_count"] > 0
+    assert values['superserve_invalid_requests_total{status="400"}'] >= len(BAD_REQUESTS) - 1
     assert "superserve_queue_length" in values and "superserve_served_accuracy_count" in values

@@ -15,6 +15,7 @@ import grpc
 from superserve import __version__
 from superserve.serving.codec import (CLASS, LOGITS, ApiError, InputCodec, class_index, model_config,
                                       model_metadata, result_error, result_parameters)
+from superserve.serving.metrics import ServingMetrics
 from superserve.serving.model_info import ModelInfo
 from superserve.serving.protos import inference_pb2 as pb
 from superserve.serving.rest import EXTENSIONS
@@ -40,8 +41,8 @@ def _set_param(p: pb.InferParameter, value: Any) -> None:
 
 
 class GrpcApi:
-    def __init__(self, info: ModelInfo, router: Router, codec: InputCodec) -> None:
-        self.info, self.router, self.codec = info, router, codec
+    def __init__(self, info: ModelInfo, router: Router, codec: InputCodec, metrics: ServingMetrics) -> None:
+        self.info, self.router, self.codec, self.metrics = info, router, codec, metrics
         meta = model_metadata(info)
         self._metadata = pb.ModelMetadataResponse(
             name=meta["name"], versions=meta["versions"], platform=meta["platform"],
@@ -140,6 +141,8 @@ class GrpcApi:
             if not result.ok:
                 raise result_error(result)
         except ApiError as exc:
+            if exc.outcome is None:  # outcomes are counted by the router
+                self.metrics.refused(exc.status)
             await self._abort(context, exc)
             raise  # not reached: abort raises
         resp = pb.ModelInferResponse(model_name=self.info.name, model_version="1", id=request.id)

@@ -34,6 +34,9 @@ class ServingMetrics:
         self.by_subnet = {sid: sub.labels(sid) for sid in subnet_accuracies}
         self.queue_length = Gauge("superserve_queue_length", "Requests waiting in the EDF queue", registry=r)
         self.workers = Gauge("superserve_workers", "Worker processes, by state", ["state"], registry=r)
+        invalid = Counter("superserve_invalid_requests", "Requests refused before queueing (bad input, "
+                          "unknown model, too large), by HTTP status", ["status"], registry=r)
+        self.invalid = {code: invalid.labels(str(code)) for code in (400, 404, 413)}
         self.worker_deaths = Counter("superserve_worker_deaths", "Worker processes that died", registry=r)
 
     def watch(self, queue_length: Callable[[], float], workers_ready: Callable[[], float],
@@ -46,6 +49,11 @@ class ServingMetrics:
         self.compute_ms.observe(compute_ms)
         self.batch_size.observe(batch_size)
         self.by_subnet[subnet_id].inc(batch_size)
+
+    def refused(self, status: int) -> None:
+        child = self.invalid.get(status)
+        if child is not None:
+            child.inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -28,7 +28,9 @@ def _json(status: int, body: Any) -> web.Response:
     return web.Response(status=status, body=json.dumps(body).encode(), content_type="application/json")
 
 
-def _error(exc: ApiError) -> web.Response:
+def _error(exc: ApiError, metrics: ServingMetrics | None = None) -> web.Response:
+    if metrics is not None and exc.outcome is None:  # outcomes are counted by the router
+        metrics.refused(exc.status)
     body: dict[str, Any] = {"error": exc.message}
     if exc.outcome:
         body["outcome"] = exc.outcome
@@ -116,7 +118,7 @@ class RestApi:
             if not result.ok:
                 raise result_error(result)
         except ApiError as exc:
-            return _error(exc)
+            return _error(exc, self.metrics)
         return self._answer(header.get("id"), result, outputs, binary_out)
 
     def _split(self, request: web.Request, body: bytes) -> tuple[dict, memoryview | None]:

@@ -83,7 +83,7 @@ async def serve(config: ServeConfig) -> int:
             grpc_server = grpc.aio.server(options=[
                 ("grpc.max_receive_message_length", config.max_request_bytes),
                 ("grpc.so_reuseport", 0)])
-            grpc_server.add_generic_rpc_handlers((GrpcApi(info, router, codec).handler(),))
+            grpc_server.add_generic_rpc_handlers((GrpcApi(info, router, codec, metrics).handler(),))
             grpc_port = grpc_server.add_insecure_port(f"{config.host}:{config.grpc_port}")
             if grpc_port == 0:
                 raise OSError(f"cannot bind gRPC to {config.host}:{config.grpc_port} (port in use?)")
