@@ -73,8 +73,10 @@ def quick_eval(model: SuperResNet, spec: SuperNetSpec, train: Split, val: Split)
     return out
 
 
-def train(cfg: TrainConfig, spec: SuperNetSpec | None = None, show_progress: bool = True) -> Path:
-    """Train and write <out>/weights.safetensors; returns its path."""
+def train(cfg: TrainConfig, spec: SuperNetSpec | None = None, show_progress: bool = True,
+          stop_after_epoch: int | None = None) -> Path | None:
+    """Train and write <out>/weights.safetensors; returns its path. stop_after_epoch ends the
+    run early, as an interruption would (returns None; run again to resume)."""
     spec = spec or fashion_mnist_spec()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -147,6 +149,8 @@ def train(cfg: TrainConfig, spec: SuperNetSpec | None = None, show_progress: boo
             weights_only = {k: v for k, v in model.state_dict().items() if not k.endswith((".stats", ".offsets"))}
             torch.save({"model": weights_only, "optimizer": opt.state_dict(), "epoch": epoch + 1,
                         "history": history, "config": asdict(cfg)}, state_path)
+            if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch and epoch + 1 < cfg.epochs:
+                return None
 
     weights = out / "weights.safetensors"
     save_weights(model, weights, {"history": history, "train_config": asdict(cfg)})
