@@ -21,7 +21,8 @@ URL = "/v2/models/supernet/infer"
 
 @pytest.fixture(scope="module")
 def server():
-    srv = ServerProcess(bundle=BUNDLE, workers=2, queue_capacity=4, late="serve", warmup_runs=1).start()
+    srv = ServerProcess(bundle=BUNDLE, workers=2, queue_capacity=4, late="serve", warmup_runs=1,
+                        hang_timeout_s=0.5).start()
     yield srv
     srv.stop()
 
@@ -75,6 +76,17 @@ def test_killed_worker_loses_no_request(server):
     text = asyncio.run(metrics())
     assert "superserve_worker_deaths_total 1.0" in text
     assert 'superserve_workers{state="ready"} 1.0' in text
+
+
+def test_hung_last_worker_is_killed_and_requests_answered(server):
+    os.kill(server.worker_pids[1], signal.SIGSTOP)  # hangs: alive, never answers
+    t0 = time.monotonic()
+    results = asyncio.run(burst(server.http_url + URL, 3, 60_000))
+    assert time.monotonic() - t0 < 5  # the watchdog (0.5 s here), not the 60 s deadline
+    assert [s for s, _ in results] == [503] * 3  # no worker left to re-run them
+    assert "died" in results[0][1]["error"] or "no live worker" in results[0][1]["error"]
+    ready = asyncio.run(burst(server.http_url + URL, 1, 100))[0]
+    assert ready[0] == 503
 
 
 def test_sigterm_drains_and_exits_zero(server):

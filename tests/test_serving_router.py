@@ -21,6 +21,10 @@ class FakePool:
     def __init__(self, n: int) -> None:
         self.workers = [WorkerHandle(i, None, None, None, memoryview(bytearray(16 * 40))) for i in range(n)]
         self.runs: list[tuple[int, object, int]] = []
+        self.killed: list[int] = []
+
+    def kill(self, w) -> None:
+        self.killed.append(w.index)
 
     def run(self, w, msg, rows) -> None:
         w.state = WorkerState.BUSY
@@ -33,12 +37,12 @@ class FakePool:
     num_alive = num_ready
 
 
-def make_router(workers: int = 2, capacity: int = 64, late: str = "shed"):
+def make_router(workers: int = 2, capacity: int = 64, late: str = "shed", hang_timeout_s: float = 2.0):
     profile = LatencyProfile.synthetic(num_subnets=4)
     info = ModelInfo("m", (1, 28, 28), 10, profile, None)
     policy = make_policy("slackfit", profile, quantile="p99")
     router = Router(info, policy, ServingMetrics({s.id: s.accuracy for s in profile.subnets}, 16),
-                    queue_capacity=capacity, late=late)
+                    queue_capacity=capacity, late=late, hang_timeout_s=hang_timeout_s)
     pool = FakePool(workers)
     router.attach(pool, asyncio.get_running_loop())
     for w in pool.workers:
@@ -182,4 +186,20 @@ def test_late_mode_serves_instead_of_shedding():
         await asyncio.sleep(0.002)
         finish(router, pool, 0)
         assert (await task).outcome is Outcome.LATE
+    asyncio.run(main())
+
+
+def test_hung_worker_is_killed_by_the_watchdog():
+    async def main():
+        router, pool = make_router(workers=2, hang_timeout_s=0.02)
+        task = asyncio.ensure_future(router.infer(ROW, 5000.0))
+        await settle()
+        hung = pool.runs[0][0]
+        await asyncio.sleep(0.1)
+        assert pool.killed == [hung]
+        die(router, pool, hung)  # what the pool reports once the kill lands
+        await settle()
+        finish(router, pool, pool.runs[-1][0])
+        assert (await task).outcome is Outcome.IN_TIME
+        assert pool.killed == [hung]  # the finished batch's watchdog was cancelled
     asyncio.run(main())

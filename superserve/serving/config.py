@@ -47,6 +47,7 @@ class ServeConfig:
     workers: int = 1
     threads_per_worker: int = 1
     warmup_runs: int = 2  # forward passes per (SubNet, batch size) at start-up
+    hang_timeout_s: float = 2.0  # a batch running longer (and 10x its expected latency) kills the worker
 
     # --- network ---------------------------------------------------------------------------
     host: str = "127.0.0.1"  # loopback unless told otherwise

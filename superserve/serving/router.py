@@ -68,15 +68,17 @@ class Inflight:
     decision: Decision
     batch: list[Request]
     dispatched: float
+    watchdog: asyncio.TimerHandle | None = None
 
 
 class Router:
     def __init__(self, info: ModelInfo, policy: Policy, metrics: ServingMetrics, *,
-                 queue_capacity: int, late: str = "shed") -> None:
+                 queue_capacity: int, late: str = "shed", hang_timeout_s: float = 2.0) -> None:
         self.info = info
         self.policy = policy
         self.metrics = metrics
         self.shedding = late == "shed"
+        self.hang_timeout_s = hang_timeout_s
         self.queue = EdfQueue(queue_capacity)
         self.pool: WorkerPool | None = None
         self._free: deque[WorkerHandle] = deque()
@@ -190,9 +192,27 @@ class Router:
             batch = take_batch(queue, decision)
             w = self._free.popleft()
             seq = next(self._seqs)
-            w.inflight = Inflight(seq, decision, batch, now)
+            # A worker that neither answers nor dies (a hang) would hold its batch forever:
+            # past max(hang_timeout_s, 10 x the expected latency) it is killed, and the death
+            # path re-queues or answers the batch.
+            limit = max(self.hang_timeout_s, decision.expected_latency_ms / 100.0)
+            w.inflight = Inflight(seq, decision, batch, now,
+                                  self._loop.call_later(limit, self._hung, w, seq))  # type: ignore[union-attr]
             self.pool.run(w, RunBatch(seq, decision.subnet_index, len(batch)),  # type: ignore[union-attr]
                           [r.payload.row for r in batch])  # type: ignore[union-attr]
+
+    def _hung(self, w: WorkerHandle, seq: int) -> None:
+        inflight: Inflight | None = w.inflight  # type: ignore[assignment]
+        if inflight is not None and inflight.seq == seq:
+            self.pool.kill(w)  # type: ignore[union-attr]
+
+    @staticmethod
+    def _take_inflight(w: WorkerHandle) -> "Inflight | None":
+        inflight: Inflight | None = w.inflight  # type: ignore[assignment]
+        w.inflight = None
+        if inflight is not None and inflight.watchdog is not None:
+            inflight.watchdog.cancel()
+        return inflight
 
     # --- events from the pool (PoolListener) ---------------------------------------------
     def worker_ready(self, w: WorkerHandle) -> None:
@@ -203,8 +223,7 @@ class Router:
         self._pump()
 
     def batch_done(self, w: WorkerHandle, msg: BatchDone) -> None:
-        inflight: Inflight = w.inflight  # type: ignore[assignment]
-        w.inflight = None
+        inflight = self._take_inflight(w)
         now = time.monotonic()
         if inflight is not None and inflight.seq == msg.seq:
             d, batch = inflight.decision, inflight.batch
@@ -230,8 +249,7 @@ class Router:
         self._pump()
 
     def batch_failed(self, w: WorkerHandle, msg: BatchFailed) -> None:
-        inflight: Inflight = w.inflight  # type: ignore[assignment]
-        w.inflight = None
+        inflight = self._take_inflight(w)
         if inflight is not None:
             for r in inflight.batch:
                 self._answer(r, InferResult(Outcome.ERROR, message=f"inference failed: {msg.message}"))
@@ -250,8 +268,7 @@ class Router:
             self._failed_start = (f"worker {w.index} died during start-up (exit code {w.exitcode}); "
                                   "run `superserve serve` in the foreground to see its error")
             self._all_warm.set()
-        inflight: Inflight | None = w.inflight  # type: ignore[assignment]
-        w.inflight = None
+        inflight = self._take_inflight(w)
         now = time.monotonic()
         if inflight is not None:
             for r in inflight.batch:

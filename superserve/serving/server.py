@@ -57,7 +57,8 @@ async def serve(config: ServeConfig) -> int:
     policy = build_policy(config, info)
     slo_ms = config.slo_ms if config.slo_ms is not None else default_slo_ms(info.profile)
     metrics = ServingMetrics({s.id: s.accuracy for s in info.profile.subnets}, info.profile.max_batch)
-    router = Router(info, policy, metrics, queue_capacity=config.queue_capacity, late=config.late)
+    router = Router(info, policy, metrics, queue_capacity=config.queue_capacity, late=config.late,
+                    hang_timeout_s=config.hang_timeout_s)
     pool = WorkerPool(info, config, router)
     router.attach(pool, loop)
     codec = InputCodec(info, config, slo_ms)
