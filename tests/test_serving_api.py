@@ -195,6 +195,7 @@ def test_impossible_deadline_is_shed_at_once(server, bundle):
 BAD_REQUESTS = [
     (b"{not json", 400, "not valid JSON"),
     (b"[1, 2]", 400, "JSON object"),
+    (b"[" * 100_000 + b"]" * 100_000, 400, "not valid JSON"),
     (json.dumps({"inputs": []}).encode(), 400, "exactly one"),
     (json_request(np.zeros(784), shape=(1, 1, 28, 27)), 400, "shape"),
     (json_request(np.zeros(784), shape=(4, 1, 28, 28)), 400, "one image per request"),

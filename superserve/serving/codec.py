@@ -106,7 +106,7 @@ class InputCodec:
         """JSON (or gRPC typed-contents) numbers -> a float32 row."""
         try:
             arr = np.asarray(values, dtype=np.float64)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, RecursionError, OverflowError):
             raise ApiError(400, "input data must be a (nested) list of numbers") from None
         if arr.size != self.elements:
             raise ApiError(400, f"input data has {arr.size} values; the shape needs {self.elements}")

@@ -135,8 +135,8 @@ class RestApi:
             body = body[:n]
         try:
             header = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ApiError(400, f"request body is not valid JSON: {exc}") from None
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            raise ApiError(400, f"request body is not valid JSON: {str(exc)[:200]}") from None
         if not isinstance(header, dict):
             raise ApiError(400, "request body must be a JSON object with an 'inputs' list")
         return header, binary
