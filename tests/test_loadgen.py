@@ -16,6 +16,7 @@ from superserve.loadgen.workload_spec import parse_workload
 from superserve.workload import Trace, poisson
 
 PATH = infer_path("m")
+TRANSPORTS = ["raw", "aiohttp"]
 
 
 @pytest.fixture(scope="module")
@@ -88,9 +89,10 @@ def test_classify_by_status_and_client_latency():
     assert classify(np.array([200]), np.array([np.nan]), 1.0)[0] == LATE
 
 
-def test_every_request_gets_exactly_one_record(payloads):
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_every_request_gets_exactly_one_record(payloads, transport):
     tr = poisson(200, 1.0, seed=1)
-    run = run_against(StubBehaviour(shed_every=4), tr, payloads)
+    run = run_against(StubBehaviour(shed_every=4), tr, payloads, transport=transport)
     rec = run.records
     assert len(rec) == len(tr)
     assert not np.any(rec.outcome == NOT_SENT)
@@ -106,29 +108,32 @@ def test_every_request_gets_exactly_one_record(payloads):
     assert s["top1_correct"] == pytest.approx(np.mean(rec.label[rec.status == 200] == 0), abs=1e-4)
 
 
-def test_late_answers_are_misses(payloads):
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_late_answers_are_misses(payloads, transport):
     tr = Trace(np.linspace(0, 0.3, 10))
-    run = run_against(StubBehaviour(delay_s=0.03), tr, payloads, slo_ms=10.0)
+    run = run_against(StubBehaviour(delay_s=0.03), tr, payloads, slo_ms=10.0, transport=transport)
     assert np.all(run.records.outcome == LATE)
     assert summarize(run.records)["slo_attainment"] == 0.0
 
 
-def test_timeouts_and_refused_connections_are_recorded(payloads):
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_timeouts_and_refused_connections_are_recorded(payloads, transport):
     tr = Trace(np.linspace(0, 0.1, 5))
-    run = run_against(StubBehaviour(delay_s=1.0), tr, payloads, timeout_s=0.2)
+    run = run_against(StubBehaviour(delay_s=1.0), tr, payloads, timeout_s=0.2, transport=transport)
     assert np.all(run.records.outcome == TIMEOUT) and np.all(np.isnan(run.records.latency_s))
-    dead = SenderConfig(f"http://127.0.0.1:{free_port()}", PATH, warm_connections=1)
+    dead = SenderConfig(f"http://127.0.0.1:{free_port()}", PATH, warm_connections=1, transport=transport)
     run = replay(tr, payloads, dead, slo_ms=50.0)
     assert run.records.counts()["conn_error"] == 5 and run.errors
 
 
 # --- scheduling of sends ------------------------------------------------------------------
 
-def test_sends_follow_the_trace_and_never_wait_for_answers(payloads):
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_sends_follow_the_trace_and_never_wait_for_answers(payloads, transport):
     """A server 150 ms slow must not slow the sends (open loop): each request goes out at its
     scheduled time, and its latency counts from that time."""
     tr = Trace(np.arange(60) * 0.01)  # 100 req/s for 0.6 s; a closed loop would need 9 s
-    run = run_against(StubBehaviour(delay_s=0.15), tr, payloads, slo_ms=500.0)
+    run = run_against(StubBehaviour(delay_s=0.15), tr, payloads, slo_ms=500.0, transport=transport)
     rec = run.records
     assert np.all(rec.lag_s >= 0)  # never early
     assert np.median(rec.lag_s) < 0.01 and np.max(rec.lag_s) < 0.1  # generous: a busy CI core
@@ -174,3 +179,21 @@ def test_summary_of_an_all_failed_run_is_valid_json(tmp_path):
     assert s["slo_attainment"] == 0.0 and s["mean_accuracy"] is None and s["counts"]["shed"] == 4
     json.loads(write_json(tmp_path / "x.json", s, time_series(rec, 0.5)).read_text())
     assert rec.outcome[0] == SHED and IN_TIME not in rec.outcome
+
+
+def test_raw_transport_queues_beyond_its_connection_cap(payloads):
+    tr = Trace(np.zeros(6))  # six requests at once, two connections, a 50 ms server
+    run = run_against(StubBehaviour(delay_s=0.05), tr, payloads, slo_ms=1000.0, connections=2, warm_connections=0)
+    lat = np.sort(run.records.latency_s)
+    assert run.records.counts()["in_time"] == 6
+    assert lat[0] >= 0.05 and lat[-1] >= 0.15  # the last pair waited for two earlier answers
+
+
+def test_response_head_parsing():
+    from superserve.loadgen.rawhttp import _parse_head
+
+    head = (b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: 52\r\n"
+            b"Inference-Header-Content-Length: 40")
+    assert _parse_head(head) == (200, 52, 40, False)
+    assert _parse_head(b"HTTP/1.1 504 Gateway Timeout\r\nContent-Length: 3\r\nConnection: close") == (504, 3, -1, True)
+    assert _parse_head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked")[1] == -1

@@ -70,9 +70,10 @@ def print_summary(s: dict[str, Any], echo: Callable[[str], None] = typer.echo) -
 
 def run_bench(trace: Trace, *, url: str, model: str, slo_ms: float, bundle: Optional[Path], processes: int = 1,
               connections: int = 512, timeout_s: float = 10.0, progress: bool = True, label: str = "replay",
-              output: str = DEFAULT_OUTPUT) -> ReplayRun:
+              output: str = DEFAULT_OUTPUT, transport: str = "raw") -> ReplayRun:
     payloads = payloads_from_bundle(bundle, slo_ms=slo_ms, outputs=[output] if output else None)
-    cfg = SenderConfig(url.rstrip("/"), infer_path(model), timeout_s=timeout_s, connections=connections)
+    cfg = SenderConfig(url.rstrip("/"), infer_path(model), timeout_s=timeout_s, connections=connections,
+                       transport=transport)
     update, close = rich_progress(label) if progress else (None, lambda: None)
     try:
         return replay(trace, payloads, cfg, slo_ms=slo_ms, processes=processes, progress=update)
@@ -101,6 +102,7 @@ def bench_command(
     processes: int = typer.Option(1, help="sender processes (split the trace round-robin)"),
     connections: int = typer.Option(512, help="keep-alive connections per sender process"),
     timeout_s: float = typer.Option(10.0, help="per-request client timeout"),
+    transport: str = typer.Option("raw", help="raw (lean asyncio HTTP/1.1, about half the CPU per request) or aiohttp"),
     output: str = typer.Option(DEFAULT_OUTPUT, help="output to ask for (its argmax / value is the prediction); '' = all"),
     out: Optional[Path] = typer.Option(None, help="write summary + time series JSON here"),
     plot: Optional[Path] = typer.Option(None, help="write a PNG (rate, served accuracy, latency over time)"),
@@ -117,7 +119,7 @@ def bench_command(
                f"-> {url} model {model}, SLO {slo} ms")
     run = run_bench(tr, url=url, model=model, slo_ms=slo, bundle=bundle, processes=processes,
                     connections=connections, timeout_s=timeout_s, progress=not quiet, label=tr.name,
-                    output=output)
+                    output=output, transport=transport)
     s = summarize(run.records, wall_s=run.wall_s)
     print_summary(s)
     if run.errors:
@@ -126,7 +128,7 @@ def bench_command(
     if out:
         write_json(out, s, series, {"url": url, "model": model, "trace": {"name": tr.name, **tr.summary(),
                                                                           "meta": tr.meta},
-                                    "processes": processes, "errors": run.errors})
+                                    "processes": processes, "transport": transport, "errors": run.errors})
         typer.echo(f"wrote {out}")
     if plot:
         plot_run(plot, series, s, title=tr.name)

@@ -71,19 +71,38 @@ class InferReply:
     error: str | None = None
 
 
-def _first_output(header: dict[str, Any], tail: bytes) -> np.ndarray | None:
+def _prediction(header: dict[str, Any], tail: bytes) -> int:
+    """Predicted class from the first output: its value if it holds one integer (a class
+    index), else its argmax (logits); -1 if there is none. Plain Python for JSON data: on
+    the client's hot path a numpy array per answer costs more than the answer is worth."""
     outputs = header.get("outputs") or []
     if not outputs:
-        return None
+        return -1
     out = outputs[0]
-    dtype = _NP_DTYPES.get(str(out.get("datatype", "FP32")).upper(), np.float32)
-    if "data" in out:
-        return np.asarray(out["data"], dtype=dtype)
+    data = out.get("data")
+    if data is not None:
+        while isinstance(data, list) and len(data) == 1 and isinstance(data[0], list):
+            data = data[0]  # nested [[...]]
+        if not isinstance(data, list):
+            data = [data]
+        if not data:
+            return -1
+        if len(data) == 1 and isinstance(data[0], int):
+            return int(data[0])
+        if isinstance(data[0], list):  # other nesting: flatten once via numpy
+            return int(np.argmax(np.asarray(data, dtype=np.float64).ravel()))
+        return max(range(len(data)), key=data.__getitem__)
     size = (out.get("parameters") or {}).get("binary_data_size")
     if size is None:
-        return None
+        return -1
     # Binary outputs follow the header in output order; the first starts right after it.
-    return np.frombuffer(tail[:int(size)], dtype=dtype)
+    dtype = _NP_DTYPES.get(str(out.get("datatype", "FP32")).upper(), np.float32)
+    values = np.frombuffer(tail[:int(size)], dtype=dtype)
+    if values.size == 0:
+        return -1
+    if values.size == 1 and np.issubdtype(values.dtype, np.integer):
+        return int(values[0])
+    return int(np.argmax(values))
 
 
 def decode_reply(body: bytes, header_length: int | None = None) -> InferReply:
@@ -99,11 +118,4 @@ def decode_reply(body: bytes, header_length: int | None = None) -> InferReply:
     if "error" in header:
         return InferReply(params, -1, str(header["error"]))
     tail = body[header_length:] if header_length is not None else b""
-    values = _first_output(header, tail)
-    if values is None or values.size == 0:
-        predicted = -1
-    elif values.size == 1 and np.issubdtype(values.dtype, np.integer):
-        predicted = int(values.ravel()[0])
-    else:
-        predicted = int(np.argmax(values.ravel()))
-    return InferReply(params, predicted)
+    return InferReply(params, _prediction(header, tail))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from urllib.parse import urlsplit
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -19,6 +20,7 @@ import aiohttp
 import numpy as np
 
 from superserve.loadgen.kserve import HEADER_LENGTH, decode_reply
+from superserve.loadgen.rawhttp import RawHttpClient, build_request
 from superserve.loadgen.records import STATUS_CONN_ERROR, STATUS_TIMEOUT
 
 # Issue at most this many due requests before letting the loop run answers: when the client
@@ -36,6 +38,7 @@ class SenderConfig:
     connections: int = 512  # connection pool size (keep-alive); open-loop needs rate x latency
     warm_connections: int = 16  # opened before the start so the first burst does not pay handshakes
     health_path: str = "/v2/health/ready"
+    transport: str = "raw"  # "raw" (loadgen.rawhttp: lean, default) or "aiohttp"
 
 
 @dataclass
@@ -83,7 +86,6 @@ def make_session(cfg: SenderConfig) -> aiohttp.ClientSession:
 async def send_schedule(cfg: SenderConfig, arrivals: np.ndarray, indices: np.ndarray,
                         bodies: list[bytes], header_lengths: list[int], start_at: float | None,
                         counters: Counters | None = None,
-                        session: aiohttp.ClientSession | None = None,
                         on_ready: Callable[[], float] | None = None) -> ShardResult:
     """Send request ``indices[k]`` (body ``indices[k] mod len(bodies)``) at
     ``start_at + arrivals[k]`` (monotonic seconds) and collect what came back.
@@ -91,6 +93,108 @@ async def send_schedule(cfg: SenderConfig, arrivals: np.ndarray, indices: np.nda
     ``start_at`` None: ``on_ready()`` is called after warm-up and returns it (multi-process
     start barrier); if that is None too, the schedule starts 50 ms after warm-up.
     """
+    if cfg.transport == "raw":
+        return await _send_raw(cfg, arrivals, indices, bodies, header_lengths, start_at, counters, on_ready)
+    if cfg.transport == "aiohttp":
+        return await _send_aiohttp(cfg, arrivals, indices, bodies, header_lengths, start_at, counters,
+                                   on_ready=on_ready)
+    raise ValueError(f"transport must be 'raw' or 'aiohttp', not {cfg.transport!r}")
+
+
+async def _send_raw(cfg: SenderConfig, arrivals: np.ndarray, indices: np.ndarray, bodies: list[bytes],
+                    header_lengths: list[int], start_at: float | None, counters: Counters | None,
+                    on_ready: Callable[[], float] | None) -> ShardResult:
+    n = int(arrivals.size)
+    res = ShardResult(np.asarray(indices), [float("nan")] * n, [float("nan")] * n, [0] * n, [None] * n, [-1] * n)
+    counters = counters if counters is not None else Counters()
+    url = urlsplit(cfg.base_url)
+    host, port = url.hostname or "127.0.0.1", url.port or 80
+    requests = [build_request(host, port, cfg.path, b, {HEADER_LENGTH: str(h), "Content-Type": "application/octet-stream"})
+                for b, h in zip(bodies, header_lengths)]
+    nb = len(requests)
+    arr = arrivals.tolist()
+    idx = [int(i) % nb for i in indices.tolist()]
+    start = [0.0]
+    finished = asyncio.Event()
+    remaining = [n]
+
+    def settle() -> None:
+        counters.answered += 1
+        remaining[0] -= 1
+        if remaining[0] == 0:
+            finished.set()
+
+    def on_answer(k: int, status: int, ihl: int, body: bytes, t: float) -> None:
+        res.latency_s[k] = t - (start[0] + arr[k])
+        res.status[k] = status
+        if status == 200:
+            reply = decode_reply(body, ihl if ihl >= 0 else None)
+            res.params[k] = reply.parameters
+            res.predicted[k] = reply.predicted
+            counters.ok += 1
+        else:
+            _note(res.errors, f"{status}: {body[:120].decode(errors='replace')}")
+        settle()
+
+    def on_failure(k: int, kind: str, detail: str, t: float) -> None:
+        if kind == "timeout":
+            res.status[k] = STATUS_TIMEOUT
+        else:
+            res.status[k] = STATUS_CONN_ERROR
+            res.latency_s[k] = t - (start[0] + arr[k])
+        _note(res.errors, f"{kind}: {detail}"[:160])
+        settle()
+
+    client = RawHttpClient(host, port, on_answer, on_failure, cfg.connections)
+    clock = time.monotonic
+    try:
+        await client.open(cfg.warm_connections)
+        if start_at is None:
+            start_at = on_ready() if on_ready is not None else None
+            start_at = start_at if start_at is not None else clock() + 0.05
+        start[0] = start_at
+
+        async def sweep() -> None:  # timeouts: one periodic check instead of a timer per request
+            while True:
+                await asyncio.sleep(min(0.1, cfg.timeout_s / 4))
+                client.expire(clock(), cfg.timeout_s, lambda k: start_at + arr[k])
+        sweeper = asyncio.get_running_loop().create_task(sweep())
+        k = 0
+        if n == 0:
+            finished.set()
+        while k < n:
+            wait = start_at + arr[k] - clock()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            issued = 0
+            now = clock()
+            while k < n and issued < _ISSUE_CHUNK and start_at + arr[k] <= now:
+                res.lag_s[k] = clock() - (start_at + arr[k])
+                client.submit(k, requests[idx[k]])
+                k += 1
+                issued += 1
+            counters.issued = k
+            if issued >= _ISSUE_CHUNK:
+                await asyncio.sleep(0)
+        await finished.wait()
+        sweeper.cancel()
+    finally:
+        client.close()
+    return res
+
+
+def _note(errors: dict[str, int], key: str) -> None:
+    """Count an error kind (the first few distinct texts only: a failing run has thousands)."""
+    if key in errors or len(errors) < 8:
+        errors[key] = errors.get(key, 0) + 1
+
+
+async def _send_aiohttp(cfg: SenderConfig, arrivals: np.ndarray, indices: np.ndarray,
+                        bodies: list[bytes], header_lengths: list[int], start_at: float | None,
+                        counters: Counters | None = None,
+                        session: aiohttp.ClientSession | None = None,
+                        on_ready: Callable[[], float] | None = None) -> ShardResult:
+    """The same contract over aiohttp (a Task and a ClientResponse per request)."""
     n = int(arrivals.size)
     res = ShardResult(np.asarray(indices), [float("nan")] * n, [float("nan")] * n, [0] * n, [None] * n, [-1] * n)
     counters = counters if counters is not None else Counters()
@@ -117,16 +221,14 @@ async def send_schedule(cfg: SenderConfig, arrivals: np.ndarray, indices: np.nda
                 res.params[k] = reply.parameters
                 res.predicted[k] = reply.predicted
                 counters.ok += 1
-            elif len(res.errors) < 8 or body[:120].decode(errors="replace") in res.errors:
-                key = f"{status}: {body[:120].decode(errors='replace')}"
-                res.errors[key] = res.errors.get(key, 0) + 1
+            else:
+                _note(res.errors, f"{status}: {body[:120].decode(errors='replace')}")
         except asyncio.TimeoutError:
             res.status[k] = STATUS_TIMEOUT
         except (aiohttp.ClientError, OSError) as e:
             res.latency_s[k] = clock() - due
             res.status[k] = STATUS_CONN_ERROR
-            key = f"{type(e).__name__}: {e}"[:120]
-            res.errors[key] = res.errors.get(key, 0) + 1
+            _note(res.errors, f"{type(e).__name__}: {e}"[:120])
         counters.answered += 1
 
     try:
