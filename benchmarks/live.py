@@ -46,14 +46,15 @@ RESULTS = ROOT / "benchmarks" / "results"
 TARGET_ATTAINMENT = 0.999
 
 
-def client_ceiling(bundle: Path, slo_ms: float, rates: list[float], seconds: float, processes: int) -> dict:
+def client_ceiling(bundle: Path, slo_ms: float, rates: list[float], seconds: float, processes: int,
+                   transport: str = "raw") -> dict:
     """Replay Poisson traces against the stub server (its own process) at rising rates; the
     ceiling is the highest rate with send-lag p99 < 5 ms and every answer in time."""
     port = free_port()
     stub = subprocess.Popen([sys.executable, "-m", "superserve.loadgen.stub", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     payloads = payloads_from_bundle(bundle, slo_ms=slo_ms, outputs=["class_index"])
-    cfg = SenderConfig(f"http://127.0.0.1:{port}", "/v2/models/stub/infer")
+    cfg = SenderConfig(f"http://127.0.0.1:{port}", "/v2/models/stub/infer", transport=transport)
     probes, best = [], 0.0
     try:
         for _ in range(100):  # wait for the stub to listen
@@ -68,7 +69,7 @@ def client_ceiling(bundle: Path, slo_ms: float, rates: list[float], seconds: flo
             ok = s["send_lag_ms"]["p99"] < 5.0 and s["slo_attainment"] >= TARGET_ATTAINMENT
             probes.append({"rate": r, "attainment": s["slo_attainment"], "send_lag_p99_ms": s["send_lag_ms"]["p99"],
                            "latency_p99_ms": s["latency_ms"]["p99"], "ok": ok})
-            print(f"  client ceiling probe {r:.0f} req/s: attainment {s['slo_attainment']:.4f}, "
+            print(f"  client ceiling ({transport}) probe {r:.0f} req/s: attainment {s['slo_attainment']:.4f}, "
                   f"send lag p99 {s['send_lag_ms']['p99']} ms, latency p99 {s['latency_ms']['p99']} ms")
             if not ok:
                 break
@@ -76,7 +77,7 @@ def client_ceiling(bundle: Path, slo_ms: float, rates: list[float], seconds: flo
     finally:
         stub.terminate()
         stub.wait(5)
-    return {"rps": best, "processes": processes, "probes": probes,
+    return {"rps": best, "processes": processes, "transport": transport, "probes": probes,
             "rule": "highest Poisson rate against a no-op stub server with send-lag p99 < 5 ms and attainment >= 0.999"}
 
 
@@ -152,8 +153,10 @@ def main() -> None:
           f"(batch p50 {raw.batch_ms_p50:.3f} ms)")
     mr = max_rate_at_999(p, fastest.id, hi=raw.images_per_s * 1.05, probe_s=args.probe_s, steps=args.steps,
                          processes=args.processes)
-    ceiling = client_ceiling(p.bundle, p.slo_ms, [1000, 2000, 3000, 4000, 5000, 6000],
-                             2.0 if not args.quick else 0.5, args.processes)
+    rates = [1000, 2000, 3000, 4000, 5000, 6000, 8000, 10000]
+    ceiling = client_ceiling(p.bundle, p.slo_ms, rates, 2.0 if not args.quick else 0.5, args.processes)
+    ceiling_aiohttp = client_ceiling(p.bundle, p.slo_ms, rates, 2.0 if not args.quick else 0.5, args.processes,
+                                     transport="aiohttp")
 
     ratio = mr["rps"] / raw.images_per_s if raw.images_per_s else float("nan")
     gaps = [abs(r["gap_points"]) for r in rows]
@@ -168,7 +171,7 @@ def main() -> None:
         "gap_met": bool(max(gaps) <= 1.0),
         "max_rate_search": mr, "raw": {"batch": raw.batch, "batch_ms_p50": raw.batch_ms_p50,
                                        "per_worker": raw.per_worker, "seconds": raw.seconds, "subnet": fastest.id},
-        "client_ceiling": ceiling, "quick": args.quick,
+        "client_ceiling": ceiling, "client_ceiling_aiohttp": ceiling_aiohttp, "quick": args.quick,
         "command": "python benchmarks/live.py " + " ".join(sys.argv[1:]),
         "wall_s": round(time.monotonic() - t0, 1),
     }
@@ -179,7 +182,8 @@ def main() -> None:
           f"(target >= 0.8: {'met' if ratio >= 0.8 else 'NOT met'})")
     print(f"live - sim attainment, points: " + ", ".join(f"{r['policy']} {r['gap_points']:+.2f}" for r in rows)
           + f" (target within 1: {'met' if max(gaps) <= 1.0 else 'NOT met'})")
-    print(f"client ceiling (stub server): {ceiling['rps']:.0f} req/s with {ceiling['processes']} sender process(es)")
+    print(f"client ceiling (stub server, {ceiling['processes']} sender process(es)): raw {ceiling['rps']:.0f} req/s, "
+          f"aiohttp {ceiling_aiohttp['rps']:.0f} req/s")
     ex.plot_comparison(args.out.with_suffix(".png"), rows, series,
                        f"live vs simulated ({p.trace.name}, SLO {p.slo_ms} ms); "
                        f"max rate@0.999 {mr['rps']:.0f} / raw {raw.images_per_s:.0f} req/s")

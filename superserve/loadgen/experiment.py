@@ -78,6 +78,11 @@ def plan(bundle: Path | None = None, *, workers: int = 1, threads_per_worker: in
          base_frac: float = 0.5, variant_frac: float = 0.5, cv2: float = 8.0, max_mean_rate: float = 1500.0,
          seed: int = 0, measure_s: float = 1.5, echo: Echo = print) -> ExperimentPlan:
     bundle = Path(bundle) if bundle is not None else EMBEDDED_DIR
+    missing = [f for f in ("weights.safetensors", "subnetnorm.safetensors", "profile.json", "subset.safetensors")
+               if not (bundle / f).exists()]
+    if missing:
+        raise FileNotFoundError(f"{bundle} is not a complete SuperNet bundle (missing {', '.join(missing)}); "
+                                "build the embedded one with `python scripts/build_embedded.py` or pass --bundle DIR")
     profile = LatencyProfile.load(bundle / "profile.json")
     slo = default_slo_ms(profile)
     largest = profile.largest
