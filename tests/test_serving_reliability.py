@@ -21,8 +21,10 @@ URL = "/v2/models/supernet/infer"
 
 @pytest.fixture(scope="module")
 def server():
+    # restart=False: these cases are about the router with the workers it has left (the
+    # supervisor's restarts are covered by tests/test_reliability_supervisor.py).
     srv = ServerProcess(bundle=BUNDLE, workers=2, queue_capacity=4, late="serve", warmup_runs=1,
-                        hang_timeout_s=0.5).start()
+                        hang_timeout_s=0.5, restart=False).start()
     yield srv
     srv.stop()
 

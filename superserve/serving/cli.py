@@ -28,6 +28,13 @@ def serve_command(
                                                      "(keys as in superserve.serving.ServeConfig); flags win"),
     ready_file: Optional[Path] = typer.Option(None, help="write JSON {pid, http_port, grpc_port, worker_pids} "
                                                          "here once every worker is warm"),
+    auth_token: Optional[str] = typer.Option(None, envvar="SUPERSERVE_AUTH_TOKEN", show_default=False,
+                                             help="require 'Authorization: Bearer TOKEN' on every endpoint but "
+                                                  "health (prefer the env variable: flags show in `ps`)"),
+    restart: Optional[bool] = typer.Option(None, "--restart/--no-restart",
+                                           help="restart dead workers with back-off (default: on)"),
+    events_file: Optional[Path] = typer.Option(None, help="append lifecycle events (worker died, restarted, "
+                                                          "ready) here as JSON lines"),
 ) -> None:
     """Serve a SuperNet over KServe v2 REST and gRPC, choosing SubNet and batch per decision."""
     from superserve.serving.config import ServeConfig
@@ -37,7 +44,8 @@ def serve_command(
         bundle=str(bundle) if bundle else None, profile=str(profile) if profile else None, policy=policy,
         subnet=subnet, min_accuracy=min_accuracy, workers=workers, threads_per_worker=threads_per_worker,
         host=host, http_port=http_port, grpc_port=grpc_port, slo_ms=slo_ms, queue_capacity=queue_capacity,
-        late=late, model_name=model_name, ready_file=str(ready_file) if ready_file else None)
+        late=late, model_name=model_name, ready_file=str(ready_file) if ready_file else None,
+        auth_token=auth_token or None, restart=restart, events_file=str(events_file) if events_file else None)
     try:
         cfg = ServeConfig.from_file(config, **overrides) if config else \
             ServeConfig(**{k: v for k, v in overrides.items() if v is not None})

@@ -48,6 +48,14 @@ class ServeConfig:
     threads_per_worker: int = 1
     warmup_runs: int = 2  # forward passes per (SubNet, batch size) at start-up
     hang_timeout_s: float = 2.0  # a batch running longer (and 10x its expected latency) kills the worker
+    # Supervisor (superserve/serving/supervisor.py): a dead worker is restarted after
+    # restart_backoff_s, doubling per further death of that slot within restart_window_s up
+    # to restart_backoff_max_s; its restart_max_deaths-th death within the window is final.
+    restart: bool = True
+    restart_backoff_s: float = 0.1
+    restart_backoff_max_s: float = 10.0
+    restart_max_deaths: int = 5
+    restart_window_s: float = 60.0
 
     # --- network ---------------------------------------------------------------------------
     host: str = "127.0.0.1"  # loopback unless told otherwise
@@ -56,6 +64,10 @@ class ServeConfig:
     max_request_bytes: int = 1 << 20  # larger bodies get 413
     ready_file: str | None = None  # written (JSON: ports, pid) once every worker is warm
     drain_timeout_s: float = 5.0  # on SIGTERM, how long queued requests may still be served
+    # Bearer token required on every endpoint but /v2/health/* and gRPC ServerLive/ServerReady
+    # (None: no auth). Prefer env SUPERSERVE_AUTH_TOKEN to a flag: flags show in `ps`.
+    auth_token: str | None = field(default=None, repr=False)
+    events_file: str | None = None  # lifecycle events as JSON lines (worker died/restarted/ready)
 
     def validate(self) -> "ServeConfig":
         if self.late not in LATE_MODES:
@@ -72,10 +84,23 @@ class ServeConfig:
             raise ValueError("max_request_bytes must be at least 4096")
         if self.pixel_std <= 0:
             raise ValueError("pixel_std must be > 0")
+        if self.auth_token is not None:
+            check_token(self.auth_token)
+        if self.restart_backoff_s < 0 or self.restart_backoff_max_s < self.restart_backoff_s:
+            raise ValueError("restart back-off needs 0 <= restart_backoff_s <= restart_backoff_max_s")
+        if self.restart_max_deaths < 1 or self.restart_window_s <= 0:
+            raise ValueError("restart_max_deaths must be >= 1 and restart_window_s > 0")
         key = self.policy.lower().replace("-", "").replace("_", "")
         if key in ("clipper+", "clipperplus", "clipper", "fixed") and not self.subnet:
             raise ValueError("policy clipper+ needs a SubNet: --subnet ID (one of the profile's ids)")
         return self
+
+    def restart_policy(self):
+        from superserve.serving.supervisor import RestartPolicy
+
+        return RestartPolicy(enabled=self.restart, backoff_s=self.restart_backoff_s,
+                             backoff_max_s=self.restart_backoff_max_s, max_deaths=self.restart_max_deaths,
+                             window_s=self.restart_window_s)
 
     @property
     def profile_path(self) -> Path:
@@ -102,3 +127,11 @@ class ServeConfig:
                 data[key] = str((path.parent / data[key]).resolve())
         data.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**data)
+
+
+def check_token(token: str) -> str:
+    """A bearer token must fit an HTTP header and gRPC metadata: visible ASCII, no spaces."""
+    if not token or not all(33 <= ord(c) <= 126 for c in token):
+        raise ValueError("auth token must be a non-empty string of visible ASCII characters without spaces "
+                         "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)")
+    return token

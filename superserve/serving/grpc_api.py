@@ -13,6 +13,7 @@ from typing import Any
 import grpc
 
 from superserve import __version__
+from superserve.serving.auth import UNAUTHORIZED, BearerAuth
 from superserve.serving.codec import (CLASS, LOGITS, ApiError, InputCodec, class_index, model_config,
                                       model_metadata, result_error, result_parameters)
 from superserve.serving.metrics import ServingMetrics
@@ -22,6 +23,7 @@ from superserve.serving.rest import EXTENSIONS
 from superserve.serving.router import Router
 
 SERVICE = "inference.GRPCInferenceService"
+OPEN_METHODS = frozenset({"ServerLive", "ServerReady"})  # health: no token needed
 
 
 def _param_value(p: pb.InferParameter) -> Any:
@@ -41,8 +43,10 @@ def _set_param(p: pb.InferParameter, value: Any) -> None:
 
 
 class GrpcApi:
-    def __init__(self, info: ModelInfo, router: Router, codec: InputCodec, metrics: ServingMetrics) -> None:
+    def __init__(self, info: ModelInfo, router: Router, codec: InputCodec, metrics: ServingMetrics,
+                 auth: BearerAuth | None = None) -> None:
         self.info, self.router, self.codec, self.metrics = info, router, codec, metrics
+        self.auth = auth or BearerAuth(None)
         meta = model_metadata(info)
         self._metadata = pb.ModelMetadataResponse(
             name=meta["name"], versions=meta["versions"], platform=meta["platform"],
@@ -63,19 +67,30 @@ class GrpcApi:
                                                           extensions=EXTENSIONS)
 
     def handler(self) -> grpc.GenericRpcHandler:
-        def unary(fn, req_type, resp_type):
-            return grpc.unary_unary_rpc_method_handler(
+        methods = {
+            "ServerLive": (self.server_live, pb.ServerLiveRequest, pb.ServerLiveResponse),
+            "ServerReady": (self.server_ready, pb.ServerReadyRequest, pb.ServerReadyResponse),
+            "ModelReady": (self.model_ready, pb.ModelReadyRequest, pb.ModelReadyResponse),
+            "ServerMetadata": (self.server_metadata, pb.ServerMetadataRequest, pb.ServerMetadataResponse),
+            "ModelMetadata": (self.model_metadata, pb.ModelMetadataRequest, pb.ModelMetadataResponse),
+            "ModelConfig": (self.model_config, pb.ModelConfigRequest, pb.ModelConfigResponse),
+            "ModelInfer": (self.model_infer, pb.ModelInferRequest, pb.ModelInferResponse),
+        }
+        handlers = {}
+        for name, (fn, req_type, resp_type) in methods.items():
+            if self.auth.enabled and name not in OPEN_METHODS:
+                fn = self._guarded(fn)
+            handlers[name] = grpc.unary_unary_rpc_method_handler(
                 fn, request_deserializer=req_type.FromString, response_serializer=resp_type.SerializeToString)
+        return grpc.method_handlers_generic_handler(SERVICE, handlers)
 
-        return grpc.method_handlers_generic_handler(SERVICE, {
-            "ServerLive": unary(self.server_live, pb.ServerLiveRequest, pb.ServerLiveResponse),
-            "ServerReady": unary(self.server_ready, pb.ServerReadyRequest, pb.ServerReadyResponse),
-            "ModelReady": unary(self.model_ready, pb.ModelReadyRequest, pb.ModelReadyResponse),
-            "ServerMetadata": unary(self.server_metadata, pb.ServerMetadataRequest, pb.ServerMetadataResponse),
-            "ModelMetadata": unary(self.model_metadata, pb.ModelMetadataRequest, pb.ModelMetadataResponse),
-            "ModelConfig": unary(self.model_config, pb.ModelConfigRequest, pb.ModelConfigResponse),
-            "ModelInfer": unary(self.model_infer, pb.ModelInferRequest, pb.ModelInferResponse),
-        })
+    def _guarded(self, fn):
+        async def guarded(request, context):
+            if not self.auth.allows_metadata(context.invocation_metadata()):
+                self.metrics.refused(401)
+                await context.abort(grpc.StatusCode.UNAUTHENTICATED, UNAUTHORIZED)
+            return await fn(request, context)
+        return guarded
 
     # --- health and metadata -------------------------------------------------------------
     async def server_live(self, request, context) -> pb.ServerLiveResponse:

@@ -35,9 +35,17 @@ class ServingMetrics:
         self.queue_length = Gauge("superserve_queue_length", "Requests waiting in the EDF queue", registry=r)
         self.workers = Gauge("superserve_workers", "Worker processes, by state", ["state"], registry=r)
         invalid = Counter("superserve_invalid_requests", "Requests refused before queueing (bad input, "
-                          "unknown model, too large), by HTTP status", ["status"], registry=r)
-        self.invalid = {code: invalid.labels(str(code)) for code in (400, 404, 413)}
+                          "no or wrong token, unknown model, too large), by HTTP status", ["status"], registry=r)
+        self.invalid = {code: invalid.labels(str(code)) for code in (400, 401, 404, 413)}
         self.worker_deaths = Counter("superserve_worker_deaths", "Worker processes that died", registry=r)
+        self.worker_restarts = Counter("superserve_worker_restarts", "Dead workers restarted by the supervisor",
+                                       registry=r)
+        self.worker_give_ups = Counter("superserve_worker_give_ups", "Worker slots not restarted any more "
+                                       "(died too often within the window; see the server log)", registry=r)
+        self.worker_recovery_s = Histogram("superserve_worker_recovery_seconds", "From a worker's death "
+                                           "being seen to its replacement re-admitted warm (s)",
+                                           buckets=(0.25, 0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30, 60, 120),
+                                           registry=r)
 
     def watch(self, queue_length: Callable[[], float], workers_ready: Callable[[], float],
               workers_alive: Callable[[], float]) -> None:

@@ -106,7 +106,13 @@ class WorkerPool:
     async def stop(self, timeout_s: float = 5.0) -> None:
         """Ask every worker to exit, wait up to ``timeout_s``, then kill what is left."""
         for w in self.workers:
-            if w.alive:
+            if w.state is WorkerState.STARTING and w.process is not None:
+                # Still loading or warming (a restart): it holds no work and would read Stop
+                # only after its warm-up, so it is killed rather than waited for.
+                self._unwatch(w)
+                w.state = WorkerState.STOPPED
+                w.process.kill()
+            elif w.alive:
                 try:
                     w.conn.send_bytes(encode(Stop()))  # type: ignore[union-attr]
                 except OSError:

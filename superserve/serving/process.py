@@ -24,6 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from superserve.serving.config import ServeConfig
+from superserve.serving.events import read_events
+
+AUTH_ENV = "SUPERSERVE_AUTH_TOKEN"
 
 
 class ServerProcess:
@@ -43,15 +46,24 @@ class ServerProcess:
         self.proc: subprocess.Popen | None = None
         self.info: dict[str, Any] = {}
         self._dir: Path | None = None
+        self.events_path: Path | None = None
 
     # --- lifecycle -----------------------------------------------------------------------
     def start(self) -> "ServerProcess":
         self._dir = Path(tempfile.mkdtemp(prefix="superserve-"))
         ready = self._dir / "ready.json"
-        cfg = ServeConfig(**{**self.config.to_dict(), "ready_file": str(ready)})
-        (self._dir / "config.json").write_text(json.dumps(cfg.to_dict()))
+        cfg = ServeConfig(**{**self.config.to_dict(), "ready_file": str(ready),
+                             "events_file": self.config.events_file or str(self._dir / "events.jsonl")})
+        settings = cfg.to_dict()
+        # The token travels in the environment, never in the config file on disk.
+        token = settings.pop("auth_token", None)
+        (self._dir / "config.json").write_text(json.dumps(settings))
         env = dict(os.environ if self.env is None else self.env)
         env.setdefault("OMP_NUM_THREADS", str(cfg.threads_per_worker))
+        env.pop(AUTH_ENV, None)
+        if token:
+            env[AUTH_ENV] = token
+        self.events_path = Path(cfg.events_file)
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "superserve.cli", "serve", "--config", str(self._dir / "config.json")],
@@ -110,7 +122,23 @@ class ServerProcess:
 
     @property
     def worker_pids(self) -> list[int]:
-        return list(self.info["worker_pids"])
+        """The current worker processes, slot by slot (a restarted worker's new pid once it
+        is warm again; the dead pid until then)."""
+        pids = list(self.info["worker_pids"])
+        for e in self.events():
+            if e["event"] == "worker_ready" and e.get("restarted"):
+                pids[e["worker"]] = e["pid"]
+        return pids
+
+    def events(self) -> list[dict[str, Any]]:
+        """The server's lifecycle events so far (superserve.serving.events)."""
+        return read_events(self.events_path) if self.events_path else []
+
+    @property
+    def auth_headers(self) -> dict[str, str]:
+        """``Authorization`` header for this server's token ({} without auth)."""
+        token = self.config.auth_token
+        return {"Authorization": f"Bearer {token}"} if token else {}
 
     @property
     def slo_ms(self) -> float:

@@ -14,6 +14,7 @@ import numpy as np
 from aiohttp import web
 
 from superserve import __version__
+from superserve.serving.auth import UNAUTHORIZED, BearerAuth
 from superserve.serving.codec import (CLASS, INPUT_NAME, LOGITS, ApiError, InputCodec, class_index,
                                       model_config, model_metadata, result_error, result_parameters)
 from superserve.serving.metrics import CONTENT_TYPE_LATEST, ServingMetrics
@@ -22,6 +23,7 @@ from superserve.serving.router import Router
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 EXTENSIONS = ["binary_tensor_data", "model_configuration", "parameters"]
+OPEN_PATHS = frozenset({"/v2/health/live", "/v2/health/ready"})  # no token needed (probes)
 
 
 def _json(status: int, body: Any) -> web.Response:
@@ -39,8 +41,9 @@ def _error(exc: ApiError, metrics: ServingMetrics | None = None) -> web.Response
 
 class RestApi:
     def __init__(self, info: ModelInfo, router: Router, codec: InputCodec, metrics: ServingMetrics,
-                 max_request_bytes: int) -> None:
+                 max_request_bytes: int, auth: BearerAuth | None = None) -> None:
         self.info, self.router, self.codec, self.metrics = info, router, codec, metrics
+        self.auth = auth or BearerAuth(None)
         self.max_request_bytes = max_request_bytes
         self._metadata = json.dumps(model_metadata(info)).encode()
         self._config = json.dumps(model_config(info)).encode()
@@ -48,7 +51,8 @@ class RestApi:
             {"name": "superserve", "version": __version__, "extensions": EXTENSIONS}).encode()
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=self.max_request_bytes)
+        middlewares = [self._check_token] if self.auth.enabled else []
+        app = web.Application(client_max_size=self.max_request_bytes, middlewares=middlewares)
         m = "/v2/models/{model}"
         mv = "/v2/models/{model}/versions/{version}"
         app.router.add_get("/v2/health/live", self.live)
@@ -61,6 +65,15 @@ class RestApi:
             app.router.add_get(base + "/config", self.model_config)
             app.router.add_post(base + "/infer", self.infer)
         return app
+
+    @web.middleware
+    async def _check_token(self, request: web.Request, handler) -> web.StreamResponse:
+        if request.path in OPEN_PATHS or self.auth.allows(request.headers.get("Authorization")):
+            return await handler(request)
+        self.metrics.refused(401)
+        resp = _json(401, {"error": UNAUTHORIZED})
+        resp.headers["WWW-Authenticate"] = 'Bearer realm="superserve"'
+        return resp
 
     # --- health and metadata -------------------------------------------------------------
     async def live(self, request: web.Request) -> web.Response:

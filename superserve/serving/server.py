@@ -18,13 +18,16 @@ from pathlib import Path
 from aiohttp import web
 
 from superserve.scheduling import make_policy
+from superserve.serving.auth import BearerAuth
 from superserve.serving.codec import InputCodec
 from superserve.serving.config import ServeConfig
+from superserve.serving.events import EventLog
 from superserve.serving.metrics import ServingMetrics
 from superserve.serving.model_info import ModelInfo, read_model_info
 from superserve.serving.pool import WorkerPool
 from superserve.serving.rest import RestApi
 from superserve.serving.router import Router
+from superserve.serving.supervisor import Supervisor
 from superserve.sim.defaults import default_slo_ms
 
 WARMUP_TIMEOUT_S = 300.0
@@ -59,15 +62,19 @@ async def serve(config: ServeConfig) -> int:
     metrics = ServingMetrics({s.id: s.accuracy for s in info.profile.subnets}, info.profile.max_batch)
     router = Router(info, policy, metrics, queue_capacity=config.queue_capacity, late=config.late,
                     hang_timeout_s=config.hang_timeout_s)
-    pool = WorkerPool(info, config, router)
+    events = EventLog(config.events_file)
+    supervisor = Supervisor(router, config.restart_policy(), metrics, events)
+    pool = WorkerPool(info, config, supervisor)  # pool events pass through the supervisor
     router.attach(pool, loop)
+    supervisor.attach(pool, loop)
     codec = InputCodec(info, config, slo_ms)
+    auth = BearerAuth(config.auth_token)
 
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
-    rest = RestApi(info, router, codec, metrics, config.max_request_bytes)
+    rest = RestApi(info, router, codec, metrics, config.max_request_bytes, auth)
     runner = web.AppRunner(rest.app(), access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, config.host, config.http_port, backlog=1024)
@@ -84,14 +91,15 @@ async def serve(config: ServeConfig) -> int:
             grpc_server = grpc.aio.server(options=[
                 ("grpc.max_receive_message_length", config.max_request_bytes),
                 ("grpc.so_reuseport", 0)])
-            grpc_server.add_generic_rpc_handlers((GrpcApi(info, router, codec, metrics).handler(),))
+            grpc_server.add_generic_rpc_handlers((GrpcApi(info, router, codec, metrics, auth).handler(),))
             grpc_port = grpc_server.add_insecure_port(f"{config.host}:{config.grpc_port}")
             if grpc_port == 0:
                 raise OSError(f"cannot bind gRPC to {config.host}:{config.grpc_port} (port in use?)")
             await grpc_server.start()
         _log(f"http://{config.host}:{http_port} grpc={grpc_port} model={info.name!r} "
              f"policy={policy!r} workers={config.workers}x{config.threads_per_worker} threads, "
-             f"slo_ms={slo_ms:g}, {len(info.subnet_ids)} SubNets; warming up")
+             f"slo_ms={slo_ms:g}, {len(info.subnet_ids)} SubNets, auth={'bearer' if auth.enabled else 'none'}; "
+             "warming up")
         t0 = time.monotonic()
         pool.start(loop)
         warm = asyncio.ensure_future(router.wait_warm(WARMUP_TIMEOUT_S))
@@ -99,6 +107,8 @@ async def serve(config: ServeConfig) -> int:
         await asyncio.wait([warm, stopper], return_when=asyncio.FIRST_COMPLETED)
         if warm.done():
             warm.result()  # raises if a worker died during start-up
+            supervisor.arm()  # from now on a dead worker is restarted
+            events.emit("server_ready", worker_pids=[w.pid for w in pool.workers])
             _log(f"ready in {time.monotonic() - t0:.1f} s (warm-up per worker: "
                  f"{', '.join(f'{w.warmup_s:.1f} s' for w in pool.workers)})")
             if config.ready_file:
@@ -106,17 +116,20 @@ async def serve(config: ServeConfig) -> int:
             await stopper
         else:
             warm.cancel()
-        _log("stopping: no new requests; draining the queue")
+        events.emit("shutdown", "stopping: no new requests; draining the queue")
+        supervisor.stop()
         router.stop_intake()
         await router.drain(config.drain_timeout_s)
         return 0
     finally:
+        supervisor.stop()
         await pool.stop()
         pool.close()
         if grpc_server is not None:
             await grpc_server.stop(0.5)
         await runner.cleanup()
-        _log("stopped")
+        events.emit("stopped", "stopped")
+        events.close()
 
 
 def _write_ready_file(path: Path, http_port: int, grpc_port: int | None, pool: WorkerPool,
