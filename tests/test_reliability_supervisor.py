@@ -1,0 +1,245 @@
+"""The supervisor: restart with exponential back-off, re-admission only when warm, give up
+after too many deaths in a window. First against a fake pool with a fake clock (exact),
+then end to end: kill -9 a real worker under load, time its detection and its recovery."""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import time
+
+import aiohttp
+import pytest
+
+from superserve.embedded import EMBEDDED_DIR
+from superserve.profiling.latency_profile import LatencyProfile
+from superserve.scheduling import make_policy
+from superserve.serving import ServerProcess
+from superserve.serving.events import EventLog
+from superserve.serving.metrics import ServingMetrics
+from superserve.serving.model_info import ModelInfo
+from superserve.serving.pool import WorkerHandle, WorkerState
+from superserve.serving.router import Outcome, Router
+from superserve.serving.supervisor import RestartPolicy, Supervisor
+
+BUNDLE = os.environ.get("SUPERSERVE_BUNDLE", str(EMBEDDED_DIR))
+ROW = bytes(4 * 784)
+
+
+# --- the back-off rule --------------------------------------------------------------------
+def test_backoff_doubles_is_capped_and_gives_up():
+    p = RestartPolicy(backoff_s=0.1, backoff_factor=2, backoff_max_s=0.5, max_deaths=6)
+    assert [p.delay(n) for n in range(1, 7)] == [0.1, 0.2, 0.4, 0.5, 0.5, None]
+    assert RestartPolicy(enabled=False).delay(1) is None
+    with pytest.raises(ValueError):
+        RestartPolicy(max_deaths=0)
+
+
+# --- supervisor + router + fake pool --------------------------------------------------------
+class FakePool:
+    def __init__(self, n: int) -> None:
+        self.workers = [WorkerHandle(i, None, None, None, memoryview(bytearray(16 * 40))) for i in range(n)]
+        self.spawned: list[int] = []
+
+    def spawn(self, w) -> None:
+        self.spawned.append(w.index)
+        w.state = WorkerState.STARTING
+
+    def run(self, w, msg, rows) -> None:
+        w.state = WorkerState.BUSY
+
+    def kill(self, w) -> None:
+        pass
+
+    num_alive = property(lambda self: sum(w.alive for w in self.workers))
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make(workers=2, **policy):
+    profile = LatencyProfile.synthetic(num_subnets=4)
+    metrics = ServingMetrics({s.id: s.accuracy for s in profile.subnets}, 16)
+    router = Router(ModelInfo("m", (1, 28, 28), 10, profile, None), make_policy("slackfit", profile),
+                    metrics, queue_capacity=64)
+    clock = Clock()
+    sup = Supervisor(router, RestartPolicy(**{"backoff_s": 0.01, **policy}), metrics, EventLog(None, None), clock)
+    pool = FakePool(workers)
+    loop = asyncio.get_running_loop()
+    router.attach(pool, loop)
+    sup.attach(pool, loop)
+    for w in pool.workers:
+        w.state = WorkerState.IDLE
+        sup.worker_ready(w)
+    router.accepting = True
+    sup.arm()
+    return router, sup, pool, metrics, clock
+
+
+def kill(sup, pool, i: int) -> None:
+    w = pool.workers[i]
+    w.state = WorkerState.DEAD
+    sup.worker_died(w)
+
+
+def count(metrics, name: str) -> float:
+    return metrics.registry.get_sample_value(name) or 0.0
+
+
+def test_dead_worker_is_restarted_after_backoff_and_readmitted_only_when_warm():
+    async def main():
+        router, sup, pool, metrics, clock = make()
+        kill(sup, pool, 0)
+        assert router.ready and len(router._ready) == 1  # the policy has one worker at once
+        assert pool.spawned == []  # back-off first
+        await asyncio.sleep(0.05)
+        assert pool.spawned == [0] and count(metrics, "superserve_worker_restarts_total") == 1
+        assert pool.workers[0] not in router._ready  # starting: not dispatched to
+        clock.now += 2.5
+        w = pool.workers[0]
+        w.state = WorkerState.IDLE
+        sup.worker_ready(w)  # warm: re-admitted
+        assert w in router._ready
+        assert count(metrics, "superserve_worker_recovery_seconds_sum") == pytest.approx(2.5)
+    asyncio.run(main())
+
+
+def test_a_worker_that_keeps_dying_is_given_up():
+    async def main():
+        router, sup, pool, metrics, clock = make(max_deaths=3, window_s=60, backoff_max_s=0.02)
+        for _ in range(2):
+            kill(sup, pool, 0)
+            await asyncio.sleep(0.05)  # restarted, dies again while warming
+            clock.now += 1
+        kill(sup, pool, 0)  # third death within 60 s
+        await asyncio.sleep(0.05)
+        assert pool.spawned == [0, 0]
+        assert sup.given_up == {0} and count(metrics, "superserve_worker_give_ups_total") == 1
+        assert count(metrics, "superserve_worker_deaths_total") == 3
+        r = await asyncio.wait_for(_serve_one(router, pool), 1)  # the other worker still serves
+        assert r.outcome is Outcome.IN_TIME
+    asyncio.run(main())
+
+
+async def _serve_one(router, pool):
+    task = asyncio.ensure_future(router.infer(ROW, 1000.0))
+    for _ in range(3):
+        await asyncio.sleep(0)
+    w = next(w for w in pool.workers if w.inflight is not None)
+    w.state = WorkerState.IDLE
+    from superserve.serving.messages import BatchDone
+    router.batch_done(w, BatchDone(w.inflight.seq, 1.0))
+    return await task
+
+
+def test_deaths_outside_the_window_are_forgotten():
+    async def main():
+        router, sup, pool, metrics, clock = make(max_deaths=2, window_s=10)
+        for _ in range(4):
+            kill(sup, pool, 0)
+            await asyncio.sleep(0.03)
+            clock.now += 11  # each death is alone in its window
+        assert pool.spawned == [0] * 4 and not sup.given_up
+    asyncio.run(main())
+
+
+def test_no_restart_during_startup_or_after_stop():
+    async def main():
+        router, sup, pool, metrics, clock = make()
+        sup.stop()
+        kill(sup, pool, 0)
+        await asyncio.sleep(0.05)
+        assert pool.spawned == []
+        sup.arm()
+        kill(sup, pool, 1)
+        sup.stop()  # shutdown while the restart is pending
+        await asyncio.sleep(0.05)
+        assert pool.spawned == []
+    asyncio.run(main())
+
+
+# --- end to end: kill -9 under load ----------------------------------------------------------
+def infer_body() -> bytes:
+    return json.dumps({"inputs": [{"name": "input", "datatype": "UINT8", "shape": [1, 784],
+                                   "data": [100] * 784}], "parameters": {"slo_ms": 2000},
+                       "outputs": [{"name": "class_index"}]}).encode()
+
+
+async def steady_load(url: str, until: float, rate: float = 150.0) -> list[tuple[int, int]]:
+    """Open-loop requests at ``rate``/s until ``until`` (monotonic); (status, worker) each."""
+    body = infer_body()
+    results: list[tuple[int, int]] = []
+    async with aiohttp.ClientSession() as s:
+        async def one():
+            async with s.post(url, data=body, headers={"Content-Type": "application/json"}) as r:
+                data = json.loads(await r.read())
+                results.append((r.status, int(data.get("parameters", {}).get("worker", -1))))
+        tasks = []
+        while time.monotonic() < until and len(tasks) < 20_000:
+            tasks.append(asyncio.ensure_future(one()))
+            await asyncio.sleep(1.0 / rate)
+        await asyncio.gather(*tasks)
+    return results
+
+
+def wait_for_event(srv, pred, timeout_s: float) -> dict:
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        for e in srv.events():
+            if pred(e):
+                return e
+        time.sleep(0.02)
+    raise AssertionError(f"event not seen in {timeout_s} s; events: {srv.events()}\n{srv.log_tail()}")
+
+
+def metric(srv, name: str) -> float:
+    import urllib.request
+    text = urllib.request.urlopen(srv.http_url + "/metrics", timeout=10).read().decode()
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise KeyError(name)
+
+
+def test_killed_worker_is_detected_fast_restarted_readmitted_then_given_up():
+    with ServerProcess(bundle=BUNDLE, workers=2, warmup_runs=1, restart_backoff_s=0.05,
+                       restart_max_deaths=2, restart_window_s=600) as srv:
+        url = srv.http_url + "/v2/models/supernet/infer"
+        old_pid = srv.worker_pids[0]
+
+        async def kill_during_load():
+            load = asyncio.ensure_future(steady_load(url, time.monotonic() + 1.5))
+            await asyncio.sleep(0.5)
+            t_kill = time.monotonic()
+            os.kill(old_pid, signal.SIGKILL)
+            return t_kill, await load
+        t_kill, results = asyncio.run(kill_during_load())
+        # Every request answered: re-run on the survivor or (deadline gone) 503; none lost.
+        assert all(s in (200, 503) for s, _ in results) and sum(s == 200 for s, _ in results) > 0.9 * len(results)
+        died = wait_for_event(srv, lambda e: e["event"] == "worker_died", 5)
+        detect_ms = (died["t"] - t_kill) * 1000
+        assert died["exitcode"] == -9 and detect_ms < 250, detect_ms  # ms, not a timeout (loaded box)
+        ready = wait_for_event(srv, lambda e: e["event"] == "worker_ready" and e.get("restarted"), 120)
+        assert ready["pid"] != old_pid and srv.worker_pids[0] == ready["pid"]
+        assert metric(srv, "superserve_worker_restarts_total") == 1
+        assert metric(srv, 'superserve_workers{state="ready"}') == 2
+        # The replacement serves: send until worker 0 answers.
+        seen = asyncio.run(steady_load(url, time.monotonic() + 1.0, rate=100))
+        assert any(w == 0 for s, w in seen if s == 200)
+        print(f"\ndetection {detect_ms:.1f} ms; recovery (kill -> re-admitted warm) "
+              f"{(ready['t'] - t_kill) * 1000:.0f} ms")
+        # Second death within the window: given up, the other worker carries on.
+        os.kill(ready["pid"], signal.SIGKILL)
+        wait_for_event(srv, lambda e: e["event"] == "worker_given_up", 5)
+        assert metric(srv, "superserve_worker_give_ups_total") == 1
+        time.sleep(0.3)
+        assert metric(srv, "superserve_worker_restarts_total") == 1  # not restarted again
+        after = asyncio.run(steady_load(url, time.monotonic() + 0.5, rate=50))
+        assert after and all(s == 200 and w == 1 for s, w in after)
+    assert srv.proc.returncode == 0
