@@ -53,6 +53,8 @@ def search(
     out: Path = typer.Option(Path("runs/bundle"), help="bundle directory to write"),
     data: Path = typer.Option(Path("/usr/share/datasets/fashion-mnist"), help="Fashion-MNIST IDX directory"),
     initial: int = 120, generations: int = 4, per_generation: int = 50,
+    calib_images: int = typer.Option(2000, help="training images SubnetNorm statistics are computed from"),
+    search_val_images: int = typer.Option(2500, help="validation images the search ranks candidates on"),
     report: Path = typer.Option(None, help="write the search/accuracy/profile summary JSON here"),
 ) -> None:
     """Pareto search, SubnetNorm calibration, accuracy table and latency profile -> a bundle."""
@@ -66,7 +68,8 @@ def search(
         bars[stage](i, n)
 
     settings = BuildSettings(data=str(data), initial=initial, generations=generations,
-                             per_generation=per_generation)
+                             per_generation=per_generation, calib_images=calib_images,
+                             search_val_images=search_val_images)
     summary = build_bundle(weights, out, settings, report, progress)
     typer.echo(f"wrote {out}: {summary['pareto_size']} Pareto SubNets of {summary['search']['evaluated']} "
                f"evaluated ({summary['total_seconds']} s)")
