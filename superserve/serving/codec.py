@@ -30,7 +30,7 @@ OUTPUT_NAMES = (LOGITS, CLASS)
 class ApiError(Exception):
     """A request the server refuses; ``status`` is the HTTP status, ``grpc`` the gRPC code name."""
 
-    _GRPC = {400: "INVALID_ARGUMENT", 404: "NOT_FOUND", 413: "RESOURCE_EXHAUSTED",
+    _GRPC = {400: "INVALID_ARGUMENT", 404: "NOT_FOUND", 408: "DEADLINE_EXCEEDED", 413: "RESOURCE_EXHAUSTED",
              429: "RESOURCE_EXHAUSTED", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED", 500: "INTERNAL"}
 
     def __init__(self, status: int, message: str, outcome: str | None = None) -> None:

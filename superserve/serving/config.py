@@ -62,6 +62,7 @@ class ServeConfig:
     http_port: int = 8000  # 0: any free port (see ready_file)
     grpc_port: int | None = 8001  # None: no gRPC server
     max_request_bytes: int = 1 << 20  # larger bodies get 413
+    read_timeout_s: float = 10.0  # a request body not complete by then gets 408 (stalled clients)
     ready_file: str | None = None  # written (JSON: ports, pid) once every worker is warm
     drain_timeout_s: float = 5.0  # on SIGTERM, how long queued requests may still be served
     # Bearer token required on every endpoint but /v2/health/* and gRPC ServerLive/ServerReady

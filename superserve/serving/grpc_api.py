@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from superserve import __version__
 from superserve.serving.auth import UNAUTHORIZED, BearerAuth
@@ -40,6 +41,25 @@ def _set_param(p: pb.InferParameter, value: Any) -> None:
         p.double_param = value
     else:
         p.string_param = str(value)
+
+
+class _Malformed:
+    """What a request that is not valid protobuf decodes to: the handler answers
+    INVALID_ARGUMENT instead of gRPC's own UNKNOWN ("Unexpected DecodeError")."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: str) -> None:
+        self.error = error
+
+
+def _lenient(req_type):
+    def parse(data: bytes):
+        try:
+            return req_type.FromString(data)
+        except DecodeError as exc:
+            return _Malformed(str(exc))
+    return parse
 
 
 class GrpcApi:
@@ -78,19 +98,24 @@ class GrpcApi:
         }
         handlers = {}
         for name, (fn, req_type, resp_type) in methods.items():
-            if self.auth.enabled and name not in OPEN_METHODS:
-                fn = self._guarded(fn)
             handlers[name] = grpc.unary_unary_rpc_method_handler(
-                fn, request_deserializer=req_type.FromString, response_serializer=resp_type.SerializeToString)
+                self._checked(fn, needs_token=self.auth.enabled and name not in OPEN_METHODS),
+                request_deserializer=_lenient(req_type), response_serializer=resp_type.SerializeToString)
         return grpc.method_handlers_generic_handler(SERVICE, handlers)
 
-    def _guarded(self, fn):
-        async def guarded(request, context):
-            if not self.auth.allows_metadata(context.invocation_metadata()):
+    def _checked(self, fn, needs_token: bool):
+        """Token first (no details about the request to a caller without one), then the
+        request must have parsed."""
+        async def checked(request, context):
+            if needs_token and not self.auth.allows_metadata(context.invocation_metadata()):
                 self.metrics.refused(401)
                 await context.abort(grpc.StatusCode.UNAUTHENTICATED, UNAUTHORIZED)
+            if isinstance(request, _Malformed):
+                self.metrics.refused(400)
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                    f"request is not a valid protobuf message: {request.error[:200]}")
             return await fn(request, context)
-        return guarded
+        return checked
 
     # --- health and metadata -------------------------------------------------------------
     async def server_live(self, request, context) -> pb.ServerLiveResponse:

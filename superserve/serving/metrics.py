@@ -36,7 +36,7 @@ class ServingMetrics:
         self.workers = Gauge("superserve_workers", "Worker processes, by state", ["state"], registry=r)
         invalid = Counter("superserve_invalid_requests", "Requests refused before queueing (bad input, "
                           "no or wrong token, unknown model, too large), by HTTP status", ["status"], registry=r)
-        self.invalid = {code: invalid.labels(str(code)) for code in (400, 401, 404, 413)}
+        self.invalid = {code: invalid.labels(str(code)) for code in (400, 401, 404, 408, 413)}
         self.worker_deaths = Counter("superserve_worker_deaths", "Worker processes that died", registry=r)
         self.worker_restarts = Counter("superserve_worker_restarts", "Dead workers restarted by the supervisor",
                                        registry=r)

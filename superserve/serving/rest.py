@@ -7,6 +7,7 @@ costs ~40 ms under Nagle + delayed ACK; /work/shared/CLIENTS.md).
 """
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -41,9 +42,10 @@ def _error(exc: ApiError, metrics: ServingMetrics | None = None) -> web.Response
 
 class RestApi:
     def __init__(self, info: ModelInfo, router: Router, codec: InputCodec, metrics: ServingMetrics,
-                 max_request_bytes: int, auth: BearerAuth | None = None) -> None:
+                 max_request_bytes: int, auth: BearerAuth | None = None, read_timeout_s: float = 10.0) -> None:
         self.info, self.router, self.codec, self.metrics = info, router, codec, metrics
         self.auth = auth or BearerAuth(None)
+        self.read_timeout_s = read_timeout_s
         self.max_request_bytes = max_request_bytes
         self._metadata = json.dumps(model_metadata(info)).encode()
         self._config = json.dumps(model_config(info)).encode()
@@ -122,9 +124,16 @@ class RestApi:
         try:
             self._check_model(request)
             try:
-                body = await request.read()
+                # A client that promises a body and stalls would hold this handler (and its
+                # connection) forever: aiohttp has no body timeout of its own.
+                body = await asyncio.wait_for(request.read(), self.read_timeout_s)
             except web.HTTPRequestEntityTooLarge:
                 raise ApiError(413, f"request body larger than {self.max_request_bytes} bytes") from None
+            except asyncio.TimeoutError:
+                resp = _error(ApiError(408, f"request body not received within {self.read_timeout_s:g} s "
+                                            "(Content-Length larger than the body sent?)"), self.metrics)
+                resp.force_close()  # the rest of that body must not be read as a new request
+                return resp
             header, binary = self._split(request, body)
             row, options, outputs, binary_out = self._parse(header, binary)
             result = await self.router.infer(row, options.slo_ms, options.min_accuracy)

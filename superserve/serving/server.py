@@ -74,7 +74,8 @@ async def serve(config: ServeConfig) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
-    rest = RestApi(info, router, codec, metrics, config.max_request_bytes, auth)
+    rest = RestApi(info, router, codec, metrics, config.max_request_bytes, auth,
+                   config.read_timeout_s)
     runner = web.AppRunner(rest.app(), access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, config.host, config.http_port, backlog=1024)
