@@ -90,7 +90,8 @@ def max_rate_at_999(p: ex.ExperimentPlan, subnet: str, hi: float, probe_s: float
     with ServerProcess(ex.server_config(p, spec)) as srv:
         def probe(rate: float) -> bool:
             run = run_bench(poisson(rate, probe_s, seed=len(probes) + 7), url=srv.http_url, model=srv.config.model_name,
-                            slo_ms=p.slo_ms, bundle=p.bundle, progress=False, processes=processes)
+                            slo_ms=p.slo_ms, bundle=p.bundle, progress=False, processes=processes,
+                            headers=srv.auth_headers)
             s = summarize(run.records)
             ok = s["slo_attainment"] >= TARGET_ATTAINMENT
             probes.append({"rate": round(rate, 1), "attainment": s["slo_attainment"], "ok": ok,

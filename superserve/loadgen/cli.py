@@ -70,10 +70,10 @@ def print_summary(s: dict[str, Any], echo: Callable[[str], None] = typer.echo) -
 
 def run_bench(trace: Trace, *, url: str, model: str, slo_ms: float, bundle: Optional[Path], processes: int = 1,
               connections: int = 512, timeout_s: float = 10.0, progress: bool = True, label: str = "replay",
-              output: str = DEFAULT_OUTPUT, transport: str = "raw") -> ReplayRun:
+              output: str = DEFAULT_OUTPUT, transport: str = "raw", auth_token: str | None = None) -> ReplayRun:
     payloads = payloads_from_bundle(bundle, slo_ms=slo_ms, outputs=[output] if output else None)
     cfg = SenderConfig(url.rstrip("/"), infer_path(model), timeout_s=timeout_s, connections=connections,
-                       transport=transport)
+                       transport=transport, headers={"Authorization": f"Bearer {auth_token}"} if auth_token else {})
     update, close = rich_progress(label) if progress else (None, lambda: None)
     try:
         return replay(trace, payloads, cfg, slo_ms=slo_ms, processes=processes, progress=update)
@@ -108,6 +108,8 @@ def bench_command(
     plot: Optional[Path] = typer.Option(None, help="write a PNG (rate, served accuracy, latency over time)"),
     records: Optional[Path] = typer.Option(None, help="write per-request records (.npz)"),
     quiet: bool = typer.Option(False, help="no progress bar"),
+    auth_token: Optional[str] = typer.Option(None, envvar="SUPERSERVE_AUTH_TOKEN", show_default=False,
+                                             help="bearer token of a server started with --auth-token"),
 ) -> None:
     """Replay a workload against a running server at its scheduled send times (open loop)."""
     if (trace is None) == (workload is None):
@@ -119,7 +121,7 @@ def bench_command(
                f"-> {url} model {model}, SLO {slo} ms")
     run = run_bench(tr, url=url, model=model, slo_ms=slo, bundle=bundle, processes=processes,
                     connections=connections, timeout_s=timeout_s, progress=not quiet, label=tr.name,
-                    output=output, transport=transport)
+                    output=output, transport=transport, auth_token=auth_token)
     s = summarize(run.records, wall_s=run.wall_s)
     print_summary(s)
     if run.errors:

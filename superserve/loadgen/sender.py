@@ -39,6 +39,8 @@ class SenderConfig:
     warm_connections: int = 16  # opened before the start so the first burst does not pay handshakes
     health_path: str = "/v2/health/ready"
     transport: str = "raw"  # "raw" (loadgen.rawhttp: lean, default) or "aiohttp"
+    extra_headers: tuple[tuple[str, str], ...] = ()  # e.g. (("Authorization", "Bearer ..."),)
+    headers: dict[str, str] = field(default_factory=dict)  # sent with every request, e.g. Authorization
 
 
 @dataclass
@@ -109,7 +111,7 @@ async def _send_raw(cfg: SenderConfig, arrivals: np.ndarray, indices: np.ndarray
     counters = counters if counters is not None else Counters()
     url = urlsplit(cfg.base_url)
     host, port = url.hostname or "127.0.0.1", url.port or 80
-    requests = [build_request(host, port, cfg.path, b, {HEADER_LENGTH: str(h), "Content-Type": "application/octet-stream"})
+    requests = [build_request(host, port, cfg.path, b, {**cfg.headers, HEADER_LENGTH: str(h), "Content-Type": "application/octet-stream"})
                 for b, h in zip(bodies, header_lengths)]
     nb = len(requests)
     arr = arrivals.tolist()
@@ -202,7 +204,7 @@ async def _send_aiohttp(cfg: SenderConfig, arrivals: np.ndarray, indices: np.nda
     session = session or make_session(cfg)
     url = cfg.base_url + cfg.path
     nb = len(bodies)
-    headers = [{HEADER_LENGTH: str(h), "Content-Type": "application/octet-stream"} for h in header_lengths]
+    headers = [{**cfg.headers, HEADER_LENGTH: str(h), "Content-Type": "application/octet-stream"} for h in header_lengths]
     clock = time.monotonic
     pending: set[asyncio.Task] = set()
 
