@@ -91,6 +91,12 @@ class Router:
         self._failed_start: str | None = None
         self.completed = 0
         self._ready: set[WorkerHandle] = set()  # warm and alive; kept by events, no scan per request
+        # Admission: the most requests per second one worker can finish (fastest SubNet, best
+        # batch, as the policy plans), to tell at arrival that a deadline cannot be met.
+        t, fast = policy.table, policy.fallback_subnet
+        self._peak_rate_s = max((b + 1) / ((t.latency_ms[fast][b] + policy.overhead_ms) / 1000.0)
+                                for b in range(t.max_batch))
+        self._latest_deadline = 0.0  # >= every queued deadline (stale-high after removals: safe)
         acc = {s.id: s.accuracy for s in info.profile.subnets}
         self._accuracy = [acc[sid] for sid in info.subnet_ids]
         self._out_bytes = info.output_bytes
@@ -138,12 +144,20 @@ class Router:
             self.metrics.by_outcome["unavailable"].inc()
             return InferResult(Outcome.UNAVAILABLE, message="no live worker; retry later")
         now = time.monotonic()
+        deadline = now + slo_ms / 1000.0
+        if self.shedding and self.queue:
+            hopeless = self._hopeless_on_arrival(deadline, now)
+            if hopeless is not None:
+                self.metrics.by_outcome["shed"].inc()
+                return hopeless
         fut = self._loop.create_future()  # type: ignore[union-attr]
-        req = Request(next(self._ids), now, now + slo_ms / 1000.0, min_accuracy, Pending(row, fut, slo_ms))
+        req = Request(next(self._ids), now, deadline, min_accuracy, Pending(row, fut, slo_ms))
         if not self.queue.try_push(req):
             self.metrics.by_outcome["rejected"].inc()
             return InferResult(Outcome.REJECTED, message=(
                 f"queue full ({self.queue.capacity} requests waiting); slow down or retry later"))
+        if deadline > self._latest_deadline or len(self.queue) == 1:
+            self._latest_deadline = deadline
         if not self._pump_scheduled:
             # Coalesce: requests arriving in the same loop iteration are seen by one decision.
             self._pump_scheduled = True
@@ -153,6 +167,22 @@ class Router:
         except asyncio.CancelledError:
             self.queue.remove(req)  # the client went away: free its slot
             raise
+
+    def _hopeless_on_arrival(self, deadline: float, now: float) -> InferResult | None:
+        """Shed at arrival, instead of after waiting out the deadline in the queue, a request
+        that cannot finish in time even if every ready worker ran the queue ahead of it at
+        peak rate from now on (a lower bound on its wait). Only when it queues last in EDF
+        order (deadline >= every queued one), so no request that EDF would serve first is
+        refused; under overload this keeps refusals immediate and the queue short."""
+        if deadline < self._latest_deadline:
+            return None
+        ahead = len(self.queue)
+        wait_s = ahead / (self._peak_rate_s * max(1, len(self._ready)))
+        if now + wait_s + self.policy.min_service_s <= deadline:
+            return None
+        return InferResult(Outcome.SHED, message=(
+            f"deadline cannot be met: {ahead} requests ahead need at least {wait_s * 1000:.1f} ms, "
+            f"slo_ms={(deadline - now) * 1000:g}; raise slo_ms or lower the load"))
 
     def _answer(self, req: Request, result: InferResult) -> None:
         fut = req.payload.future  # type: ignore[union-attr]

@@ -76,7 +76,9 @@ async def serve(config: ServeConfig) -> int:
 
     rest = RestApi(info, router, codec, metrics, config.max_request_bytes, auth,
                    config.read_timeout_s)
-    runner = web.AppRunner(rest.app(), access_log=None, handle_signals=False)
+    # handler_cancellation: aiohttp >= 3.9 no longer cancels a handler whose client went
+    # away; without it a disconnected client's request would keep its queue slot and be run.
+    runner = web.AppRunner(rest.app(), access_log=None, handle_signals=False, handler_cancellation=True)
     await runner.setup()
     site = web.TCPSite(runner, config.host, config.http_port, backlog=1024)
     grpc_server = None

@@ -1,0 +1,118 @@
+"""Shared pieces of the live reliability benchmarks (overload, faults, soak) and their tests:
+process memory, a no-batching profile, and a replay that records what came back.
+
+Every figure here comes from a real `superserve serve` process and the open-loop client
+(superserve.loadgen) in its own process(es); nothing is simulated.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from superserve.loadgen import SenderConfig, payloads_from_bundle, replay, summarize  # noqa: E402
+from superserve.loadgen.records import (CONN_ERROR, HTTP_ERROR, OVERLOADED, SHED, TIMEOUT,  # noqa: E402
+                                        ReplayRecords)
+from superserve.profiling.latency_profile import LatencyProfile  # noqa: E402
+from superserve.serving import ServerProcess  # noqa: E402
+from superserve.workload import Trace  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def default_bundle() -> str:
+    import os
+
+    from superserve.serving.config import EMBEDDED_DIR
+    return os.environ.get("SUPERSERVE_BUNDLE", str(EMBEDDED_DIR))
+
+
+# --- memory ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Rss:
+    router_mb: float
+    workers_mb: tuple[float, ...]
+
+    @property
+    def total_mb(self) -> float:
+        return self.router_mb + sum(self.workers_mb)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"router_mb": round(self.router_mb, 2), "workers_mb": [round(w, 2) for w in self.workers_mb],
+                "total_mb": round(self.total_mb, 2)}
+
+
+def rss(srv: ServerProcess) -> Rss:
+    """Resident memory of the router process and of each current worker (MiB)."""
+    mb = 1024.0 * 1024.0
+    router = psutil.Process(srv.pid).memory_info().rss / mb
+    workers = []
+    for pid in srv.worker_pids:
+        try:
+            workers.append(psutil.Process(pid).memory_info().rss / mb)
+        except psutil.NoSuchProcess:
+            workers.append(float("nan"))
+    return Rss(router, tuple(workers))
+
+
+def growth_pct(before: float, after: float) -> float:
+    return round(100.0 * (after - before) / before, 2) if before > 0 else float("nan")
+
+
+# --- a no-batching profile --------------------------------------------------------------------
+def single_subnet_profile(bundle: str, out: Path, *, max_batch: int) -> tuple[Path, str, LatencyProfile]:
+    """The bundle's most accurate SubNet alone, profiled batch sizes cut to ``max_batch``:
+    a configuration whose capacity is low enough that 10x of it stays within what a
+    Python client on a small machine can send. Returns (path, subnet id, profile)."""
+    full = LatencyProfile.load(Path(bundle) / "profile.json")
+    top = full.largest
+    data = full.subset([top.id]).to_dict()
+    for s in data["subnets"]:
+        s["latency_p50_ms"] = s["latency_p50_ms"][:max_batch]
+        s["latency_p99_ms"] = s["latency_p99_ms"][:max_batch]
+    if "batch_sizes" in data:
+        data["batch_sizes"] = data["batch_sizes"][:max_batch]
+    out.write_text(json.dumps(data))
+    return out, top.id, LatencyProfile.load(out)
+
+
+# --- replay ---------------------------------------------------------------------------------
+def run_trace(srv: ServerProcess, trace: Trace, *, slo_ms: float, processes: int = 1,
+              timeout_s: float = 10.0) -> tuple[ReplayRecords, dict[str, Any]]:
+    payloads = payloads_from_bundle(srv.config.bundle, slo_ms=slo_ms, outputs=["class_index"])
+    cfg = SenderConfig(srv.http_url, "/v2/models/supernet/infer", timeout_s=timeout_s,
+                       headers=srv.auth_headers)
+    run = replay(trace, payloads, cfg, slo_ms=slo_ms, processes=processes)
+    return run.records, summarize(run.records, wall_s=run.wall_s)
+
+
+def accounting(rec: ReplayRecords) -> dict[str, int]:
+    """Sent vs answered. Every scheduled request has a record (the runner guarantees it);
+    'answered' means an HTTP status came back (in time, late, shed, 429, refused, error)."""
+    sent = len(rec)
+    no_answer = int(np.sum((rec.outcome == TIMEOUT) | (rec.outcome == CONN_ERROR)))
+    return {"requests_sent": sent, "responses_received": sent - no_answer, "no_answer": no_answer,
+            "shed_or_unavailable": int(np.sum(rec.outcome == SHED)),
+            "rejected_429": int(np.sum(rec.outcome == OVERLOADED)),
+            "http_errors": int(np.sum(rec.outcome == HTTP_ERROR))}
+
+
+def pcts(values: np.ndarray) -> dict[str, float]:
+    v = values[np.isfinite(values)]
+    if v.size == 0:
+        return {"n": 0}
+    return {"n": int(v.size), "p50": round(float(np.percentile(v, 50)), 3),
+            "p99": round(float(np.percentile(v, 99)), 3), "max": round(float(v.max()), 3)}
+
+
+def wait(seconds: float) -> None:
+    time.sleep(seconds)
