@@ -91,7 +91,7 @@ def max_rate_at_999(p: ex.ExperimentPlan, subnet: str, hi: float, probe_s: float
         def probe(rate: float) -> bool:
             run = run_bench(poisson(rate, probe_s, seed=len(probes) + 7), url=srv.http_url, model=srv.config.model_name,
                             slo_ms=p.slo_ms, bundle=p.bundle, progress=False, processes=processes,
-                            headers=srv.auth_headers)
+                            auth_token=srv.config.auth_token)
             s = summarize(run.records)
             ok = s["slo_attainment"] >= TARGET_ATTAINMENT
             probes.append({"rate": round(rate, 1), "attainment": s["slo_attainment"], "ok": ok,

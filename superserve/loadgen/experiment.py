@@ -149,7 +149,7 @@ def run_policy(p: ExperimentPlan, spec: PolicySpec, *, trace: Trace | None = Non
     with ServerProcess(server_config(p, spec)) as srv:
         started = time.monotonic() - t0
         run = run_bench(trace, url=srv.http_url, model=srv.config.model_name, slo_ms=p.slo_ms, bundle=p.bundle,
-                        progress=progress, label=spec.label, processes=processes, headers=srv.auth_headers)
+                        progress=progress, label=spec.label, processes=processes, auth_token=srv.config.auth_token)
     s = summarize(run.records, wall_s=run.wall_s)
     s["server_start_s"] = round(started, 2)
     if run.errors:

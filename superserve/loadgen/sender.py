@@ -39,7 +39,6 @@ class SenderConfig:
     warm_connections: int = 16  # opened before the start so the first burst does not pay handshakes
     health_path: str = "/v2/health/ready"
     transport: str = "raw"  # "raw" (loadgen.rawhttp: lean, default) or "aiohttp"
-    extra_headers: tuple[tuple[str, str], ...] = ()  # e.g. (("Authorization", "Bearer ..."),)
     headers: dict[str, str] = field(default_factory=dict)  # sent with every request, e.g. Authorization
 
 
