@@ -24,7 +24,7 @@ from superserve.loadgen.records import (CONN_ERROR, HTTP_ERROR, OVERLOADED, SHED
                                         ReplayRecords)
 from superserve.profiling.latency_profile import LatencyProfile  # noqa: E402
 from superserve.serving import ServerProcess  # noqa: E402
-from superserve.workload import Trace  # noqa: E402
+from superserve.workload import Trace, poisson  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -114,5 +114,19 @@ def pcts(values: np.ndarray) -> dict[str, float]:
             "p99": round(float(np.percentile(v, 99)), 3), "max": round(float(v.max()), 3)}
 
 
-def wait(seconds: float) -> None:
-    time.sleep(seconds)
+def measure_sustainable(srv, profile_capacity: float, slo_ms: float, *, seconds: float = 2.0,
+                        fractions=(0.1, 0.2, 0.35, 0.5, 0.7), target: float = 0.95) -> tuple[float, dict]:
+    """The highest probed Poisson rate (fractions of the profile's capacity) answered at
+    least ``target`` in time, measured at the client: router, HTTP, IPC and the client on the
+    same cores included. Probes stop at the first miss."""
+    best, probes = 0.0, {}
+    for f in fractions:
+        rate = f * profile_capacity
+        _, s = run_trace(srv, poisson(rate, seconds, seed=int(f * 100)), slo_ms=slo_ms)
+        probes[round(rate, 1)] = s["slo_attainment"]
+        if s["slo_attainment"] < target:
+            break
+        best = rate
+    if best == 0.0:
+        raise RuntimeError(f"no probe rate met {target} attainment ({probes}); the machine is too busy")
+    return best, probes

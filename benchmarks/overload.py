@@ -34,8 +34,8 @@ from typing import Any
 
 import numpy as np
 
-from _reliability import (RESULTS, ServerProcess, accounting, default_bundle, growth_pct, pcts, rss,
-                          run_trace, single_subnet_profile)
+from _reliability import (RESULTS, ServerProcess, accounting, default_bundle, growth_pct, measure_sustainable,
+                          pcts, rss, run_trace, single_subnet_profile)
 from superserve.loadgen.records import IN_TIME, LATE, OVERLOADED, SHED
 from superserve.workload import poisson
 
@@ -50,24 +50,6 @@ def fast_answer_ms(rec) -> np.ndarray:
 def served_ms(rec) -> np.ndarray:
     sel = (rec.outcome == IN_TIME) | (rec.outcome == LATE)
     return (rec.latency_s[sel] - rec.lag_s[sel]) * 1000.0
-
-
-def measure_sustainable(srv, profile_capacity: float, slo_ms: float, *, seconds: float = 2.0,
-                        fractions=(0.1, 0.2, 0.35, 0.5, 0.7), target: float = 0.95) -> tuple[float, dict]:
-    """The highest probed Poisson rate (fractions of the profile's capacity) answered at
-    least ``target`` in time, measured at the client: router, HTTP, IPC and the client on the
-    same cores included. Probes stop at the first miss."""
-    best, probes = 0.0, {}
-    for f in fractions:
-        rate = f * profile_capacity
-        _, s = run_trace(srv, poisson(rate, seconds, seed=int(f * 100)), slo_ms=slo_ms)
-        probes[round(rate, 1)] = s["slo_attainment"]
-        if s["slo_attainment"] < target:
-            break
-        best = rate
-    if best == 0.0:
-        raise RuntimeError(f"no probe rate met {target} attainment ({probes}); the machine is too busy")
-    return best, probes
 
 
 def overload_experiment(bundle: str, *, seconds: float = 20.0, factor: float = 10.0, max_rate: float = 4000.0,

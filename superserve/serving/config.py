@@ -56,6 +56,7 @@ class ServeConfig:
     restart_backoff_max_s: float = 10.0
     restart_max_deaths: int = 5
     restart_window_s: float = 60.0
+    restart_warmup_nice: int = 10  # a restarted worker warms up this much nicer (CPU for the others)
 
     # --- network ---------------------------------------------------------------------------
     host: str = "127.0.0.1"  # loopback unless told otherwise

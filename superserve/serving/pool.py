@@ -91,7 +91,8 @@ class WorkerPool:
             norm_path=str(info.bundle / "subnetnorm.safetensors"), subnet_ids=tuple(info.subnet_ids),
             input_shape=info.input_shape, num_classes=info.num_classes, max_batch=self.max_batch,
             input_shm=w.input_shm.name, output_shm=w.output_shm.name,
-            threads=cfg.threads_per_worker, warmup_runs=cfg.warmup_runs)
+            threads=cfg.threads_per_worker, warmup_runs=cfg.warmup_runs,
+            warmup_nice=cfg.restart_warmup_nice if w.deaths else 0)
         router_end, worker_end = self._ctx.Pipe(duplex=True)
         proc = self._ctx.Process(target=worker_main, args=(spec.to_json(), worker_end),
                                  name=f"superserve-worker-{w.index}", daemon=True)

@@ -29,6 +29,10 @@ class WorkerSpec:
     output_shm: str
     threads: int = 1
     warmup_runs: int = 2
+    # A restarted worker loads and warms while the others serve: on a small machine its
+    # start-up (import, load, warm-up passes) would take CPU from them. It runs this much
+    # nicer until it is warm, then goes back where the OS allows it.
+    warmup_nice: int = 0
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -56,6 +60,9 @@ def worker_main(spec_json: str, conn: Connection) -> None:
     # Ctrl-C goes to the whole process group; the router decides when workers stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     spec = WorkerSpec.from_json(spec_json)
+    base_priority = os.getpriority(os.PRIO_PROCESS, 0)
+    if spec.warmup_nice > 0:
+        os.nice(spec.warmup_nice)
     os.environ.setdefault("OMP_NUM_THREADS", str(spec.threads))
     import torch
 
@@ -80,6 +87,11 @@ def worker_main(spec_json: str, conn: Connection) -> None:
                 for b in range(1, spec.max_batch + 1):
                     for _ in range(spec.warmup_runs):
                         model(inputs[:b])
+            if spec.warmup_nice > 0:
+                try:
+                    os.setpriority(os.PRIO_PROCESS, 0, base_priority)
+                except PermissionError:
+                    pass  # unprivileged: stays nicer than its siblings (serves, a little slower under contention)
             conn.send_bytes(encode(WorkerReady(os.getpid(), time.perf_counter() - t_start)))
             while True:
                 try:

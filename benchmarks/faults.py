@@ -1,0 +1,180 @@
+"""Worker failures, live: SIGKILL one worker at a fixed interval under a bursty trace; the
+supervisor restarts it and re-admits it when warm. Same trace without kills for comparison.
+
+Setup (stated in the JSON): `superserve serve` with ``--workers`` (default 2) SlackFit
+workers on the bundle, the experiments' SLO rule, deadline shedding. The trace is the
+paper's bursty shape (constant base stream + Gamma stream, CV^2 = 8, half each) with a mean
+of ``--load`` (default 0.5) x the *measured* sustainable rate: the highest Poisson rate the
+live server (all workers, router, client on this machine) answers >= 95 % in time, probed
+at fractions of the profile's capacity (workers x 16 / batch-16 p50 of the most accurate
+SubNet). So with one worker of two dead the remaining capacity is about the mean load and
+bursts exceed it.
+
+Kills: every ``--kill-every`` seconds (default 12, the paper's interval), SIGKILL to the next
+worker slot in turn (skipped if that slot is not warm yet, counted). Per kill, from the
+server's event log (CLOCK_MONOTONIC, the same clock as the killer): detection (kill -> death
+seen by the router) and recovery (kill -> the replacement re-admitted warm).
+
+Keys: requests_sent, responses_received (must be equal: every request got an HTTP answer),
+slo_attainment, slo_attainment_no_faults, recovery_ms_p50, detection_ms_p50, kills,
+restarts, outcomes of both runs.
+Usage: python benchmarks/faults.py [--bundle DIR] [--seconds 60] [--kill-every 12] [--workers 2]
+Writes benchmarks/results/faults.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from _reliability import (RESULTS, ServerProcess, accounting, default_bundle, measure_sustainable, run_trace)
+from superserve.profiling.latency_profile import LatencyProfile
+from superserve.sim.defaults import default_slo_ms
+from superserve.workload import bursty
+
+
+class Killer(threading.Thread):
+    """SIGKILL worker slots in turn every ``every_s`` seconds until stopped."""
+
+    def __init__(self, srv: ServerProcess, every_s: float, first_s: float) -> None:
+        super().__init__(daemon=True)
+        self.srv, self.every_s, self.first_s = srv, every_s, first_s
+        self.kills: list[dict[str, Any]] = []
+        self.skipped = 0
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        slot = 0
+        n = len(self.srv.worker_pids)
+        if self._stop_event.wait(self.first_s):
+            return
+        while True:
+            if self._warm(slot):
+                pid = self.srv.worker_pids[slot]
+                t = time.monotonic()
+                os.kill(pid, signal.SIGKILL)
+                self.kills.append({"worker": slot, "pid": pid, "t": t})
+            else:
+                self.skipped += 1
+            slot = (slot + 1) % n
+            if self._stop_event.wait(self.every_s):
+                return
+
+    def _warm(self, slot: int) -> bool:
+        """The slot's latest lifecycle event is 'ready' (or it never died)."""
+        last = None
+        for e in self.srv.events():
+            if e.get("worker") == slot and e["event"] in ("worker_ready", "worker_died", "worker_restarted"):
+                last = e["event"]
+        return last in (None, "worker_ready")
+
+    def stop(self) -> None:
+        self._stop_event.set()
+
+
+def recoveries(kills: list[dict[str, Any]], events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for k in kills:
+        died = next((e for e in events if e["event"] == "worker_died" and e.get("pid") == k["pid"]), None)
+        ready = next((e for e in events if e["event"] == "worker_ready" and e.get("restarted")
+                      and e["worker"] == k["worker"] and e["t"] > k["t"]), None)
+        out.append({"worker": k["worker"], "detection_ms": round((died["t"] - k["t"]) * 1000, 2) if died else None,
+                    "recovery_ms": round((ready["t"] - k["t"]) * 1000, 1) if ready else None,
+                    "requeued_in_flight": died.get("in_flight") if died else None})
+    return out
+
+
+def _p50(values: list) -> float | None:
+    v = [x for x in values if x is not None]
+    return round(float(np.median(v)), 2) if v else None
+
+
+def faults_experiment(bundle: str, *, seconds: float, kill_every_s: float, workers: int, load: float,
+                      log=print) -> dict[str, Any]:
+    profile = LatencyProfile.load(Path(bundle) / "profile.json")
+    slo = default_slo_ms(profile)
+    profile_capacity = workers * profile.max_batch / (profile.largest.latency_ms(profile.max_batch, "p50") / 1000)
+    with ServerProcess(bundle=bundle, workers=workers, warmup_runs=1, restart_backoff_s=0.1) as srv:
+        sustainable, probes = measure_sustainable(srv, profile_capacity, slo)
+        mean = load * sustainable
+        trace = bursty(mean / 2, mean / 2, 8.0, seconds, seed=7)
+        log(f"SLO {slo:.1f} ms; profile capacity {profile_capacity:.0f} req/s; measured sustainable "
+            f"{sustainable:.0f} req/s (probes {probes}); trace: bursty mean {mean:.0f} req/s, {len(trace)} requests "
+            f"over {seconds:g} s")
+        rec0, s0 = run_trace(srv, trace, slo_ms=slo)
+        log(f"no faults: attainment {s0['slo_attainment']}, accuracy {s0['mean_accuracy']}")
+        time.sleep(1.0)
+        killer = Killer(srv, kill_every_s, first_s=min(kill_every_s, seconds / 4))
+        killer.start()
+        rec1, s1 = run_trace(srv, trace, slo_ms=slo)
+        killer.stop()
+        killer.join()
+        time.sleep(0.5)
+        # Recovery of the last kill may land after the trace: wait for it (bounded).
+        end = time.monotonic() + 60
+        while time.monotonic() < end and not all(r["recovery_ms"] for r in recoveries(killer.kills, srv.events())):
+            time.sleep(0.2)
+        events = srv.events()
+        rec = recoveries(killer.kills, events)
+        log(f"with kills: attainment {s1['slo_attainment']}, accuracy {s1['mean_accuracy']}, "
+            f"{len(killer.kills)} kills, recovery p50 {_p50([r['recovery_ms'] for r in rec])} ms")
+    acct = accounting(rec1)
+    return {
+        "config": {"bundle": bundle, "workers": workers, "policy": "slackfit", "late": "shed", "slo_ms": slo,
+                   "restart_backoff_s": 0.1, "kill_every_s": kill_every_s, "signal": "SIGKILL"},
+        "profile_capacity_rps": round(profile_capacity, 1),
+        "sustainable_rps": round(sustainable, 1),
+        "sustainable_probes": {str(k): v for k, v in probes.items()},
+        "trace": {"kind": "bursty", "mean_rps": round(mean, 1), "load_vs_sustainable": load, "cv2": 8.0,
+                  "seconds": seconds, "requests": len(trace)},
+        "requests_sent": acct["requests_sent"],
+        "responses_received": acct["responses_received"],
+        "slo_attainment": s1["slo_attainment"],
+        "slo_attainment_no_faults": s0["slo_attainment"],
+        "mean_accuracy": s1["mean_accuracy"],
+        "mean_accuracy_no_faults": s0["mean_accuracy"],
+        "recovery_ms_p50": _p50([r["recovery_ms"] for r in rec]),
+        "detection_ms_p50": _p50([r["detection_ms"] for r in rec]),
+        "kills": len(killer.kills),
+        "kills_skipped_not_warm": killer.skipped,
+        "restarts": sum(1 for e in events if e["event"] == "worker_restarted"),
+        "given_up": sum(1 for e in events if e["event"] == "worker_given_up"),
+        "per_kill": rec,
+        "outcomes": s1["counts"],
+        "outcomes_no_faults": s0["counts"],
+        "no_faults_requests_sent": len(rec0),
+        "no_faults_responses_received": accounting(rec0)["responses_received"],
+        "server_exit_code": srv.proc.returncode,
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--bundle", default=default_bundle())
+    p.add_argument("--seconds", type=float, default=60.0)
+    p.add_argument("--kill-every", type=float, default=12.0)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--load", type=float, default=0.5, help="trace mean as a fraction of the measured sustainable rate")
+    p.add_argument("--out", type=Path, default=RESULTS / "faults.json")
+    args = p.parse_args()
+    res = faults_experiment(args.bundle, seconds=args.seconds, kill_every_s=args.kill_every, workers=args.workers,
+                            load=args.load)
+    res["command"] = (f"python benchmarks/faults.py --bundle {args.bundle} --seconds {args.seconds:g} "
+                      f"--kill-every {args.kill_every:g} --workers {args.workers} --load {args.load:g}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(res, indent=1))
+    print(json.dumps({k: res[k] for k in ("requests_sent", "responses_received", "slo_attainment",
+                                          "slo_attainment_no_faults", "recovery_ms_p50", "detection_ms_p50",
+                                          "kills", "restarts")}, indent=1))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
