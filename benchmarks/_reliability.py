@@ -115,10 +115,12 @@ def pcts(values: np.ndarray) -> dict[str, float]:
 
 
 def measure_sustainable(srv, profile_capacity: float, slo_ms: float, *, seconds: float = 2.0,
-                        fractions=(0.1, 0.2, 0.35, 0.5, 0.7), target: float = 0.95) -> tuple[float, dict]:
+                        fractions=(0.05, 0.1, 0.2, 0.35, 0.5, 0.7), target: float = 0.95) -> tuple[float, dict]:
     """The highest probed Poisson rate (fractions of the profile's capacity) answered at
     least ``target`` in time, measured at the client: router, HTTP, IPC and the client on the
-    same cores included. Probes stop at the first miss."""
+    same cores included. Probes stop at the first miss; a first second of light load is not
+    counted (fresh connections, first batches)."""
+    run_trace(srv, poisson(0.05 * profile_capacity, 1.0, seed=99), slo_ms=slo_ms)
     best, probes = 0.0, {}
     for f in fractions:
         rate = f * profile_capacity
@@ -127,6 +129,8 @@ def measure_sustainable(srv, profile_capacity: float, slo_ms: float, *, seconds:
         if s["slo_attainment"] < target:
             break
         best = rate
-    if best == 0.0:
-        raise RuntimeError(f"no probe rate met {target} attainment ({probes}); the machine is too busy")
+    if best == 0.0:  # a busy machine: go on at the lowest probe, and say so
+        print(f"warning: no probe rate met {target} attainment ({probes}); is the machine busy? "
+              "using the lowest probe rate", file=sys.stderr)
+        best = fractions[0] * profile_capacity
     return best, probes

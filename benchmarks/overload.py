@@ -6,7 +6,7 @@ with batches of at most ``--max-batch`` (default 1), deadline shedding on, queue
 ``--queue-capacity``. Batch 1 keeps the capacity low enough that 10x of it is within what
 the Python client can send on a small machine; the phases are:
 
-1. calibration: 2 s Poisson probes at 10, 20, 35, 50, 70 % of the profile's capacity; the
+1. calibration: 2 s Poisson probes at 5, 10, 20, 35, 50, 70 % of the profile's capacity; the
    *sustainable rate* is the highest probe answered >= 95 % in time at the client (router,
    HTTP, IPC and the client on the same cores included, so it is below the profile's figure);
 2. light: 3 s at 0.5x sustainable: the reference latency;
