@@ -46,6 +46,21 @@ RESULTS = ROOT / "benchmarks" / "results"
 TARGET_ATTAINMENT = 0.999
 
 
+def wait_listening(port: int, timeout_s: float = 20.0) -> None:
+    """Until the stub answers its health check (a replay would only record connection errors)."""
+    import urllib.request
+
+    t_end = time.monotonic() + timeout_s
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=1).read()
+            return
+        except OSError:
+            if time.monotonic() > t_end:
+                raise
+            time.sleep(0.1)
+
+
 def client_ceiling(bundle: Path, slo_ms: float, rates: list[float], seconds: float, processes: int,
                    transport: str = "raw") -> dict:
     """Replay Poisson traces against the stub server (its own process) at rising rates; the
@@ -57,12 +72,7 @@ def client_ceiling(bundle: Path, slo_ms: float, rates: list[float], seconds: flo
     cfg = SenderConfig(f"http://127.0.0.1:{port}", "/v2/models/stub/infer", transport=transport)
     probes, best = [], 0.0
     try:
-        for _ in range(100):  # wait for the stub to listen
-            try:
-                replay(poisson(50, 0.1), payloads, cfg, slo_ms=slo_ms)
-                break
-            except Exception:
-                time.sleep(0.1)
+        wait_listening(port)
         for r in rates:
             run = replay(poisson(r, seconds, seed=1), payloads, cfg, slo_ms=slo_ms, processes=processes)
             s = summarize(run.records)
