@@ -96,11 +96,20 @@ for proto in $PROTOCOLS; do
   if [ "$proto" = http ]; then URL="127.0.0.1:$HTTP_PORT"; EXTRA=(); else
     URL="127.0.0.1:$GRPC_PORT"; EXTRA=(--request-parameter "slo_ms:${SLO_MS}:int"); fi
   echo "=== perf_analyzer $proto: rates $RATES ($DIST), $COUNT requests per rate ===" | tee "${OUT}_${proto}.txt"
-  # --async: the sync default silently falls behind once latency x rate exceeds its threads.
-  "$PA" -m supernet -u "$URL" -i "$proto" --async --request-rate-range "$RATES" \
-      --request-distribution "$DIST" --request-count "$COUNT" --input-data "$TMP/input.json" \
-      "${EXTRA[@]}" --percentile 99 -f "${OUT}_${proto}.csv" 2>&1 | tee -a "${OUT}_${proto}.txt" \
-    || echo "perf_analyzer ($proto) exited with an error; see ${OUT}_${proto}.txt"
+  : >"${OUT}_${proto}.csv"
+  # perf_analyzer refuses --request-count with a range of rates, so one run per rate.
+  IFS=: read -r R0 R1 RS <<<"$RATES"
+  for rate in $(seq "$R0" "${RS:-1}" "${R1:-$R0}"); do
+    # --async: the sync default silently falls behind once latency x rate exceeds its threads.
+    "$PA" -m supernet -u "$URL" -i "$proto" --async --request-rate-range "$rate" \
+        --request-distribution "$DIST" --request-count "$COUNT" --input-data "$TMP/input.json" \
+        "${EXTRA[@]}" --percentile 99 -f "$TMP/one.csv" 2>&1 | tee -a "${OUT}_${proto}.txt" \
+      || echo "perf_analyzer ($proto, $rate/s) exited with an error; see ${OUT}_${proto}.txt"
+    if [ -f "$TMP/one.csv" ]; then
+      if [ -s "${OUT}_${proto}.csv" ]; then tail -n +2 "$TMP/one.csv" >>"${OUT}_${proto}.csv"; else cat "$TMP/one.csv" >"${OUT}_${proto}.csv"; fi
+      rm -f "$TMP/one.csv"
+    fi
+  done
 done
 echo "server side (from /metrics):"
 "$PY" -c "
