@@ -56,6 +56,8 @@ def search(
     calib_images: int = typer.Option(2000, help="training images SubnetNorm statistics are computed from"),
     search_val_images: int = typer.Option(2500, help="validation images the search ranks candidates on"),
     report: Path = typer.Option(None, help="write the search/accuracy/profile summary JSON here"),
+    candidates_from: Path = typer.Option(None, help="a previous --report on the same weights: re-measure "
+                                         "latency and re-front its candidates instead of searching again"),
 ) -> None:
     """Pareto search, SubnetNorm calibration, accuracy table and latency profile -> a bundle."""
     from .profiling.pipeline import BuildSettings, build_bundle
@@ -69,7 +71,8 @@ def search(
 
     settings = BuildSettings(data=str(data), initial=initial, generations=generations,
                              per_generation=per_generation, calib_images=calib_images,
-                             search_val_images=search_val_images)
+                             search_val_images=search_val_images,
+                             candidates_from=str(candidates_from) if candidates_from else None)
     summary = build_bundle(weights, out, settings, report, progress)
     typer.echo(f"wrote {out}: {summary['pareto_size']} Pareto SubNets of {summary['search']['evaluated']} "
                f"evaluated ({summary['total_seconds']} s)")

@@ -60,15 +60,30 @@ def measure_profile(
     progress: Callable[[int, int], None] | None = None,
 ) -> LatencyProfile:
     """Latency p50/p99 per SubNet and batch size 1..max_batch, measured with the threads
-    torch is set to use (set them to what one serving worker gets)."""
+    torch is set to use (set them to what one serving worker gets).
+
+    Interleaved: after a warm-up of every (SubNet, batch) cell, each of the `repeats` rounds
+    times every cell once, SubNet switching between runs as it does in serving. A transient
+    disturbance (another process, a frequency change) then spreads over all cells of one
+    round instead of biasing the whole sample of one cell, so the medians stay ordered."""
     spec = model.spec
     shape = (spec.in_channels, spec.input_size, spec.input_size)
     model.eval().to(device)
-    samples: dict[tuple[str, int], list[float]] = {}
-    steps, done = len(configs) * max_batch, 0
-    for config in configs:
-        for b in range(1, max_batch + 1):
-            samples[(config.id, b)] = time_batches(model, config, b, repeats, warmup, shape, device)
+    cells = [(config, b) for config in configs for b in range(1, max_batch + 1)]
+    inputs = {b: torch.randn(b, *shape, device=device) for b in range(1, max_batch + 1)}
+    samples: dict[tuple[str, int], list[float]] = {(c.id, b): [] for c, b in cells}
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    steps, done = warmup + repeats, 0
+    with torch.inference_mode():
+        for r in range(warmup + repeats):
+            for config, b in cells:
+                model.actuate(config)
+                sync()
+                t0 = time.perf_counter()
+                model(inputs[b])
+                sync()
+                if r >= warmup:
+                    samples[(config.id, b)].append((time.perf_counter() - t0) * 1e3)
             done += 1
             if progress is not None:
                 progress(done, steps)
@@ -87,7 +102,8 @@ def measure_profile(
         "torch": torch.__version__, "threads": torch.get_num_threads(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "method": (f"torch.inference_mode forward of a random batch, {warmup} warm-up + {repeats} timed "
-                   f"runs per (SubNet, batch), perf_counter wall time, p50 = median, p99 = 99th pct"),
+                   f"rounds, each round timing every (SubNet, batch) cell once (interleaved), "
+                   f"perf_counter wall time, p50 = median, p99 = 99th pct"),
         "input_shape": list(shape), "host": platform.node(),
     }
     return LatencyProfile(tuple(subnets), device=device_name() if device == "cpu" else device, meta=meta)

@@ -12,11 +12,11 @@ import torch
 
 from ..datasets import DEFAULT_FMNIST, Split, load_fashion_mnist, normalize, train_val_split
 from ..embedded import save_subset
-from ..supernet import SubNetConfig, calibrate, load_supernet, save_norm_table, save_weights
+from ..supernet import SubNetConfig, calibrate, subnet_cost, load_supernet, save_norm_table, save_weights
 from .accuracy import accuracy, calibration_batches, top1_correct
 from .latency_profile import LatencyProfile
 from .measure import check_properties, measure_profile
-from .search import evolutionary_search, pareto_front
+from .search import Candidate, candidate_latency_ms, evolutionary_search, pareto_front
 
 Progress = Callable[[str, int, int], None]
 
@@ -32,6 +32,7 @@ class BuildSettings:
     subset_images: int = 2000
     profile_threads: int = 1
     seed: int = 0
+    candidates_from: str | None = None  # a previous report: re-front its candidates, no re-evaluation
 
 
 def build_bundle(weights: Path, out: Path, settings: BuildSettings, report: Path | None = None,
@@ -46,9 +47,13 @@ def build_bundle(weights: Path, out: Path, settings: BuildSettings, report: Path
     search_val = Split(val.images[:settings.search_val_images], val.labels[:settings.search_val_images])
 
     t0 = time.perf_counter()
-    candidates = evolutionary_search(
-        model, calib, search_val, settings.initial, settings.generations, settings.per_generation,
-        settings.seed, lambda i, n: step("search", i, n))
+    if settings.candidates_from:
+        candidates = reuse_candidates(model, Path(settings.candidates_from), calib, settings.profile_threads,
+                                      lambda i, n: step("latency", i, n))
+    else:
+        candidates = evolutionary_search(
+            model, calib, search_val, settings.initial, settings.generations, settings.per_generation,
+            settings.seed, lambda i, n: step("search", i, n), latency_threads=settings.profile_threads)
     search_s = time.perf_counter() - t0
     front = pareto_front(candidates)
     configs = [c.config for c in front]
@@ -91,7 +96,9 @@ def build_bundle(weights: Path, out: Path, settings: BuildSettings, report: Path
 
     summary = {
         "search_space_size": spec.space_size(),
-        "search": {"method": "evolutionary (random init + mutation of the Pareto front), OFA-style",
+        "search": {"method": "evolutionary (random init + mutation of the Pareto front), OFA-style; "
+                             "front = non-dominated in (val accuracy, MACs, p50 latency at the largest batch)",
+                   "candidates_from": settings.candidates_from,
                    "evaluated": len(candidates), "initial_random": settings.initial,
                    "generations": settings.generations, "per_generation": settings.per_generation,
                    "search_val_images": settings.search_val_images, "seconds": round(search_s, 1)},
@@ -106,13 +113,33 @@ def build_bundle(weights: Path, out: Path, settings: BuildSettings, report: Path
              "p50_ms_b16": s.latency_p50_ms[-1]}
             for s in sorted(profile.subnets, key=lambda s: s.flops)
         ],
-        "candidates": [{"id": c.config.id, "val_accuracy": c.val_accuracy, "macs": c.macs} for c in candidates],
+        "candidates": [{"id": c.config.id, "val_accuracy": c.val_accuracy, "macs": c.macs,
+                        "latency_ms": round(c.latency_ms, 4)} for c in candidates],
         "total_seconds": round(time.perf_counter() - t_start, 1),
     }
     if report is not None:
         report.parent.mkdir(parents=True, exist_ok=True)
         report.write_text(json.dumps(summary, indent=1))
     return summary
+
+
+def reuse_candidates(model, report: Path, calib, threads: int,
+                     progress: Callable[[int, int], None]) -> list[Candidate]:
+    """The candidates of a previous search report (their validation accuracies as measured
+    then, on the same weights), with their latency measured again here. Timing needs a row of
+    statistics, not good ones: each candidate gets one from a single calibration batch (the
+    served set is calibrated properly afterwards)."""
+    rows = json.loads(report.read_text())["candidates"]
+    first = next(iter(calib()))
+    out = []
+    for i, r in enumerate(rows):
+        config = SubNetConfig.from_id(r["id"])
+        calibrate(model, [config], lambda: [first])
+        macs, params = subnet_cost(model.spec, config)
+        out.append(Candidate(config, float(r["val_accuracy"]), macs, params,
+                             candidate_latency_ms(model, config, threads=threads)))
+        progress(i + 1, len(rows))
+    return out
 
 
 def _batches(split: Split, size: int = 500):

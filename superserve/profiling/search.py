@@ -1,4 +1,7 @@
-"""Pareto search over the SubNet space: accuracy (validation split) against cost (MACs).
+"""Pareto search over the SubNet space: accuracy (validation split) against cost, measured
+two ways: MACs and latency on this device (p50 at the largest batch, with the threads one
+serving worker gets). A SubNet is kept when no other is at least as accurate, as cheap in MACs
+and as fast, and strictly better in one of them.
 
 The space of the embedded SuperNet holds ~5 million SubNets, too many to evaluate, so the search
 is evolutionary as in OFA: random SubNets seed the population, then each generation mutates the
@@ -9,6 +12,7 @@ be served with.
 from __future__ import annotations
 
 import random
+import statistics
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
@@ -25,16 +29,35 @@ class Candidate:
     val_accuracy: float
     macs: int
     params: int
+    latency_ms: float = 0.0  # p50 at the largest batch; 0 when not measured (MACs alone decide)
+
+
+def dominates(a: Candidate, b: Candidate) -> bool:
+    return (a.val_accuracy >= b.val_accuracy and a.macs <= b.macs and a.latency_ms <= b.latency_ms
+            and (a.val_accuracy > b.val_accuracy or a.macs < b.macs or a.latency_ms < b.latency_ms))
 
 
 def pareto_front(cands: Iterable[Candidate]) -> list[Candidate]:
-    """Candidates no other candidate beats on both cost and accuracy, by ascending cost."""
-    front, best = [], -1.0
-    for c in sorted(cands, key=lambda c: (c.macs, -c.val_accuracy)):
-        if c.val_accuracy > best:
-            front.append(c)
-            best = c.val_accuracy
-    return front
+    """Candidates no other candidate dominates (accuracy up; MACs and latency down), by
+    ascending MACs."""
+    pool = list(cands)
+    front = [c for c in pool if not any(dominates(o, c) for o in pool)]
+    return sorted(front, key=lambda c: (c.macs, -c.val_accuracy))
+
+
+def candidate_latency_ms(model: SuperResNet, config: SubNetConfig, batch: int = 16, repeats: int = 7,
+                         threads: int = 1) -> float:
+    """p50 latency of one SubNet at one batch size with ``threads`` intra-op threads."""
+    from .measure import time_batches
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        spec = model.spec
+        shape = (spec.in_channels, spec.input_size, spec.input_size)
+        return statistics.median(time_batches(model, config, batch, repeats, 2, shape))
+    finally:
+        torch.set_num_threads(before)
 
 
 def mutate(spec: SuperNetSpec, config: SubNetConfig, rng: random.Random) -> SubNetConfig:
@@ -63,6 +86,8 @@ def evolutionary_search(
     per_generation: int = 50,
     seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
+    latency_batch: int = 16,
+    latency_threads: int = 1,
 ) -> list[Candidate]:
     """Evaluate initial random SubNets (plus the extremes), then mutate the front. Returns
     every evaluated candidate."""
@@ -76,7 +101,8 @@ def evolutionary_search(
             return
         calibrate(model, [config], calib)
         macs, params = subnet_cost(spec, config)
-        seen[config.id] = Candidate(config, accuracy(model, config, val), macs, params)
+        seen[config.id] = Candidate(config, accuracy(model, config, val), macs, params,
+                                    candidate_latency_ms(model, config, latency_batch, threads=latency_threads))
         if progress is not None:
             progress(len(seen), total)
 
