@@ -99,6 +99,8 @@ def build_bundle(weights: Path, out: Path, settings: BuildSettings, report: Path
         "search": {"method": "evolutionary (random init + mutation of the Pareto front), OFA-style; "
                              "front = non-dominated in (val accuracy, MACs, p50 latency at the largest batch)",
                    "candidates_from": settings.candidates_from,
+                   "candidates_note": (json.loads(Path(settings.candidates_from).read_text()).get("note")
+                                       if settings.candidates_from else None),
                    "evaluated": len(candidates), "initial_random": settings.initial,
                    "generations": settings.generations, "per_generation": settings.per_generation,
                    "search_val_images": settings.search_val_images, "seconds": round(search_s, 1)},
