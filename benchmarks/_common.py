@@ -32,11 +32,18 @@ def parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=NUM_WORKERS)
     p.add_argument("--slo-ms", type=float, default=None, help="default: 2 x p50(largest SubNet, max batch)")
     p.add_argument("--duration", type=float, default=None, help="seconds per synthetic trace")
+    p.add_argument("--lookahead", action=argparse.BooleanOptionalAction, default=None,
+                   help="SlackFit's queue-aware slack (not in the paper; default: the library's default)")
     return p
+
+
+SLACKFIT_KW: dict[str, Any] = {}  # set from --lookahead by setup()
 
 
 def setup(args: argparse.Namespace) -> tuple[LatencyProfile, str, float]:
     profile, which = resolve_profile(args.profile)
+    if getattr(args, "lookahead", None) is not None:
+        SLACKFIT_KW["lookahead"] = args.lookahead
     slo = args.slo_ms if args.slo_ms is not None else default_slo_ms(profile)
     print(which)
     print(f"SLO {slo} ms = 2 x p50 of {profile.largest.id} at batch {profile.max_batch} "
@@ -50,7 +57,7 @@ def mid_index(profile: LatencyProfile) -> int:
 
 def lineup(profile: LatencyProfile, **kw: Any) -> list[tuple[str, Policy]]:
     """SlackFit, the paper's baselines and six Clipper+ versions spanning the accuracy range."""
-    pols: list[tuple[str, Policy]] = [("SlackFit", SlackFit(profile, **kw)), ("MaxBatch", MaxBatch(profile, **kw)),
+    pols: list[tuple[str, Policy]] = [("SlackFit", SlackFit(profile, **{**SLACKFIT_KW, **kw})), ("MaxBatch", MaxBatch(profile, **kw)),
                                       ("MaxAcc", MaxAcc(profile, **kw)), ("INFaaS", INFaaS(profile, **kw))]
     for sid in spanning_subnets(profile, 6):
         pols.append((f"Clipper+({sid})", ClipperPlus(profile, sid, **kw)))

@@ -9,7 +9,7 @@ on an overloaded one (0.3 + 0.9 C_small) the late fallback when serving late vs 
 """
 from __future__ import annotations
 
-from _common import (capacity_qps, mid_index, parser, plot_grid, print_table, setup, write_json, Timer)
+from _common import (SLACKFIT_KW, capacity_qps, mid_index, parser, plot_grid, print_table, setup, write_json, Timer)
 
 from superserve.scheduling import MaxAcc, MaxBatch, SlackFit
 from superserve.sim import simulate
@@ -35,7 +35,7 @@ def main() -> None:
         for cv2 in CV2S:
             tr = bursty(0.3 * cmid, 0.7 * cmid, cv2, duration, seed=cv2)
             rows = [row(n, simulate(tr, profile, p, num_workers=W, slo_ms=slo))
-                    for n, p in (("SlackFit", SlackFit(profile)), ("MaxBatch", MaxBatch(profile)),
+                    for n, p in (("SlackFit", SlackFit(profile, **SLACKFIT_KW)), ("MaxBatch", MaxBatch(profile)),
                                  ("MaxAcc", MaxAcc(profile)))]
             print_table(f"A. CV^2 = {cv2}", rows, ["policy", "slo_attainment", "mean_accuracy", "mean_batch_size", "shed"])
             part_a.append({"cv2": cv2, "rows": rows})
@@ -63,6 +63,10 @@ def main() -> None:
                 run("shed rule", f"{rule} / {tname} / MaxBatch", MaxBatch(profile, shed_rule=rule), tr)
         for partial in ("upgrade", "paper"):
             run("partial batches", partial, SlackFit(profile, partial=partial))
+        for la in (False, True):
+            for tname, tr in (("heavy", heavy), ("overload", overload)):
+                run("queue-aware slack (lookahead)", f"{'on' if la else 'off'} / {tname}", SlackFit(profile, lookahead=la), tr)
+        run("queue-aware slack (lookahead)", "MaxBatch / heavy", MaxBatch(profile), heavy)
         for wl in ("fastest", "drain"):
             run("overload: late fallback (late=serve)", wl, SlackFit(profile, when_late=wl), overload, late="serve")
         run("overload: late fallback (late=serve)", "shed instead", SlackFit(profile), overload)

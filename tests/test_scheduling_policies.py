@@ -26,6 +26,7 @@ def noisy_profile(seed: int) -> LatencyProfile:
 def all_policies(profile: LatencyProfile, **kw):
     mid = profile.subnets[len(profile) // 2].id
     return [SlackFit(profile, **kw), SlackFit(profile, num_buckets=None, **kw), SlackFit(profile, 4, partial="paper", **kw),
+            SlackFit(profile, lookahead=False, **kw),
             MaxBatch(profile, **kw), MaxAcc(profile, **kw), ClipperPlus(profile, mid, **kw), INFaaS(profile, **kw)]
 
 
@@ -78,6 +79,26 @@ def test_slackfit_picks_the_highest_bucket_within_the_slack(seed, slack_ms, buck
     in_top = [o for o in fitting if pol.bucket_of(o[0]) == top]
     best = max((o[2], t.accuracy[o[1]]) for o in in_top)
     assert (d.batch_size, t.accuracy[d.subnet_index]) == best
+
+
+@settings(max_examples=300, deadline=None)
+@given(seed=st.integers(0, 50), n=st.integers(1, 60), slack_ms=st.floats(0.0, 40.0))
+def test_lookahead_leaves_room_for_the_requests_behind(seed, n, slack_ms):
+    profile = PROFILE if seed == 0 else noisy_profile(seed)
+    la, plain = SlackFit(profile), SlackFit(profile, lookahead=False)
+    q = queue_of(n, slack_ms / 1000.0)
+    d = la.decide(q, 0.0)
+    bmax = profile.max_batch
+    if n <= bmax:  # nobody behind this batch: the paper's rule exactly
+        assert d == plain.decide(q, 0.0)
+        return
+    t = la.table
+    reserve = min(t.latency_ms[s][min(n - bmax, bmax) - 1] for s in range(t.num_subnets))
+    reserved = la.choose(slack_ms - reserve + 1e-6, bmax)
+    if reserved is not None:  # an option leaves one fastest batch of room: it is taken
+        assert d == reserved and d.expected_latency_ms + reserve <= slack_ms + 1e-5
+    else:  # else the plain rule, never a late decision where the plain rule has none
+        assert d == plain.decide(q, 0.0)
 
 
 def test_slackfit_paper_shape():

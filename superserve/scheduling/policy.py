@@ -158,15 +158,27 @@ class Policy(ABC):
         nmax = n if n < self.table.max_batch else self.table.max_batch
         floor = queue.max_accuracy_floor(nmax) if queue.has_accuracy_floors else 0.0
         floor = max(floor, self.policy_floor)
-        d = self.choose(slack_ms, nmax)
-        if floor > 0.0 and (d is None or d.accuracy < floor):
-            d = self.choose_with_floor(slack_ms, nmax, floor) or d
+        reserve_ms = self.reserve_ms(n) if n > nmax else 0.0
+        d = None
+        if reserve_ms > 0.0:  # first try to leave room for the requests behind this batch
+            d = self.choose(slack_ms - reserve_ms, nmax)
+            if floor > 0.0 and (d is None or d.accuracy < floor):
+                d = self.choose_with_floor(slack_ms - reserve_ms, nmax, floor) or d
+        if d is None:
+            d = self.choose(slack_ms, nmax)
+            if floor > 0.0 and (d is None or d.accuracy < floor):
+                d = self.choose_with_floor(slack_ms, nmax, floor) or d
         if d is None:
             s = self.fallback_subnet
             d = self._late_decisions[s][(nmax if self.when_late == "drain" else 1) - 1]
         return d
 
     policy_floor: float = 0.0  # a floor the policy itself imposes (INFaaS)
+
+    def reserve_ms(self, queued: int) -> float:
+        """Slack to keep free for the requests queued behind a full batch (0: the paper's
+        rule, only the earliest request's slack counts). SlackFit's ``lookahead`` uses it."""
+        return 0.0
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.describe()})"

@@ -23,6 +23,9 @@ def serve_command(
     queue_capacity: Optional[int] = typer.Option(None, help="EDF queue bound; beyond it 429 (default 1024)"),
     late: Optional[str] = typer.Option(None, help="shed (default): answer 504 at once when a deadline cannot be "
                                                   "met; serve: run it anyway, answer late"),
+    response_margin_ms: Optional[float] = typer.Option(None, help="plan each request to finish this long before "
+                                                                  "its deadline, for the path outside the router "
+                                                                  "(default 5; capped at slo_ms / 4)"),
     model_name: Optional[str] = typer.Option(None, help="model name clients address (default 'supernet')"),
     config: Optional[Path] = typer.Option(None, help="JSON or TOML file with any of these settings "
                                                      "(keys as in superserve.serving.ServeConfig); flags win"),
@@ -44,7 +47,7 @@ def serve_command(
         bundle=str(bundle) if bundle else None, profile=str(profile) if profile else None, policy=policy,
         subnet=subnet, min_accuracy=min_accuracy, workers=workers, threads_per_worker=threads_per_worker,
         host=host, http_port=http_port, grpc_port=grpc_port, slo_ms=slo_ms, queue_capacity=queue_capacity,
-        late=late, model_name=model_name, ready_file=str(ready_file) if ready_file else None,
+        late=late, response_margin_ms=response_margin_ms, model_name=model_name, ready_file=str(ready_file) if ready_file else None,
         auth_token=auth_token or None, restart=restart, events_file=str(events_file) if events_file else None)
     try:
         cfg = ServeConfig.from_file(config, **overrides) if config else \

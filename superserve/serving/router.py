@@ -73,12 +73,16 @@ class Inflight:
 
 class Router:
     def __init__(self, info: ModelInfo, policy: Policy, metrics: ServingMetrics, *,
-                 queue_capacity: int, late: str = "shed", hang_timeout_s: float = 2.0) -> None:
+                 queue_capacity: int, late: str = "shed", hang_timeout_s: float = 2.0,
+                 response_margin_ms: float = 0.0) -> None:
         self.info = info
         self.policy = policy
         self.metrics = metrics
         self.shedding = late == "shed"
         self.hang_timeout_s = hang_timeout_s
+        # Scheduling plans each request to finish this much before its deadline (at most a
+        # quarter of its slo_ms): the part of the client's latency outside the router's clock.
+        self.response_margin_ms = max(0.0, float(response_margin_ms))
         self.queue = EdfQueue(queue_capacity)
         self.pool: WorkerPool | None = None
         self._free: deque[WorkerHandle] = deque()
@@ -144,7 +148,8 @@ class Router:
             self.metrics.by_outcome["unavailable"].inc()
             return InferResult(Outcome.UNAVAILABLE, message="no live worker; retry later")
         now = time.monotonic()
-        deadline = now + slo_ms / 1000.0
+        margin = self.response_margin_ms
+        deadline = now + (slo_ms - (margin if margin < 0.25 * slo_ms else 0.25 * slo_ms)) / 1000.0
         if self.shedding and self.queue:
             hopeless = self._hopeless_on_arrival(deadline, now)
             if hopeless is not None:
@@ -268,7 +273,7 @@ class Router:
                 queue_ms = (inflight.dispatched - r.arrival) * 1000.0
                 m.queue_ms.observe(queue_ms)
                 m.accuracy.observe(acc)
-                ok = now <= r.deadline
+                ok = now <= r.arrival + r.payload.slo_ms / 1000.0  # the caller's deadline, margin aside
                 (in_time if ok else late).inc()
                 if not fut.done():
                     fut.set_result(InferResult(

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from superserve import aio
 from superserve.scheduling import make_policy
 from superserve.serving.auth import BearerAuth
 from superserve.serving.codec import InputCodec
@@ -61,6 +62,7 @@ async def serve(config: ServeConfig) -> int:
     slo_ms = config.slo_ms if config.slo_ms is not None else default_slo_ms(info.profile)
     metrics = ServingMetrics({s.id: s.accuracy for s in info.profile.subnets}, info.profile.max_batch)
     router = Router(info, policy, metrics, queue_capacity=config.queue_capacity, late=config.late,
+                    response_margin_ms=config.response_margin_ms,
                     hang_timeout_s=config.hang_timeout_s)
     events = EventLog(config.events_file)
     supervisor = Supervisor(router, config.restart_policy(), metrics, events)
@@ -145,7 +147,7 @@ def _write_ready_file(path: Path, http_port: int, grpc_port: int | None, pool: W
 
 def run(config: ServeConfig) -> int:
     try:
-        return asyncio.run(serve(config))
+        return aio.run(serve(config))
     except (FileNotFoundError, ValueError, RuntimeError, OSError) as exc:
         _log(f"error: {exc}")
         return 2
