@@ -17,7 +17,6 @@ from pathlib import Path
 
 from aiohttp import web
 
-from superserve import aio
 from superserve.scheduling import make_policy
 from superserve.serving.auth import BearerAuth
 from superserve.serving.codec import InputCodec
@@ -147,7 +146,7 @@ def _write_ready_file(path: Path, http_port: int, grpc_port: int | None, pool: W
 
 def run(config: ServeConfig) -> int:
     try:
-        return aio.run(serve(config))
+        return asyncio.run(serve(config))
     except (FileNotFoundError, ValueError, RuntimeError, OSError) as exc:
         _log(f"error: {exc}")
         return 2
