@@ -37,12 +37,14 @@ class FakePool:
     num_alive = num_ready
 
 
-def make_router(workers: int = 2, capacity: int = 64, late: str = "shed", hang_timeout_s: float = 2.0):
+def make_router(workers: int = 2, capacity: int = 64, late: str = "shed", hang_timeout_s: float = 2.0,
+                response_margin_ms: float = 0.0):
     profile = LatencyProfile.synthetic(num_subnets=4)
     info = ModelInfo("m", (1, 28, 28), 10, profile, None)
     policy = make_policy("slackfit", profile, quantile="p99")
     router = Router(info, policy, ServingMetrics({s.id: s.accuracy for s in profile.subnets}, 16),
-                    queue_capacity=capacity, late=late, hang_timeout_s=hang_timeout_s)
+                    queue_capacity=capacity, late=late, hang_timeout_s=hang_timeout_s,
+                    response_margin_ms=response_margin_ms)
     pool = FakePool(workers)
     router.attach(pool, asyncio.get_running_loop())
     for w in pool.workers:
@@ -202,4 +204,30 @@ def test_hung_worker_is_killed_by_the_watchdog():
         finish(router, pool, pool.runs[-1][0])
         assert (await task).outcome is Outcome.IN_TIME
         assert pool.killed == [hung]  # the finished batch's watchdog was cancelled
+    asyncio.run(main())
+
+
+def test_response_margin_plans_early_but_judges_against_the_callers_deadline(monkeypatch):
+    import superserve.serving.router as router_mod
+
+    clock = [1000.0]  # the router's monotonic clock, driven by hand
+    monkeypatch.setattr(router_mod.time, "monotonic", lambda: clock[0])
+
+    async def main():
+        router, pool = make_router(workers=1, response_margin_ms=5.0)
+        task = asyncio.ensure_future(router.infer(ROW, 40.0))
+        await settle()
+        req = pool.workers[0].inflight.batch[0]
+        assert req.deadline - req.arrival == pytest.approx(0.035)  # planned 5 ms early
+        clock[0] += 0.037  # done after the planned deadline, before the caller's
+        finish(router, pool, 0)
+        assert (await task).outcome is Outcome.IN_TIME
+        # a tiny SLO keeps three quarters of itself: the margin is capped at slo_ms / 4
+        task = asyncio.ensure_future(router.infer(ROW, 4.0))
+        await settle()
+        req = pool.workers[0].inflight.batch[0]
+        assert req.deadline - req.arrival == pytest.approx(0.003)
+        clock[0] += 0.0041  # past the caller's deadline: late
+        finish(router, pool, 0)
+        assert (await task).outcome is Outcome.LATE
     asyncio.run(main())
