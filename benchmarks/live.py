@@ -191,7 +191,7 @@ def main() -> None:
     ex.print_table(rows, f"live vs simulated: {p.trace.name}, {p.workers} worker(s), SLO {p.slo_ms} ms")
     print(f"max_rate_at_999 {mr['rps']:.0f} req/s / raw_inference_rate {raw.images_per_s:.0f} img/s = {ratio:.3f} "
           f"(target >= 0.8: {'met' if ratio >= 0.8 else 'NOT met'})")
-    print(f"live - sim attainment, points: " + ", ".join(f"{r['policy']} {r['gap_points']:+.2f}" for r in rows)
+    print("live - sim attainment, points: " + ", ".join(f"{r['policy']} {r['gap_points']:+.2f}" for r in rows)
           + f" (target within 1: {'met' if max(gaps) <= 1.0 else 'NOT met'})")
     print(f"client ceiling (stub server, {ceiling['processes']} sender process(es)): raw {ceiling['rps']:.0f} req/s, "
           f"aiohttp {ceiling_aiohttp['rps']:.0f} req/s")

@@ -58,7 +58,7 @@ def load_bundle(root: str | Path = EMBEDDED_DIR) -> Bundle:
     if not (root / "weights.safetensors").exists():
         raise FileNotFoundError(
             f"no SuperNet bundle at {root} (weights.safetensors missing). The embedded default is "
-            "built by `python scripts/build_embedded.py`; your own needs the files listed in "
+            "built by `superserve train` then `superserve search`; your own needs the files listed in "
             "superserve/embedded.py")
     model = load_supernet(root / "weights.safetensors", root / "subnetnorm.safetensors")
     profile = LatencyProfile.load(root / "profile.json")

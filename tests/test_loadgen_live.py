@@ -9,12 +9,9 @@ import pytest
 
 from superserve.loadgen.cli import run_bench
 from superserve.loadgen.report import summarize
-from superserve.serving.config import EMBEDDED_DIR
 from superserve.serving.process import ServerProcess
 from superserve.workload import bursty
 
-pytestmark = pytest.mark.skipif(not (EMBEDDED_DIR / "weights.safetensors").exists(),
-                                reason="embedded bundle not built yet (scripts/build_embedded.py)")
 
 
 @pytest.fixture(scope="module")

@@ -82,7 +82,7 @@ def plan(bundle: Path | None = None, *, workers: int = 1, threads_per_worker: in
                if not (bundle / f).exists()]
     if missing:
         raise FileNotFoundError(f"{bundle} is not a complete SuperNet bundle (missing {', '.join(missing)}); "
-                                "build the embedded one with `python scripts/build_embedded.py` or pass --bundle DIR")
+                                "build one with `superserve train` and `superserve search` or pass --bundle DIR")
     profile = LatencyProfile.load(bundle / "profile.json")
     slo = default_slo_ms(profile)
     largest = profile.largest

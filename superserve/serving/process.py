@@ -1,6 +1,6 @@
 """Run `superserve serve` as a real subprocess from Python (tests, load client, demo).
 
-    with ServerProcess(bundle="/tmp/devbundle", policy="slackfit", workers=2) as srv:
+    with ServerProcess(policy="slackfit", workers=2) as srv:
         srv.http_url        # "http://127.0.0.1:41873"
         srv.http_address    # "127.0.0.1:41873" (tritonclient.http's url form)
         srv.grpc_address    # "127.0.0.1:40211"
