@@ -161,16 +161,20 @@ class Policy(ABC):
         reserve_ms = self.reserve_ms(n) if n > nmax else 0.0
         d = None
         if reserve_ms > 0.0:  # first try to leave room for the requests behind this batch
-            d = self.choose(slack_ms - reserve_ms, nmax)
-            if floor > 0.0 and (d is None or d.accuracy < floor):
-                d = self.choose_with_floor(slack_ms - reserve_ms, nmax, floor) or d
+            d = self._pick(slack_ms - reserve_ms, nmax, floor)
+            if d is not None and d.accuracy < floor:
+                d = None  # the floor may still be met with the whole slack
         if d is None:
-            d = self.choose(slack_ms, nmax)
-            if floor > 0.0 and (d is None or d.accuracy < floor):
-                d = self.choose_with_floor(slack_ms, nmax, floor) or d
+            d = self._pick(slack_ms, nmax, floor)
         if d is None:
             s = self.fallback_subnet
             d = self._late_decisions[s][(nmax if self.when_late == "drain" else 1) - 1]
+        return d
+
+    def _pick(self, slack_ms: float, nmax: int, floor: float) -> Decision | None:
+        d = self.choose(slack_ms, nmax)
+        if floor > 0.0 and (d is None or d.accuracy < floor):
+            d = self.choose_with_floor(slack_ms, nmax, floor) or d  # floors are best effort
         return d
 
     policy_floor: float = 0.0  # a floor the policy itself imposes (INFaaS)

@@ -11,10 +11,10 @@ accurate, option within the slack (the whole bucket's pick when the slack covers
 slack and select big batches of small SubNets; light load selects accurate SubNets.
 
 ``lookahead=True`` (the default; not in the paper, ``lookahead=False`` restores the paper's
-rule) makes the rule queue-aware: when more requests are
-queued than one batch holds, it first looks for an option within the slack minus the time of
-one batch of the fastest SubNet for the requests behind (their deadlines are no earlier than
-the first one's, so this is conservative), and falls back to the plain slack if none fits.
+rule) makes the rule queue-aware: when more requests are queued than one batch holds, it
+first looks for an option within the slack minus the time of one fastest batch for the
+requests behind (their deadlines are no earlier than the first one's, so this is
+conservative), and falls back to the plain slack if none fits.
 Without it, under sustained load near the fastest SubNet's capacity, SlackFit keeps choosing
 slower SubNets that fit the first request while the queue behind it falls behind
 (docs/scheduling.md, section 5). Measured on the embedded profile: SlackFit's utility on the
