@@ -47,7 +47,8 @@ def serve_command(
         bundle=str(bundle) if bundle else None, profile=str(profile) if profile else None, policy=policy,
         subnet=subnet, min_accuracy=min_accuracy, workers=workers, threads_per_worker=threads_per_worker,
         host=host, http_port=http_port, grpc_port=grpc_port, slo_ms=slo_ms, queue_capacity=queue_capacity,
-        late=late, response_margin_ms=response_margin_ms, model_name=model_name, ready_file=str(ready_file) if ready_file else None,
+        late=late, response_margin_ms=response_margin_ms, model_name=model_name,
+        ready_file=str(ready_file) if ready_file else None,
         auth_token=auth_token or None, restart=restart, events_file=str(events_file) if events_file else None)
     try:
         cfg = ServeConfig.from_file(config, **overrides) if config else \
