@@ -57,8 +57,9 @@ def mid_index(profile: LatencyProfile) -> int:
 
 def lineup(profile: LatencyProfile, **kw: Any) -> list[tuple[str, Policy]]:
     """SlackFit, the paper's baselines and six Clipper+ versions spanning the accuracy range."""
-    pols: list[tuple[str, Policy]] = [("SlackFit", SlackFit(profile, **{**SLACKFIT_KW, **kw})), ("MaxBatch", MaxBatch(profile, **kw)),
-                                      ("MaxAcc", MaxAcc(profile, **kw)), ("INFaaS", INFaaS(profile, **kw))]
+    pols: list[tuple[str, Policy]] = [("SlackFit", SlackFit(profile, **{**SLACKFIT_KW, **kw})),
+                                      ("MaxBatch", MaxBatch(profile, **kw)), ("MaxAcc", MaxAcc(profile, **kw)),
+                                      ("INFaaS", INFaaS(profile, **kw))]
     for sid in spanning_subnets(profile, 6):
         pols.append((f"Clipper+({sid})", ClipperPlus(profile, sid, **kw)))
     return pols
