@@ -20,7 +20,8 @@ import torch
 from superserve.embedded import EMBEDDED_DIR, load_bundle
 from superserve.profiling.measure import percentile, time_batches
 from superserve.sim.defaults import spanning_subnets
-from superserve.supernet import extract, load_extracted, save_extracted
+from superserve.supernet import (SuperResNet, calibrate, extract, imagenet_resnet50_spec, load_extracted,
+                                  save_extracted, subnet_cost)
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -28,6 +29,31 @@ RESULTS = Path(__file__).parent / "results"
 def model_bytes(model: torch.nn.Module) -> int:
     tensors = list(model.parameters()) + list(model.buffers())
     return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def imagenet_family_memory(samples: int = 300, seed: int = 0) -> dict:
+    """The paper's six-SubNet comparison on an ImageNet-size member of the same family
+    (OFA-ResNet-50-like dimensions). Memory depends only on shapes, so the weights are random;
+    with no accuracy for random weights, the six span the FLOPs range evenly (the smallest and
+    largest of the space included), standing in for OFA's accuracy-spanning six (OFA's
+    accuracy grows with FLOPs)."""
+    spec = imagenet_resnet50_spec()
+    rng = random.Random(seed)
+    pool = {c.id: c for c in [spec.smallest(), spec.largest()] + [spec.sample(rng) for _ in range(samples)]}
+    macs = {sid: subnet_cost(spec, c)[0] for sid, c in pool.items()}
+    lo, hi = min(macs.values()), max(macs.values())
+    six = [min(pool, key=lambda sid: abs(macs[sid] - (lo + (hi - lo) * k / 5))) for k in range(6)]
+    torch.manual_seed(seed)
+    model = SuperResNet(spec).eval()
+    configs = [pool[sid] for sid in six]
+    x = torch.randn(2, spec.in_channels, spec.input_size, spec.input_size)
+    calibrate(model, configs, lambda: [x])  # one row per SubNet: the table's size, not its values
+    six_bytes = sum(model_bytes(extract(model, c)) for c in configs)
+    supernet_bytes = model.weight_bytes() + model.norm_table_bytes()
+    return {"spec": "imagenet_resnet50_spec (224x224x3, 1000 classes), random weights",
+            "six_ids": six, "six_gmacs": [round(macs[sid] / 1e9, 2) for sid in six],
+            "supernet_bytes": supernet_bytes, "six_extracted_bytes": six_bytes,
+            "ratio_vs_six": round(six_bytes / supernet_bytes, 3)}
 
 
 def main() -> None:
@@ -114,6 +140,7 @@ def main() -> None:
         "memory_six_extracted_bytes": six_bytes,
         "memory_ratio_vs_six": round(six_bytes / supernet_bytes, 3),
         "weights_over_norm_table": round(model.weight_bytes() / max(1, model.norm_table_bytes()), 1),
+        "imagenet_size_family": imagenet_family_memory(),
         "forward_supernet_vs_extracted": slice_cost,
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
