@@ -12,11 +12,11 @@ import torch
 
 from ..datasets import DEFAULT_FMNIST, Split, load_fashion_mnist, normalize, train_val_split
 from ..embedded import save_subset
-from ..supernet import SubNetConfig, calibrate, subnet_cost, load_supernet, save_norm_table, save_weights
+from ..supernet import SubNetConfig, calibrate, load_supernet, save_norm_table, save_weights
 from .accuracy import accuracy, calibration_batches, top1_correct
 from .latency_profile import LatencyProfile
 from .measure import check_properties, measure_profile
-from .search import Candidate, candidate_latency_ms, evolutionary_search, pareto_front
+from .search import Candidate, evolutionary_search, measured_candidate, pareto_front
 
 Progress = Callable[[str, int, int], None]
 
@@ -137,9 +137,7 @@ def reuse_candidates(model, report: Path, calib, threads: int,
     for i, r in enumerate(rows):
         config = SubNetConfig.from_id(r["id"])
         calibrate(model, [config], lambda: [first])
-        macs, params = subnet_cost(model.spec, config)
-        out.append(Candidate(config, float(r["val_accuracy"]), macs, params,
-                             candidate_latency_ms(model, config, threads=threads)))
+        out.append(measured_candidate(model, config, float(r["val_accuracy"]), threads=threads))
         progress(i + 1, len(rows))
     return out
 

@@ -45,6 +45,14 @@ def pareto_front(cands: Iterable[Candidate]) -> list[Candidate]:
     return sorted(front, key=lambda c: (c.macs, -c.val_accuracy))
 
 
+def measured_candidate(model: SuperResNet, config: SubNetConfig, val_accuracy: float, batch: int = 16,
+                       threads: int = 1) -> Candidate:
+    """A candidate with its analytic cost and its latency measured now (``config`` must have
+    a row of SubnetNorm statistics)."""
+    macs, params = subnet_cost(model.spec, config)
+    return Candidate(config, val_accuracy, macs, params, candidate_latency_ms(model, config, batch, threads=threads))
+
+
 def candidate_latency_ms(model: SuperResNet, config: SubNetConfig, batch: int = 16, repeats: int = 7,
                          threads: int = 1) -> float:
     """p50 latency of one SubNet at one batch size with ``threads`` intra-op threads."""
@@ -100,9 +108,8 @@ def evolutionary_search(
         if config.id in seen:
             return
         calibrate(model, [config], calib)
-        macs, params = subnet_cost(spec, config)
-        seen[config.id] = Candidate(config, accuracy(model, config, val), macs, params,
-                                    candidate_latency_ms(model, config, latency_batch, threads=latency_threads))
+        seen[config.id] = measured_candidate(model, config, accuracy(model, config, val), latency_batch,
+                                             latency_threads)
         if progress is not None:
             progress(len(seen), total)
 

@@ -52,9 +52,6 @@ class SlackFit(Policy):
         self.num_buckets = num_buckets
         self.partial = partial
         self.lookahead = bool(lookahead)
-        # The quickest way to serve k requests behind a batch: the fastest SubNet at batch k.
-        self._fastest_batch_ms = [min(self.table.latency_ms[s][b] for s in range(self.table.num_subnets))
-                                  + overhead_ms for b in range(self.table.max_batch)]
         t = self.table
         lo = t.latency_ms[t.fastest_subnet][0]
         hi = t.latency_ms[t.num_subnets - 1][t.max_batch - 1]
@@ -113,8 +110,11 @@ class SlackFit(Policy):
     def reserve_ms(self, queued: int) -> float:
         if not self.lookahead:
             return 0.0
-        behind = queued - self.table.max_batch
-        return self._fastest_batch_ms[min(behind, self.table.max_batch) - 1]
+        # The quickest way to serve the k requests behind a batch: the head of batch k's
+        # frontier (its fastest SubNet).
+        t = self.table
+        k = queued - t.max_batch
+        return t.frontier_latency[(k if k < t.max_batch else t.max_batch) - 1][0] + self.overhead_ms
 
     def floor_rank(self, s: int, n: int) -> tuple:
         # Mirror the online rule on the options that meet the floor: latest bucket, then
