@@ -22,12 +22,14 @@ def train(
     num_random: int = typer.Option(2, help="random SubNets per step besides largest and smallest"),
     threads: int = typer.Option(0, help="torch threads (0: default)"),
     limit: int = typer.Option(0, help="train on the first N images only (smoke test)"),
+    precision: str = typer.Option("auto", help="auto (bf16 autocast where the CPU runs it natively), bf16, fp32"),
 ) -> None:
     """Train the Fashion-MNIST SuperNet (sandwich rule + in-place distillation); resumable."""
     from .train import TrainConfig, train as run
 
     cfg = TrainConfig(data=str(data), out=str(out), epochs=epochs, batch_size=batch_size, lr=lr,
-                      seed=seed, num_random=num_random, threads=threads, limit=limit)
+                      seed=seed, num_random=num_random, threads=threads, limit=limit,
+                      precision=precision)
     weights = run(cfg)
     typer.echo(f"wrote {weights}")
 

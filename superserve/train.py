@@ -35,6 +35,18 @@ class TrainConfig:
     threads: int = 0  # 0: torch's default
     val_size: int = 5000
     limit: int = 0  # train on the first N training images only (smoke tests)
+    precision: str = "auto"  # "bf16": bfloat16 autocast (fp32 master weights); "fp32"; "auto": bf16 if native
+
+
+def resolve_precision(precision: str) -> str:
+    """bf16 autocast only where oneDNN runs bfloat16 natively (AVX512-BF16 / AMX); emulated
+    bf16 would be slower than fp32."""
+    if precision not in ("auto", "bf16", "fp32"):
+        raise ValueError(f"precision must be auto, bf16 or fp32, got {precision!r}")
+    if precision == "auto":
+        native = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+        return "bf16" if native else "fp32"
+    return precision
 
 
 def augment(x_u8: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -89,7 +101,10 @@ def train(cfg: TrainConfig, spec: SuperNetSpec | None = None, show_progress: boo
         val_split = Split(val_split.images[:cfg.limit], val_split.labels[:cfg.limit])
 
     torch.manual_seed(cfg.seed)
-    model = SuperResNet(spec).train()
+    # channels_last + bf16 autocast: 1.9x faster steps on this 2-core Zen 4 (measured side by
+    # side: 584 -> 303 ms per step of 4 SubNets at batch 128). Parameters stay float32.
+    model = SuperResNet(spec).train().to(memory_format=torch.channels_last)
+    bf16 = resolve_precision(cfg.precision) == "bf16"
     opt = torch.optim.SGD(_param_groups(model, cfg.weight_decay), lr=cfg.lr, momentum=0.9, nesterov=True)
     steps_per_epoch = len(train_split) // cfg.batch_size
     total, warmup = cfg.epochs * steps_per_epoch, steps_per_epoch // 2
@@ -120,18 +135,21 @@ def train(cfg: TrainConfig, spec: SuperNetSpec | None = None, show_progress: boo
                 for group in opt.param_groups:
                     group["lr"] = lr_at(step, total, warmup, cfg.lr)
                 idx = perm[i * cfg.batch_size:(i + 1) * cfg.batch_size]
-                x = normalize(augment(train_split.images[idx], gen))
+                x = normalize(augment(train_split.images[idx], gen)).contiguous(memory_format=torch.channels_last)
                 y = train_split.labels[idx]
                 rng = random.Random(cfg.seed * 1_000_003 + step)
                 opt.zero_grad(set_to_none=True)
                 model.actuate(spec.largest())
-                logits = model(x)
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                    logits = model(x).float()
                 loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
                 loss.backward()
                 soft = F.softmax(logits.detach(), dim=1)
                 for sub in [spec.smallest()] + [spec.sample(rng) for _ in range(cfg.num_random)]:
                     model.actuate(sub)
-                    distill = torch.sum(-soft * F.log_softmax(model(x), dim=1), dim=1).mean()
+                    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                        student = model(x).float()
+                    distill = torch.sum(-soft * F.log_softmax(student, dim=1), dim=1).mean()
                     distill.backward()
                 opt.step()
                 loss_sum += float(loss.detach())
@@ -142,10 +160,11 @@ def train(cfg: TrainConfig, spec: SuperNetSpec | None = None, show_progress: boo
                         f"epoch {epoch + 1}/{cfg.epochs} loss {loss_sum / (i + 1):.3f} "
                         f"train-acc(largest) {correct / seen:.3f}"))
             ev = quick_eval(model, spec, train_split, val_split)
-            history.append({"epoch": epoch + 1, "loss": loss_sum / steps_per_epoch,
+            history.append({"epoch": epoch + 1, "precision": "bf16" if bf16 else "fp32",
+                            "loss": loss_sum / steps_per_epoch,
                             "train_acc_largest": correct / seen, **ev})
             progress.console.print(f"epoch {epoch + 1}: " + " ".join(
-                f"{k}={v:.4f}" for k, v in history[-1].items() if k != "epoch"))
+                f"{k}={v:.4f}" for k, v in history[-1].items() if k not in ("epoch", "precision")))
             weights_only = {k: v for k, v in model.state_dict().items() if not k.endswith((".stats", ".offsets"))}
             torch.save({"model": weights_only, "optimizer": opt.state_dict(), "epoch": epoch + 1,
                         "history": history, "config": asdict(cfg)}, state_path)

@@ -175,9 +175,9 @@ def test_search_space_enumeration_matches_its_size():
 
 
 def test_ids_are_stable_and_readable():
-    assert SPEC.smallest().id == "w050-d111-e25.25.25"
+    assert SPEC.smallest().id == "w025-d111-e25.25.25"
     assert SubNetConfig.from_id(SPEC.largest().id) == SPEC.largest()
-    assert SPEC.space_size() == 3 * 120 ** 3
+    assert SPEC.space_size() == 4 * 120 ** 3
     with pytest.raises(ValueError):
         SubNetConfig.from_id("not-an-id")
     with pytest.raises(ValueError, match="depth"):

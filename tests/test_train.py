@@ -7,7 +7,7 @@ import torch
 from superserve.datasets import DEFAULT_FMNIST, load_fashion_mnist, train_val_split
 from superserve.supernet import load_supernet
 from superserve.supernet.config import SuperNetSpec
-from superserve.train import TrainConfig, augment, train
+from superserve.train import TrainConfig, augment, resolve_precision, train
 
 pytestmark = pytest.mark.skipif(not DEFAULT_FMNIST.exists(), reason="needs Debian's dataset-fashion-mnist "
                                 "(make test installs it)")
@@ -18,8 +18,9 @@ def _weights(path):
     return {k: v for k, v in load_supernet(path).state_dict().items() if not k.endswith((".stats", ".offsets"))}
 
 
-def test_same_seed_same_weights_and_resume_matches(tmp_path):
-    base = dict(epochs=2, limit=256, batch_size=64, threads=1)
+@pytest.mark.parametrize("precision", ["fp32", "auto"])  # auto: bf16 autocast where native
+def test_same_seed_same_weights_and_resume_matches(tmp_path, precision):
+    base = dict(epochs=2, limit=256, batch_size=64, threads=1, precision=precision)
     a = train(TrainConfig(out=str(tmp_path / "a"), **base), TINY, show_progress=False)
     b = train(TrainConfig(out=str(tmp_path / "b"), **base), TINY, show_progress=False)
     wa, wb = _weights(a), _weights(b)
@@ -38,6 +39,13 @@ def test_resume_refuses_other_settings(tmp_path):
     with pytest.raises(SystemExit, match="other settings"):
         train(TrainConfig(out=str(tmp_path), epochs=1, limit=128, batch_size=64, lr=0.5, threads=1), TINY,
               show_progress=False)
+
+
+def test_precision_is_checked():
+    assert resolve_precision("fp32") == "fp32" and resolve_precision("bf16") == "bf16"
+    assert resolve_precision("auto") in ("fp32", "bf16")
+    with pytest.raises(ValueError, match="precision"):
+        resolve_precision("fp16")
 
 
 def test_validation_split_is_held_out_and_fixed():

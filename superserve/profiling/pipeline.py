@@ -94,8 +94,19 @@ def build_bundle(weights: Path, out: Path, settings: BuildSettings, report: Path
     (out / "subset_accuracy.json").write_text(json.dumps(
         {"images": len(subset), "correct": subset_correct}, indent=1))
 
+    # The space's largest SubNet, whether or not the search kept it (its accuracy on the
+    # validation images the search ranked on can fall below a smaller SubNet's); measured
+    # after the bundle is written, so its statistics row is not shipped unless it is served.
+    top = spec.largest()
+    if top.id not in accs:
+        calibrate(model, [top], calib)
+        accs[top.id] = {"val": accuracy(model, top, val), "test": accuracy(model, top, test)}
+    space_largest = {"id": top.id, "served": top.id in {c.id for c in configs},
+                     "val_accuracy": accs[top.id]["val"], "test_accuracy": accs[top.id]["test"]}
+
     summary = {
         "search_space_size": spec.space_size(),
+        "space_largest": space_largest,
         "search": {"method": "evolutionary (random init + mutation of the Pareto front), OFA-style; "
                              "front = non-dominated in (val accuracy, MACs, p50 latency at the largest batch)",
                    "candidates_from": settings.candidates_from,

@@ -80,7 +80,7 @@ class SuperNetSpec:
     stage_strides: tuple[int, ...] = (1, 2, 2)
     depth_choices: tuple[int, ...] = (1, 2, 3, 4)
     expand_choices: tuple[float, ...] = (0.25, 0.5, 0.75)
-    width_choices: tuple[float, ...] = (0.5, 0.75, 1.0)
+    width_choices: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0)
     extra: dict = field(default_factory=dict, compare=False, hash=False)
 
     @property
