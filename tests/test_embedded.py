@@ -26,16 +26,14 @@ def test_bundle_is_small_and_complete():
 
 
 def test_pareto_set_is_a_real_trade_off(bundle):
-    # Guards on the shipped bundle (a broken or uncalibrated one fails them). The issue's
-    # targets and what this bundle reaches (most accurate served SubNet 91.3 %, the space's
-    # largest 91.9 %, vs 92.0 %; span 2.65 vs 4 points) are reported in
-    # benchmarks/results/pareto.json and the README, not asserted here.
+    # The targets, checked on the shipped bundle (a worse or uncalibrated one fails):
+    # largest SubNet >= 92.0 % test accuracy, >= 30 SubNets, a span of >= 4 points.
     subs = bundle.profile.subnets
     assert len(subs) >= 30
     largest = max(subs, key=lambda s: s.flops)
-    assert largest.test_accuracy >= 0.91
+    assert largest.id == bundle.model.spec.largest().id and largest.test_accuracy >= 0.92
     accs = [s.test_accuracy for s in subs]
-    assert max(accs) - min(accs) >= 0.025
+    assert max(accs) - min(accs) >= 0.04
     for s in subs:  # every served SubNet is in the space, calibrated, and fully described
         bundle.model.spec.validate(SubNetConfig.from_id(s.id))
         assert s.id in bundle.model.norm_rows
@@ -50,7 +48,8 @@ def test_profile_describes_how_it_was_measured(bundle):
     props = check_properties(prof)
     assert props["p1_batch_monotone_fraction"] > 0.8  # P1: latency grows with batch size
     assert props["p2_accuracy_monotone_fraction"] > 0.85  # P2: ... and with accuracy
-    assert props["smallest_over_largest_at_max_batch"] <= 1 / 5
+    # the shipped profile's figure (0.089 measured), not a timing run: <= 1/8 is the target
+    assert props["smallest_over_largest_at_max_batch"] <= 1 / 8
 
 
 def test_subset_accuracy_reproduces_exactly(bundle):
