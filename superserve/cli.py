@@ -18,7 +18,7 @@ def _root() -> None:
 def train(
     data: Path = typer.Option(Path("/usr/share/datasets/fashion-mnist"), help="Fashion-MNIST IDX directory"),
     out: Path = typer.Option(Path("runs/train"), help="output directory (checkpoint, weights)"),
-    epochs: int = 8, batch_size: int = 128, lr: float = 0.2, seed: int = 0,
+    epochs: int = 14, batch_size: int = 128, lr: float = 0.2, seed: int = 0,
     num_random: int = typer.Option(2, help="random SubNets per step besides largest and smallest"),
     threads: int = typer.Option(0, help="torch threads (0: default)"),
     limit: int = typer.Option(0, help="train on the first N images only (smoke test)"),
@@ -54,9 +54,9 @@ def search(
     weights: Path = typer.Argument(..., help="trained SuperNet weights (safetensors)"),
     out: Path = typer.Option(Path("runs/bundle"), help="bundle directory to write"),
     data: Path = typer.Option(Path("/usr/share/datasets/fashion-mnist"), help="Fashion-MNIST IDX directory"),
-    initial: int = 120, generations: int = 4, per_generation: int = 50,
+    initial: int = 150, generations: int = 6, per_generation: int = 50,
     calib_images: int = typer.Option(2000, help="training images SubnetNorm statistics are computed from"),
-    search_val_images: int = typer.Option(2500, help="validation images the search ranks candidates on"),
+    search_val_images: int = typer.Option(5000, help="validation images the search ranks candidates on"),
     report: Path = typer.Option(None, help="write the search/accuracy/profile summary JSON here"),
     candidates_from: Path = typer.Option(None, help="a previous --report on the same weights: re-measure "
                                          "latency and re-front its candidates instead of searching again"),

@@ -25,7 +25,7 @@ from .supernet import SuperNetSpec, SuperResNet, calibrate, fashion_mnist_spec, 
 class TrainConfig:
     data: str = str(DEFAULT_FMNIST)
     out: str = "runs/train"
-    epochs: int = 8
+    epochs: int = 14  # the embedded default: 37 min on 2 threads with bf16 autocast
     batch_size: int = 128
     lr: float = 0.2
     weight_decay: float = 5e-5
