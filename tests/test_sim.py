@@ -104,3 +104,14 @@ def test_deterministic_for_a_seed():
 def test_rejects_mismatched_profile():
     with pytest.raises(ValueError, match="different profile"):
         simulate(np.array([0.0]), tiny_profile(), SlackFit(PROFILE))
+
+
+def test_scaled_profile_is_proportionally_slower():
+    slow = PROFILE.scaled(1.5)
+    assert [s.id for s in slow.subnets] == [s.id for s in PROFILE.subnets]
+    for a, b in zip(PROFILE.subnets, slow.subnets):
+        assert b.accuracy == a.accuracy
+        assert b.latency_p50_ms == pytest.approx([v * 1.5 for v in a.latency_p50_ms])
+        assert b.latency_p99_ms == pytest.approx([v * 1.5 for v in a.latency_p99_ms])
+    with pytest.raises(ValueError, match="scale"):
+        PROFILE.scaled(0.0)

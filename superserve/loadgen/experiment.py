@@ -20,7 +20,7 @@ Rules (all measured or derived on the machine that runs it):
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -118,24 +118,29 @@ def server_config(p: ExperimentPlan, spec: PolicySpec) -> ServeConfig:
                        http_port=0).validate()
 
 
-def simulate_policy(p: ExperimentPlan, spec: PolicySpec, trace: Trace | None = None) -> dict[str, Any]:
+def simulate_policy(p: ExperimentPlan, spec: PolicySpec, trace: Trace | None = None,
+                    speed_factor: float = 1.0, prefix: str = "sim") -> dict[str, Any]:
     """The simulator's prediction with the very policy object the server builds from the same
     config (same planning quantile, overhead and response margin), on the same trace and
     worker count.
     ``latency="lognormal"`` draws batch latencies through the profile's p50 and p99; the
-    ``sim_p50_*`` figures use deterministic p50 latencies."""
+    ``{prefix}_p50_*`` figures use deterministic p50 latencies. ``speed_factor`` != 1 runs
+    the twin on the profile scaled by it (a diagnostic: the machine's speed measured now
+    against the profile's), policy included."""
     from superserve.serving.model_info import read_model_info
     from superserve.serving.server import build_policy
     from superserve.sim import simulate
 
     cfg = server_config(p, spec)
     info = read_model_info(cfg)
+    if speed_factor != 1.0:
+        info = replace(info, profile=info.profile.scaled(speed_factor))
     trace = trace if trace is not None else p.trace
     # The simulator models the router's clock, on which the server plans every request to
     # finish response_margin_ms early (the path outside it); simulate that budget.
     budget_ms = p.slo_ms - min(cfg.response_margin_ms, 0.25 * p.slo_ms)
-    out: dict[str, Any] = {"sim_slo_ms": budget_ms}
-    for key, model in (("sim", "lognormal"), ("sim_p50", "p50")):
+    out: dict[str, Any] = {f"{prefix}_slo_ms": budget_ms}
+    for key, model in ((prefix, "lognormal"), (f"{prefix}_p50", "p50")):
         res = simulate(trace, info.profile, build_policy(cfg, info), num_workers=p.workers, slo_ms=budget_ms,
                        latency=model, overhead_ms=cfg.overhead_ms, late=cfg.late, seed=0)
         out[f"{key}_slo_attainment"] = round(res.slo_attainment, 6)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -87,6 +87,15 @@ class LatencyProfile:
 
     def subset(self, ids: Sequence[str]) -> "LatencyProfile":
         return LatencyProfile(tuple(self.by_id(i) for i in ids), self.device, dict(self.meta))
+
+    def scaled(self, factor: float) -> "LatencyProfile":
+        """Every latency multiplied by ``factor`` (a machine measured ``factor`` x slower now
+        than when profiled); accuracies and ids unchanged."""
+        if not (factor > 0 and math.isfinite(factor)):
+            raise ValueError(f"scale factor must be finite and positive, got {factor}")
+        subs = tuple(replace(s, latency_p50_ms=tuple(v * factor for v in s.latency_p50_ms),
+                             latency_p99_ms=tuple(v * factor for v in s.latency_p99_ms)) for s in self.subnets)
+        return LatencyProfile(subs, self.device, dict(self.meta, scaled_by=factor))
 
     # --- files ---------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
