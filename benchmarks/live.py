@@ -155,8 +155,7 @@ def main() -> None:
         r["gap_points_p50"] = round(100 * (r["slo_attainment"] - r["sim_p50_slo_attainment"]), 3)
         # Diagnostic, not the target: the twin on the profile scaled to the speed the capacity
         # probe measured at the start of the run (separates machine drift from model error).
-        drift = ex.simulate_policy(p, spec, speed_factor=speed, prefix="sim_probe_speed")
-        r["sim_probe_speed_slo_attainment"] = drift["sim_probe_speed_slo_attainment"]
+        r.update(ex.simulate_policy(p, spec, speed_factor=speed, prefix="sim_probe_speed"))
         r["gap_points_probe_speed"] = round(100 * (r["slo_attainment"] - r["sim_probe_speed_slo_attainment"]), 3)
         rows.append(r)
         series[spec.label] = ts

@@ -3,7 +3,7 @@ two ways: MACs and latency on this device (p50 at the largest batch, with the th
 serving worker gets). A SubNet is kept when no other is at least as accurate, as cheap in MACs
 and as fast, and strictly better in one of them.
 
-The space of the embedded SuperNet holds ~5 million SubNets, too many to evaluate, so the search
+The space of the embedded SuperNet holds ~6.9 million SubNets, too many to evaluate, so the search
 is evolutionary as in OFA: random SubNets seed the population, then each generation mutates the
 current Pareto front (one depth, expand ratio or width changed) and keeps what is new. Every
 candidate is calibrated (SubnetNorm) before it is measured, so its accuracy is the one it will
