@@ -2,10 +2,12 @@
 import numpy as np
 import pytest
 
-from superserve.workload import Trace, azure_functions, azure_functions_minute_counts, bursty, gamma, poisson, time_varying, timestamped
+from superserve.workload import (Trace, azure_functions, azure_functions_minute_counts, azure_functions_sample,
+                                 azure_llm, bundled_trace_names, bundled_trace_path, bursty, gamma, ipp_cv2, onoff,
+                                 onoff_parameters, poisson, time_varying, timestamped)
 
-FUNCTIONS = "/work/shared/traces/azure_functions_2019_sample_invocations.csv"
-LLM = "/work/shared/traces/azure_llm_2023_conv.csv"
+FUNCTIONS = bundled_trace_path("azure_functions_2019_sample")
+LLM = bundled_trace_path("azure_llm_2023_conv")
 
 
 def test_poisson_rate_and_cv2():
@@ -81,3 +83,125 @@ def test_timestamped_loader_rescales():
     assert short.duration_s < 10
     with pytest.raises(ValueError, match="column"):
         timestamped(LLM, column="nope")
+
+
+def test_bundled_traces_ship_with_the_package():
+    assert set(bundled_trace_names()) == {"azure_llm_2023_conv", "azure_functions_2019_sample"}
+    for name in bundled_trace_names():
+        path = bundled_trace_path(name)
+        assert path.is_file() and path.parent.name == "traces"
+        assert (path.parent / "README.md").read_text().count("CC-BY 4.0") >= 1
+    assert bundled_trace_path("azure_llm_2023_conv.csv") == LLM
+    with pytest.raises(LookupError, match="available: azure_functions_2019_sample, azure_llm_2023_conv"):
+        bundled_trace_path("azure_llm_2024")
+
+
+def test_bundled_loaders_by_name():
+    assert len(azure_llm()) == 19366
+    fn = azure_functions_sample(duration_s=10, mean_rate=1000, seed=0)
+    assert fn.mean_rate == pytest.approx(1000, rel=0.05)
+    assert fn.meta["cite"].startswith("Shahrad") and azure_llm().meta["cite"].startswith("Patel")
+
+
+def test_summary_reports_measured_next_to_asked():
+    tr = gamma(1000, 4, 30, seed=2)
+    s = tr.summary()
+    assert s["cv2_asked"] == 4 and s["cv2_measured"] == pytest.approx(4, rel=0.2)
+    assert s["cv2_measured"] == tr.meta["cv2_measured"] == pytest.approx(tr.interarrival_cv2(), abs=1e-4)
+    _, per_100ms = tr.rate_series(0.1)
+    _, per_1s = tr.rate_series(1.0)
+    assert s["peak_to_mean_100ms"] == pytest.approx(per_100ms.max() / tr.mean_rate, rel=1e-3)
+    assert s["peak_to_mean_1s"] == pytest.approx(per_1s.max() / tr.mean_rate, rel=1e-3)
+    assert s["peak_to_mean_100ms"] >= s["peak_to_mean_1s"] > 1
+
+
+def test_bursty_reports_diluted_cv2():
+    # The asked CV^2 is the Gamma stream's; the constant base fills its gaps.
+    tr = bursty(300, 400, 8, 30, seed=1)
+    assert tr.meta["cv2_asked"] == 8 and "Gamma" in tr.meta["cv2_asked_applies_to"]
+    assert tr.meta["cv2_measured"] < 4
+    assert tr.meta["cv2_measured"] == pytest.approx(tr.interarrival_cv2(), abs=1e-4)
+
+
+def test_window_measures_the_slice_again():
+    tr = onoff(1000, 200, 60, seed=4)
+    part = tr.window(10, 20)
+    assert part.meta["cv2_measured"] == Trace(part.arrivals).measured()["cv2_measured"]
+    assert part.meta["cv2_measured"] != tr.meta["cv2_measured"]
+    assert part.meta["cv2_asked"] == 200
+
+
+def test_onoff_seeded_and_reproducible():
+    a, b, c = onoff(800, 50, 20, seed=5), onoff(800, 50, 20, seed=5), onoff(800, 50, 20, seed=6)
+    assert np.array_equal(a.arrivals, b.arrivals) and not np.array_equal(a.arrivals, c.arrivals)
+    assert a.meta == b.meta
+
+
+def test_onoff_parameters_meet_the_closed_form():
+    par = onoff_parameters(1000, 200, 50)
+    assert par["burst_rate"] * par["on_fraction"] == pytest.approx(1000)
+    assert par["off_ms"] == pytest.approx(50 * (1 - par["on_fraction"]) / par["on_fraction"])
+    assert ipp_cv2(par["burst_rate"], par["on_ms"] / 1e3, par["off_ms"] / 1e3) == pytest.approx(200)
+    with pytest.raises(ValueError, match="CV\\^2 > 1"):
+        onoff_parameters(1000, 0.5, 50)
+
+
+@pytest.mark.parametrize("cv2,duration_s", [(8, 60), (50, 120), (200, 300)])
+def test_onoff_reaches_target_cv2_and_rate(cv2, duration_s):
+    tr = onoff(1000, cv2, duration_s, seed=cv2)
+    assert tr.mean_rate == pytest.approx(1000, rel=0.05)
+    assert tr.interarrival_cv2() == pytest.approx(cv2, rel=0.3)
+    assert tr.meta["cv2_asked"] == cv2 and tr.meta["cv2_measured"] == pytest.approx(tr.interarrival_cv2(), abs=1e-4)
+    # Bursts run well above the mean rate: more so the higher the target.
+    assert tr.meta["peak_to_mean_100ms"] > 1.3
+
+
+@pytest.mark.parametrize("cv2,burst_ms", [(200, 50), (500, 100)])
+def test_onoff_burst_lengths_as_asked(cv2, burst_ms):
+    tr = onoff(1000, cv2, 300, burst_ms=burst_ms, seed=11)
+    a = tr.arrivals
+    # Inside a burst gaps are Exp(burst rate); a silence (mean off_ms, here >= 100 ms) is far
+    # longer than 20 mean in-burst gaps, so cutting there recovers the bursts.
+    cut = np.nonzero(np.diff(a) > 20 / tr.meta["burst_rate"])[0]
+    first, last = np.concatenate([[0], cut + 1]), np.concatenate([cut, [a.size - 1]])
+    spans_ms = (a[last] - a[first]) * 1e3
+    assert spans_ms.mean() == pytest.approx(burst_ms, rel=0.15)
+    assert tr.meta["on_ms_realised"] == pytest.approx(burst_ms, rel=0.15)
+    assert tr.meta["off_ms"] > burst_ms
+    silences_ms = np.diff(a)[cut] * 1e3
+    assert silences_ms.mean() == pytest.approx(tr.meta["off_ms"], rel=0.15)
+
+
+def test_timestamped_compresses_time_and_keeps_shape():
+    native = timestamped(LLM)
+    fast = timestamped(LLM, mean_rate=2000)
+    factor = fast.meta["compression"]
+    assert factor == pytest.approx(2000 / native.meta["native_rate"])
+    # One factor for every gap: the replay is the original, squeezed.
+    assert np.allclose(fast.arrivals * factor, native.arrivals, rtol=1e-9, atol=1e-6)
+    assert fast.meta["cv2_measured"] == pytest.approx(native.meta["cv2_measured"], rel=1e-6)
+    assert fast.meta["time_scale"] == pytest.approx(1 / factor)
+
+
+def test_timestamped_window_in_original_time():
+    native = timestamped(LLM)
+    part = timestamped(LLM, mean_rate=2000, window_s=(600, 1200))
+    expected = native.arrivals[(native.arrivals >= 600) & (native.arrivals < 1200)]
+    assert len(part) == expected.size
+    assert np.allclose(part.arrivals * part.meta["compression"] + 600, expected, atol=1e-6)
+    assert part.duration_s * part.meta["compression"] <= 600
+    assert part.mean_rate == pytest.approx(2000, rel=0.02)
+    assert part.meta["window_s"] == [600.0, 1200.0]
+    with pytest.raises(ValueError, match="window"):
+        timestamped(LLM, window_s=(5000, 6000))
+    assert azure_llm(mean_rate=2000, window_s=(600, 1200)).arrivals.tolist() == part.arrivals.tolist()
+
+
+def test_replays_report_compression_and_measured_stats():
+    fn = azure_functions(FUNCTIONS, duration_s=24, mean_rate=1000, seed=0)
+    assert fn.meta["compression"] == pytest.approx(1440 * 60 / 24)
+    for tr in (fn, azure_llm(mean_rate=500)):
+        s = tr.summary()
+        assert s["compression"] == tr.meta["compression"]
+        for key in ("cv2_measured", "peak_to_mean_100ms", "peak_to_mean_1s"):
+            assert s[key] == tr.meta[key] and s[key] > 0

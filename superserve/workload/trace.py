@@ -50,17 +50,54 @@ class Trace:
         counts, edges = np.histogram(self.arrivals, bins=nbins, range=(0.0, nbins * bin_s))
         return edges[:-1], counts / bin_s
 
-    def summary(self, peak_bin_s: float = 0.1) -> dict[str, float]:
+    def peak_to_mean(self, bin_s: float) -> float:
+        """Busiest ``bin_s`` bin's rate over the whole trace's mean rate (1 for a constant rate)."""
+        if len(self) == 0 or self.duration_s <= 0:
+            return float("nan")
+        _, rates = self.rate_series(bin_s)
+        return float(rates.max() / self.mean_rate)
+
+    def measured(self) -> dict[str, float | None]:
+        """What the arrivals themselves show, whatever the generator was asked for.
+
+        ``cv2_measured`` is the inter-arrival CV^2 of the whole stream; ``peak_to_mean_100ms``
+        and ``peak_to_mean_1s`` compare the busiest bin with the mean rate. Undefined values
+        (too few arrivals) are None, so the dict stays valid JSON."""
+        def clean(v: float, nd: int) -> float | None:
+            return None if not np.isfinite(v) else round(float(v), nd)
+        return {"mean_rate_measured": clean(self.mean_rate, 3),
+                "cv2_measured": clean(self.interarrival_cv2(), 4),
+                "peak_to_mean_100ms": clean(self.peak_to_mean(0.1), 3),
+                "peak_to_mean_1s": clean(self.peak_to_mean(1.0), 3)}
+
+    def record_measured(self) -> "Trace":
+        """Store :meth:`measured` in ``meta`` next to the asked parameters; returns self."""
+        self.meta.update(self.measured())
+        return self
+
+    def summary(self, peak_bin_s: float = 0.1) -> dict[str, Any]:
+        """Size, rates and burstiness as measured, with the asked CV^2 when the generator
+        recorded one (``cv2_asked``; for the bursty trace it is the Gamma stream's, which the
+        constant base stream dilutes, so it differs from ``cv2_measured`` by design)."""
         _, rates = self.rate_series(peak_bin_s)
-        return {"requests": len(self), "duration_s": round(self.duration_s, 4),
-                "mean_rate": round(self.mean_rate, 2), "peak_rate": float(rates.max(initial=0.0)),
-                "peak_bin_s": peak_bin_s, "interarrival_cv2": round(self.interarrival_cv2(), 4)}
+        out: dict[str, Any] = {
+            "requests": len(self), "duration_s": round(self.duration_s, 4),
+            "mean_rate": round(self.mean_rate, 2), "peak_rate": float(rates.max(initial=0.0)),
+            "peak_bin_s": peak_bin_s, "interarrival_cv2": round(self.interarrival_cv2(), 4)}
+        m = self.measured()
+        out.update({k: m[k] for k in ("cv2_measured", "peak_to_mean_100ms", "peak_to_mean_1s")})
+        for key in ("kind", "cv2_asked", "cv2_asked_applies_to", "compression"):
+            if key in self.meta:
+                out[key] = self.meta[key]
+        return out
 
     def window(self, start_s: float, end_s: float) -> "Trace":
         """The arrivals in [start_s, end_s), shifted to start at 0."""
         a = self.arrivals
         part = a[(a >= start_s) & (a < end_s)] - start_s
-        return Trace(part, f"{self.name}[{start_s:g}:{end_s:g}]", {**self.meta, "window_s": [start_s, end_s]})
+        # The parent's measured statistics do not describe the slice: measure it again.
+        return Trace(part, f"{self.name}[{start_s:g}:{end_s:g}]",
+                     {**self.meta, "window_s": [start_s, end_s]}).record_measured()
 
     # --- files ---------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
