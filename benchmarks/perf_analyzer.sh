@@ -6,7 +6,7 @@
 #   RATES=500:2000:500 COUNT=4000 benchmarks/perf_analyzer.sh
 #
 # perf_analyzer comes from tritonclient==2.51.0 (the newest whose binary runs on glibc 2.36;
-# see /work/shared/CLIENTS.md), installed with --no-deps into its own venv so the newer
+# later wheels need a newer glibc), installed with --no-deps into its own venv so the newer
 # tritonclient of the test venv stays untouched. It needs Debian's libb64-0d and
 # libcudart.so.12 from PyPI's nvidia-cuda-runtime-cu12 (it loads without a GPU).
 #

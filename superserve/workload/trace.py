@@ -51,11 +51,15 @@ class Trace:
         return edges[:-1], counts / bin_s
 
     def peak_to_mean(self, bin_s: float) -> float:
-        """Busiest ``bin_s`` bin's rate over the whole trace's mean rate (1 for a constant rate)."""
-        if len(self) == 0 or self.duration_s <= 0:
+        """Busiest ``bin_s`` bin's rate over the whole trace's mean rate (1 for a constant rate).
+
+        Only whole bins count: a trailing partial bin would understate its rate, and a trace
+        shorter than one bin has no peak at that scale (NaN)."""
+        full = int(np.floor(self.duration_s / bin_s + 1e-9))
+        if len(self) == 0 or full == 0:
             return float("nan")
-        _, rates = self.rate_series(bin_s)
-        return float(rates.max() / self.mean_rate)
+        counts = np.histogram(self.arrivals, bins=full, range=(0.0, full * bin_s))[0]
+        return float(counts.max() / bin_s / self.mean_rate)
 
     def measured(self) -> dict[str, float | None]:
         """What the arrivals themselves show, whatever the generator was asked for.
