@@ -16,13 +16,24 @@ Rules (all measured or derived on the machine that runs it):
   see docs/loadgen.md) and the cap is reported when it binds.
 * Policies: SlackFit, Clipper+ with a low-accuracy and with the most accurate SubNet, and
   INFaaS (no accuracy floor: always the cheapest SubNet).
+* ``profile_speed_factor`` (default 1): the servers are given the bundle's profile scaled by
+  it (0.85: a profile that claims the host is ~18 % faster than it is), to show that online
+  calibration absorbs a wrong profile. The SLO and the trace stay those of the bundle.
+* The simulated twin (:func:`simulate_policy`) runs the server's own calibrated planner on
+  the served profile; its host runs at the speed the live server measured over the run
+  (the server's calibration events, a function of time), or, for ``sim_nominal_*``, at
+  ``1 / profile_speed_factor`` throughout.
 """
 from __future__ import annotations
 
 import time
+import bisect
+import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
+
+import numpy as np
 
 from superserve.loadgen.cli import run_bench
 from superserve.loadgen.raw_rate import measure_raw_rate
@@ -53,6 +64,8 @@ class ExperimentPlan:
     policies: list[PolicySpec]
     capacity: dict[str, Any] = field(default_factory=dict)
     rules: dict[str, str] = field(default_factory=dict)
+    profile_speed_factor: float = 1.0  # the served profile = the bundle's x this
+    served_profile: Path | None = None  # the file the servers load (None: the bundle's)
 
 
 def smallest_subnet(profile: LatencyProfile):
@@ -76,7 +89,8 @@ def lineup(profile: LatencyProfile) -> list[PolicySpec]:
 
 def plan(bundle: Path | None = None, *, workers: int = 1, threads_per_worker: int = 1, duration_s: float = 45.0,
          base_frac: float = 0.5, variant_frac: float = 0.5, cv2: float = 8.0, max_mean_rate: float = 1500.0,
-         seed: int = 0, measure_s: float = 1.5, echo: Echo = print) -> ExperimentPlan:
+         seed: int = 0, measure_s: float = 1.5, echo: Echo = print,
+         profile_speed_factor: float = 1.0) -> ExperimentPlan:
     bundle = Path(bundle) if bundle is not None else EMBEDDED_DIR
     missing = [f for f in ("weights.safetensors", "subnetnorm.safetensors", "profile.json", "subset.safetensors")
                if not (bundle / f).exists()]
@@ -105,30 +119,58 @@ def plan(bundle: Path | None = None, *, workers: int = 1, threads_per_worker: in
         "trace": f"bursty: base {base_frac:g} x C_large + Gamma(CV^2={cv2:g}) {variant_frac:g} x C_large, "
                  f"{duration_s:g} s, seed {seed}" + (f"; mean capped at {max_mean_rate:g} req/s" if capped else ""),
     }
+    served = None
+    if profile_speed_factor != 1.0:
+        served = Path(tempfile.mkdtemp(prefix="superserve-profile-")) / "profile.json"
+        profile.scaled(profile_speed_factor).save(served)
+        rules["profile"] = (f"servers load the bundle's profile x {profile_speed_factor:g} (it claims the host "
+                            f"{100 * (1 / profile_speed_factor - 1):.0f} % faster than profiled); SLO and trace unchanged")
     return ExperimentPlan(bundle, profile, workers, threads_per_worker, slo, trace, lineup(profile),
                           {"c_large_measured": round(c_large, 1), "batch_ms_p50": round(raw.batch_ms_p50, 4),
                            "profile_c_large": round(workers * profile.max_batch / (largest.latency_p50_ms[-1] / 1000), 1),
                            "capped": capped, "base_rate": round(base, 1), "variant_rate": round(variant, 1)},
-                          rules)
+                          rules, profile_speed_factor, served)
 
 
 def server_config(p: ExperimentPlan, spec: PolicySpec) -> ServeConfig:
     return ServeConfig(bundle=str(p.bundle), policy=spec.policy, subnet=spec.subnet, workers=p.workers,
                        threads_per_worker=p.threads_per_worker, slo_ms=p.slo_ms, grpc_port=None,
-                       http_port=0).validate()
+                       http_port=0, profile=str(p.served_profile) if p.served_profile else None).validate()
+
+
+def host_timeline(events: list[dict[str, Any]], t0: float) -> tuple[Callable[[float], float], Callable[[float], float]]:
+    """(speed(t), overhead_ms(t)) of a live run from its server's calibration events, with t
+    in seconds from the trace start ``t0`` (monotonic): piecewise constant, each estimate
+    held from when it was made; before the first, the start-up check's."""
+    pts = [e for e in events if e["event"] in ("profile_check", "calibration")]
+    if not pts:
+        return (lambda t: 1.0), (lambda t: 0.0)
+    ts = [e["t"] - t0 for e in pts]
+    sp = [float(e["speed"]) for e in pts]
+    ov = [float(e["overhead_p50_ms"]) for e in pts]
+
+    def at(vals: list[float]) -> Callable[[float], float]:
+        def f(t: float) -> float:
+            return vals[max(0, bisect.bisect_right(ts, t) - 1)]
+        return f
+    return at(sp), at(ov)
 
 
 def simulate_policy(p: ExperimentPlan, spec: PolicySpec, trace: Trace | None = None,
-                    speed_factor: float = 1.0, prefix: str = "sim") -> dict[str, Any]:
-    """The simulator's prediction with the very policy object the server builds from the same
-    config (same planning quantile, overhead and response margin), on the same trace and
+                    speed_factor: float = 1.0, prefix: str = "sim",
+                    host_speed: float | Callable[[float], float] | None = None,
+                    host_overhead_ms: float | Callable[[float], float] | None = None) -> dict[str, Any]:
+    """The simulator's prediction with the very objects the server builds from the same
+    config (the calibrated planner and its policy factory: same planning quantile,
+    overhead, response margin, start-up check and queue bound), on the same trace and
     worker count.
     ``latency="lognormal"`` draws batch latencies through the profile's p50 and p99; the
-    ``{prefix}_p50_*`` figures use deterministic p50 latencies. ``speed_factor`` != 1 runs
-    the twin on the profile scaled by it (a diagnostic: the machine's speed measured now
-    against the profile's), policy included."""
+    ``{prefix}_p50_*`` figures use deterministic p50 latencies. The simulated host runs
+    ``host_speed`` x the served profile (default ``1 / profile_speed_factor``: the bundle's
+    profile; a function of time replays a measured host). ``speed_factor`` != 1 scales the
+    served profile itself (a diagnostic), policy included."""
     from superserve.serving.model_info import read_model_info
-    from superserve.serving.server import build_policy
+    from superserve.serving.server import build_planner
     from superserve.sim import simulate
 
     cfg = server_config(p, spec)
@@ -139,12 +181,17 @@ def simulate_policy(p: ExperimentPlan, spec: PolicySpec, trace: Trace | None = N
     # The simulator models the router's clock, on which the server plans every request to
     # finish response_margin_ms early (the path outside it); simulate that budget.
     budget_ms = p.slo_ms - min(cfg.response_margin_ms, 0.25 * p.slo_ms)
+    host = host_speed if host_speed is not None else 1.0 / p.profile_speed_factor
+    over = host_overhead_ms if host_overhead_ms is not None else cfg.overhead_ms
     out: dict[str, Any] = {f"{prefix}_slo_ms": budget_ms}
     for key, model in ((prefix, "lognormal"), (f"{prefix}_p50", "p50")):
-        res = simulate(trace, info.profile, build_policy(cfg, info), num_workers=p.workers, slo_ms=budget_ms,
-                       latency=model, overhead_ms=cfg.overhead_ms, late=cfg.late, seed=0)
+        res = simulate(trace, info.profile, build_planner(cfg, info), num_workers=p.workers, slo_ms=budget_ms,
+                       latency=model, overhead_ms=over, late=cfg.late, seed=0,
+                       queue_capacity=cfg.queue_capacity, host_speed=host)
         out[f"{key}_slo_attainment"] = round(res.slo_attainment, 6)
         out[f"{key}_mean_accuracy"] = round(res.mean_accuracy, 5) if res.mean_accuracy == res.mean_accuracy else None
+        if model == "lognormal":
+            out[f"{prefix}_calibration"] = res.params.get("calibration")
     return out
 
 
@@ -159,8 +206,20 @@ def run_policy(p: ExperimentPlan, spec: PolicySpec, *, trace: Trace | None = Non
         started = time.monotonic() - t0
         run = run_bench(trace, url=srv.http_url, model=srv.config.model_name, slo_ms=p.slo_ms, bundle=p.bundle,
                         progress=progress, label=spec.label, processes=processes, auth_token=srv.config.auth_token)
+        t_end = time.monotonic()
+        events = srv.events()
     s = summarize(run.records, wall_s=run.wall_s)
     s["server_start_s"] = round(started, 2)
+    # The trace's start on the monotonic clock: the last answer came back at
+    # max(scheduled + latency) from it, just before run_bench returned.
+    r = run.records
+    done = r.scheduled_s + r.latency_s
+    s["trace_t0"] = t_end - float(np.nanmax(done)) if np.isfinite(done).any() else t_end - trace.duration_s
+    s["calibration_events"] = [e for e in events if e["event"] in ("profile_check", "calibration")]
+    check = next((e for e in events if e["event"] == "profile_check"), None)
+    if check is not None:
+        s["profile_check"] = {k: check[k] for k in ("speed", "overhead_ms", "overhead_p50_ms", "batches", "seconds",
+                                                    "warned") if k in check}
     if run.errors:
         s["errors"] = run.errors
     return s, time_series(run.records, default_bin_s(trace.duration_s))

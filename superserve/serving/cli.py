@@ -38,6 +38,11 @@ def serve_command(
                                            help="restart dead workers with back-off (default: on)"),
     events_file: Optional[Path] = typer.Option(None, help="append lifecycle events (worker died, restarted, "
                                                           "ready) here as JSON lines"),
+    calibrate: Optional[bool] = typer.Option(None, "--calibrate/--no-calibrate",
+                                             help="plan on this host's measured batch times (default: on); off: "
+                                                  "measure and report only"),
+    calibration_check_s: Optional[float] = typer.Option(None, help="seconds of the start-up check of the profile "
+                                                                   "against this host (default 2; 0: none)"),
 ) -> None:
     """Serve a SuperNet over KServe v2 REST and gRPC, choosing SubNet and batch per decision."""
     from superserve.serving.config import ServeConfig
@@ -49,7 +54,8 @@ def serve_command(
         host=host, http_port=http_port, grpc_port=grpc_port, slo_ms=slo_ms, queue_capacity=queue_capacity,
         late=late, response_margin_ms=response_margin_ms, model_name=model_name,
         ready_file=str(ready_file) if ready_file else None,
-        auth_token=auth_token or None, restart=restart, events_file=str(events_file) if events_file else None)
+        auth_token=auth_token or None, restart=restart, events_file=str(events_file) if events_file else None,
+        calibrate=calibrate, calibration_check_s=calibration_check_s)
     try:
         cfg = ServeConfig.from_file(config, **overrides) if config else \
             ServeConfig(**{k: v for k, v in overrides.items() if v is not None})

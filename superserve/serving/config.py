@@ -47,6 +47,13 @@ class ServeConfig:
     # ~900 req/s: p50 4 ms, p99 10-15 ms (docs/serving.md). 0 plans to the deadline itself.
     response_margin_ms: float = 5.0
     policy_params: dict[str, Any] = field(default_factory=dict)  # e.g. {"num_buckets": 4}
+    # Online latency calibration (superserve/scheduling/calibration.py): plan on this host's
+    # measured speed and per-batch overhead, not only on the profile. False: measure and
+    # report (metrics, metadata) but plan on the profile as shipped.
+    calibrate: bool = True
+    calibration_check_s: float = 2.0  # start-up check of the profile against this host (0: none)
+    calibration_window_s: float = 3.0  # recent batches the live estimate uses
+    calibration_refresh_s: float = 0.5  # how often the estimate is recomputed (off the request path)
 
     # --- workers ---------------------------------------------------------------------------
     workers: int = 1
@@ -99,6 +106,10 @@ class ServeConfig:
             raise ValueError("restart back-off needs 0 <= restart_backoff_s <= restart_backoff_max_s")
         if self.restart_max_deaths < 1 or self.restart_window_s <= 0:
             raise ValueError("restart_max_deaths must be >= 1 and restart_window_s > 0")
+        if not (0.0 <= self.calibration_check_s <= 60.0):
+            raise ValueError("calibration_check_s must be in [0, 60]")
+        if not (0.05 <= self.calibration_window_s <= 600.0 and 0.01 <= self.calibration_refresh_s <= 60.0):
+            raise ValueError("calibration_window_s must be in [0.05, 600] and calibration_refresh_s in [0.01, 60]")
         key = self.policy.lower().replace("-", "").replace("_", "")
         if key in ("clipper+", "clipperplus", "clipper", "fixed") and not self.subnet:
             raise ValueError("policy clipper+ needs a SubNet: --subnet ID (one of the profile's ids)")
@@ -110,6 +121,12 @@ class ServeConfig:
         return RestartPolicy(enabled=self.restart, backoff_s=self.restart_backoff_s,
                              backoff_max_s=self.restart_backoff_max_s, max_deaths=self.restart_max_deaths,
                              window_s=self.restart_window_s)
+
+    def calibration_config(self):
+        from superserve.scheduling.calibration import CalibrationConfig
+
+        return CalibrationConfig(window_s=self.calibration_window_s, refresh_s=self.calibration_refresh_s,
+                                 check_s=self.calibration_check_s)
 
     @property
     def profile_path(self) -> Path:

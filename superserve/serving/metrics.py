@@ -47,6 +47,36 @@ class ServingMetrics:
                                            buckets=(0.25, 0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30, 60, 120),
                                            registry=r)
 
+        # Calibration (superserve/scheduling/calibration.py): read at scrape time.
+        self.speed_factor = Gauge("superserve_latency_speed_factor", "Live host speed factor: measured batch "
+                                  "compute time / the profile's p50 (> 1: this host is slower than the profile)",
+                                  registry=r)
+        self.overhead_ms = Gauge("superserve_latency_overhead_ms", "Per-batch overhead the policy plans with "
+                                 "(dispatch-to-result minus compute, high quantile over the window; ms)", registry=r)
+        self.overhead_p50_ms = Gauge("superserve_latency_overhead_p50_ms", "Median per-batch overhead "
+                                     "(dispatch-to-result minus compute; ms)", registry=r)
+        self.calibration_samples = Gauge("superserve_calibration_samples", "Batches behind the live speed factor",
+                                         registry=r)
+        self.planned_speed = Gauge("superserve_policy_speed_factor", "Speed factor the current policy's tables "
+                                   "were built with", registry=r)
+        self.policy_rebuilds = Counter("superserve_policy_rebuilds", "Policies rebuilt from a recalibrated profile",
+                                       registry=r)
+        self.check_speed = Gauge("superserve_profile_check_speed_factor", "Start-up check: host speed factor "
+                                 "against the shipped profile (> 1: slower)", registry=r)
+        self.check_warning = Gauge("superserve_profile_check_warning", "1 when the start-up check found the "
+                                   "host off the profile by more than the warning threshold", registry=r)
+
+    def watch_calibration(self, estimate: Callable[[], object], policy: Callable[[], object]) -> None:
+        self.speed_factor.set_function(lambda: estimate().speed)  # type: ignore[attr-defined]
+        self.overhead_ms.set_function(lambda: estimate().overhead_ms)  # type: ignore[attr-defined]
+        self.overhead_p50_ms.set_function(lambda: estimate().overhead_p50_ms)  # type: ignore[attr-defined]
+        self.calibration_samples.set_function(lambda: estimate().samples)  # type: ignore[attr-defined]
+        self.planned_speed.set_function(lambda: float(policy().profile.meta.get("calibrated_speed", 1.0)))  # type: ignore[attr-defined]
+
+    def profile_checked(self, report) -> None:
+        self.check_speed.set(report.speed)
+        self.check_warning.set(1.0 if report.warned else 0.0)
+
     def watch(self, queue_length: Callable[[], float], workers_ready: Callable[[], float],
               workers_alive: Callable[[], float]) -> None:
         self.queue_length.set_function(queue_length)

@@ -3,7 +3,7 @@ extension and model-config endpoint so tritonclient.http and perf_analyzer work 
 
 aiohttp sets TCP_NODELAY on accepted connections and every answer here is one
 ``web.Response`` with a complete body, so headers and body leave together (a split write
-costs ~40 ms under Nagle + delayed ACK; /work/shared/CLIENTS.md).
+costs ~40 ms under Nagle + delayed ACK).
 """
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ class RestApi:
         self.auth = auth or BearerAuth(None)
         self.read_timeout_s = read_timeout_s
         self.max_request_bytes = max_request_bytes
-        self._metadata = json.dumps(model_metadata(info)).encode()
+        self._metadata = model_metadata(info)
         self._config = json.dumps(model_config(info)).encode()
         self._server_metadata = json.dumps(
             {"name": "superserve", "version": __version__, "extensions": EXTENSIONS}).encode()
@@ -100,7 +100,10 @@ class RestApi:
             self._check_model(request)
         except ApiError as exc:
             return _error(exc)
-        return web.Response(body=self._metadata, content_type="application/json")
+        # Not a hot path: the live latency estimate joins the static metadata per call.
+        meta = dict(self._metadata)
+        meta["parameters"] = {**meta.get("parameters", {}), **self.router.calibration_info()}
+        return web.Response(body=json.dumps(meta).encode(), content_type="application/json")
 
     async def model_ready(self, request: web.Request) -> web.Response:
         try:

@@ -2,13 +2,20 @@
 
 One asyncio loop. ``infer`` stamps an absolute deadline on ``time.monotonic()``, queues the
 request and awaits its answer. Whenever a worker is free and the queue is not empty,
-``_pump`` asks the policy (the same object the simulator uses) for a (SubNet, batch)
-decision and hands the batch to that worker. The router never looks inside a tensor: a
+``_pump`` runs the scheduling step the simulator runs too
+(:class:`~superserve.scheduling.step.SchedulingStep`: shed, decide, pop) and hands the batch
+to that worker; arrivals go through the same step's admission. The router never looks inside a tensor: a
 request's input is an opaque float32 row that the pool copies into the worker's slab.
 
 Every request gets exactly one :class:`InferResult` with an explicit :class:`Outcome`:
 answered in time or late, shed (deadline cannot be met), rejected (queue full),
 unavailable (not ready, shutting down, no live worker) or error (the batch failed).
+
+Calibration (superserve/scheduling/calibration.py): every finished batch feeds its compute
+time and its dispatch-to-result time to a :class:`CalibratedPlanner`; a timer (never the
+request path) refreshes the estimate and installs a policy rebuilt on the rescaled profile
+when it moved. Before admitting traffic, :meth:`Router.check_profile` runs a few seconds of
+probe batches so the first requests are planned on this host's speed.
 """
 from __future__ import annotations
 
@@ -19,8 +26,10 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
-from superserve.scheduling import EdfQueue, Request, take_batch
+from superserve.scheduling import EdfQueue, Request
+from superserve.scheduling.calibration import CalibratedPlanner, CheckReport, ProfileCheck
 from superserve.scheduling.policy import Decision, Policy
+from superserve.scheduling.step import ADMITTED, SHED, SchedulingStep
 from superserve.serving.messages import BatchDone, BatchFailed, RunBatch
 from superserve.serving.metrics import ServingMetrics
 from superserve.serving.model_info import ModelInfo
@@ -66,19 +75,28 @@ class Pending:
 class Inflight:
     seq: int
     decision: Decision
-    batch: list[Request]
+    batch: list[Request]  # empty for a probe batch of the profile check
     dispatched: float
     watchdog: asyncio.TimerHandle | None = None
+    size: int = 0  # rows the worker runs
 
 
 class Router:
-    def __init__(self, info: ModelInfo, policy: Policy, metrics: ServingMetrics, *,
+    def __init__(self, info: ModelInfo, policy: Policy | CalibratedPlanner, metrics: ServingMetrics, *,
                  queue_capacity: int, late: str = "shed", hang_timeout_s: float = 2.0,
-                 response_margin_ms: float = 0.0) -> None:
+                 response_margin_ms: float = 0.0, events=None) -> None:
+        """``policy``: a fixed policy, or a :class:`CalibratedPlanner` whose policy follows
+        the host's measured speed. ``events``: an EventLog for calibration points."""
         self.info = info
-        self.policy = policy
+        self.planner = policy if isinstance(policy, CalibratedPlanner) else None
+        self.step = SchedulingStep(self.planner.policy if self.planner else policy, shedding=late == "shed")
         self.metrics = metrics
+        self.events = events
         self.shedding = late == "shed"
+        self.check_report: CheckReport | None = None
+        self._check: ProfileCheck | None = None
+        self._check_done: asyncio.Future | None = None
+        self._refresh_timer: asyncio.TimerHandle | None = None
         self.hang_timeout_s = hang_timeout_s
         # Scheduling plans each request to finish this much before its deadline (at most a
         # quarter of its slo_ms): the part of the client's latency outside the router's clock.
@@ -95,17 +113,22 @@ class Router:
         self._failed_start: str | None = None
         self.completed = 0
         self._ready: set[WorkerHandle] = set()  # warm and alive; kept by events, no scan per request
-        # Admission: the most requests per second one worker can finish (fastest SubNet, best
-        # batch, as the policy plans), to tell at arrival that a deadline cannot be met.
-        t, fast = policy.table, policy.fallback_subnet
-        self._peak_rate_s = max((b + 1) / ((t.latency_ms[fast][b] + policy.overhead_ms) / 1000.0)
-                                for b in range(t.max_batch))
-        self._latest_deadline = 0.0  # >= every queued deadline (stale-high after removals: safe)
         acc = {s.id: s.accuracy for s in info.profile.subnets}
         self._accuracy = [acc[sid] for sid in info.subnet_ids]
         self._out_bytes = info.output_bytes
         metrics.watch(lambda: len(self.queue), lambda: len(self._ready),
                       lambda: self.pool.num_alive if self.pool else 0)
+        if self.planner is not None:
+            metrics.watch_calibration(lambda: self.planner.estimate, lambda: self.step.policy)
+
+    @property
+    def policy(self) -> Policy:
+        """The policy decisions are taken with now (rebuilt when calibration moves)."""
+        return self.step.policy
+
+    @property
+    def _peak_rate_s(self) -> float:
+        return self.step.peak_rate_s
 
     # --- start-up / shutdown -------------------------------------------------------------
     def attach(self, pool: WorkerPool, loop: asyncio.AbstractEventLoop) -> None:
@@ -121,12 +144,108 @@ class Router:
             raise RuntimeError(self._failed_start)
         self.accepting = True
 
+    async def check_profile(self, seconds: float | None = None) -> CheckReport | None:
+        """The start-up check: run probe batches over a spread of SubNets and batch sizes on
+        every worker for ``seconds`` (default: the calibration config's ``check_s``), feed
+        the calibrator and install the policy rebuilt on what was measured. Call after
+        :meth:`wait_warm` and before admitting traffic. None without a planner."""
+        if self.planner is None:
+            return None
+        cfg = self.planner.config
+        if seconds is not None:
+            from dataclasses import replace
+            cfg = replace(cfg, check_s=seconds)
+        was_accepting, self.accepting = self.accepting, False
+        self._check = ProfileCheck(self.info.profile, cfg, started=time.monotonic())
+        self._check_done = self._loop.create_future()  # type: ignore[union-attr]
+        self._probe()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._check_done), max(10.0, 5 * cfg.check_s))
+        except asyncio.TimeoutError:
+            pass  # a worker hung or died: report what was measured
+        chk, self._check = self._check, None
+        now = time.monotonic()
+        self.planner.refresh(now, force=True)
+        self.step.set_policy(self.planner.policy)
+        self.check_report = chk.report(self.planner.estimate, now)
+        self.metrics.profile_checked(self.check_report)
+        if self.events is not None:
+            fields = self.check_report.to_dict()
+            fields.pop("message")
+            self.events.emit("profile_check", ("warning: " if self.check_report.warned else "")
+                             + self.check_report.message, text=self.check_report.message, **fields)
+        self.accepting = was_accepting
+        self._schedule_refresh()
+        self._pump()
+        return self.check_report
+
+    def _probe(self) -> None:
+        """Keep every free worker busy with probe batches until the check is done."""
+        chk = self._check
+        if chk is None:
+            return
+        now = time.monotonic()
+        while self._free and not chk.done(now):
+            s, b = chk.next_probe()
+            t = self.step.policy.table
+            d = Decision(s, t.ids[s], b, t.latency_ms[s][b - 1] + self.step.policy.overhead_ms, t.accuracy[s])
+            self._dispatch(self._free.popleft(), d, [], now, b)
+        if chk.done(now) and len(self._free) == len(self._ready) and not self._check_done.done():  # type: ignore[union-attr]
+            self._check_done.set_result(None)  # type: ignore[union-attr]
+
+    def start_calibration(self) -> None:
+        """Start the periodic refresh without a start-up check."""
+        self._schedule_refresh()
+
+    def _schedule_refresh(self) -> None:
+        if self.planner is not None and self._loop is not None and self._refresh_timer is None:
+            self._refresh_timer = self._loop.call_later(self.planner.config.refresh_s, self._recalibrate)
+
+    def _recalibrate(self) -> None:
+        """Timer: recompute the host estimate; install a rebuilt policy when it moved."""
+        self._refresh_timer = None
+        planner = self.planner
+        now = time.monotonic()
+        if planner.refresh(now):  # type: ignore[union-attr]
+            self.step.set_policy(planner.policy)  # type: ignore[union-attr]
+            self.metrics.policy_rebuilds.inc()
+        if self.events is not None and planner.history:  # type: ignore[union-attr]
+            p = planner.history[-1]  # type: ignore[union-attr]
+            if p.t == now:
+                self.events.emit("calibration", speed=round(p.speed, 5), overhead_ms=round(p.overhead_ms, 4),
+                                 overhead_p50_ms=round(p.overhead_p50_ms, 4), samples=p.samples,
+                                 rebuilt=p.rebuilt)
+            if len(planner.history) > 10_000:  # type: ignore[union-attr, arg-type]
+                del planner.history[:5_000]  # type: ignore[union-attr]
+        if not self._stopped:
+            self._schedule_refresh()
+
+    _stopped = False
+
+    def calibration_info(self) -> dict:
+        """The live estimate for the model's metadata."""
+        if self.planner is None:
+            return {"calibration": "off"}
+        e = self.planner.estimate
+        out = {"latency_speed_factor": round(e.speed, 4), "latency_overhead_ms": round(e.overhead_ms, 4),
+               "latency_overhead_p50_ms": round(e.overhead_p50_ms, 4), "calibration_samples": e.samples,
+               "policy_rebuilds": self.planner.rebuilds,
+               "calibration": "on" if self.planner.enabled else "measuring only"}
+        if self.check_report is not None:
+            out["profile_check_speed_factor"] = round(self.check_report.speed, 4)
+            out["profile_check"] = self.check_report.message
+        return out
+
     @property
     def ready(self) -> bool:
         return self.accepting and bool(self._ready)
 
     def stop_intake(self) -> None:
         self.accepting = False
+        self._stopped = True
+        if self._refresh_timer is not None:
+            self._refresh_timer.cancel()
+            self._refresh_timer = None
 
     async def drain(self, timeout_s: float) -> None:
         """Let queued and running requests finish (graceful shutdown), then answer what is
@@ -150,19 +269,20 @@ class Router:
         now = time.monotonic()
         margin = self.response_margin_ms
         deadline = now + (slo_ms - (margin if margin < 0.25 * slo_ms else 0.25 * slo_ms)) / 1000.0
-        if self.shedding and self.queue:
-            hopeless = self._hopeless_on_arrival(deadline, now)
-            if hopeless is not None:
-                self.metrics.by_outcome["shed"].inc()
-                return hopeless
         fut = self._loop.create_future()  # type: ignore[union-attr]
         req = Request(next(self._ids), now, deadline, min_accuracy, Pending(row, fut, slo_ms))
-        if not self.queue.try_push(req):
+        admitted = self.step.arrive(self.queue, req, now, len(self._ready))
+        if admitted != ADMITTED:
+            if admitted == SHED:
+                self.metrics.by_outcome["shed"].inc()
+                ahead = len(self.queue)
+                wait_s = self.step.wait_bound_s(ahead, len(self._ready))
+                return InferResult(Outcome.SHED, message=(
+                    f"deadline cannot be met: {ahead} requests ahead need at least {wait_s * 1000:.1f} ms, "
+                    f"slo_ms={(deadline - now) * 1000:g}; raise slo_ms or lower the load"))
             self.metrics.by_outcome["rejected"].inc()
             return InferResult(Outcome.REJECTED, message=(
                 f"queue full ({self.queue.capacity} requests waiting); slow down or retry later"))
-        if deadline > self._latest_deadline or len(self.queue) == 1:
-            self._latest_deadline = deadline
         if not self._pump_scheduled:
             # Coalesce: requests arriving in the same loop iteration are seen by one decision.
             self._pump_scheduled = True
@@ -172,22 +292,6 @@ class Router:
         except asyncio.CancelledError:
             self.queue.remove(req)  # the client went away: free its slot
             raise
-
-    def _hopeless_on_arrival(self, deadline: float, now: float) -> InferResult | None:
-        """Shed at arrival, instead of after waiting out the deadline in the queue, a request
-        that cannot finish in time even if every ready worker ran the queue ahead of it at
-        peak rate from now on (a lower bound on its wait). Only when it queues last in EDF
-        order (deadline >= every queued one), so no request that EDF would serve first is
-        refused; under overload this keeps refusals immediate and the queue short."""
-        if deadline < self._latest_deadline:
-            return None
-        ahead = len(self.queue)
-        wait_s = ahead / (self._peak_rate_s * max(1, len(self._ready)))
-        if now + wait_s + self.policy.min_service_s <= deadline:
-            return None
-        return InferResult(Outcome.SHED, message=(
-            f"deadline cannot be met: {ahead} requests ahead need at least {wait_s * 1000:.1f} ms, "
-            f"slo_ms={(deadline - now) * 1000:g}; raise slo_ms or lower the load"))
 
     def _answer(self, req: Request, result: InferResult) -> None:
         fut = req.payload.future  # type: ignore[union-attr]
@@ -200,41 +304,41 @@ class Router:
             waited = (now - r.arrival) * 1000.0
             self._answer(r, InferResult(Outcome.SHED, queue_ms=waited, message=(
                 f"deadline cannot be met: slo_ms={r.payload.slo_ms:g}, waited {waited:.1f} ms, "  # type: ignore[union-attr]
-                f"fastest option needs {self.policy.min_service_s * 1000:.1f} ms; "
+                f"fastest option needs {self.step.min_service_s * 1000:.1f} ms; "
                 "raise slo_ms or lower the load")))
 
     def _pump(self) -> None:
         """Dispatch to free workers while there is work."""
         self._pump_scheduled = False
-        queue, policy = self.queue, self.policy
-        if not queue:
+        queue, step = self.queue, self.step
+        if not queue or self._check is not None:
             return
         now = time.monotonic()
         if not self._free:
-            if self.shedding:
-                # No worker free: still answer the hopeless at once instead of at the next
-                # completion (O(1) when nothing has expired).
-                self._shed(queue.drop_expired(now, policy.min_service_s), now)
+            # No worker free: still answer the hopeless at once instead of at the next
+            # completion (O(1) when nothing has expired).
+            expired = step.expire(queue, now)
+            if expired:
+                self._shed(expired, now)
             return
         while self._free and queue:
-            if self.shedding:
-                shed = policy.shed(queue, now)
-                if shed:
-                    self._shed(shed, now)
-                    if not queue:
-                        break
-            decision = policy.decide(queue, now)
-            batch = take_batch(queue, decision)
-            w = self._free.popleft()
-            seq = next(self._seqs)
-            # A worker that neither answers nor dies (a hang) would hold its batch forever:
-            # past max(hang_timeout_s, 10 x the expected latency) it is killed, and the death
-            # path re-queues or answers the batch.
-            limit = max(self.hang_timeout_s, decision.expected_latency_ms / 100.0)
-            w.inflight = Inflight(seq, decision, batch, now,
-                                  self._loop.call_later(limit, self._hung, w, seq))  # type: ignore[union-attr]
-            self.pool.run(w, RunBatch(seq, decision.subnet_index, len(batch)),  # type: ignore[union-attr]
-                          [r.payload.row for r in batch])  # type: ignore[union-attr]
+            out = step.schedule(queue, now)
+            if out.shed:
+                self._shed(out.shed, now)
+            if out.decision is None:
+                break
+            self._dispatch(self._free.popleft(), out.decision, out.batch, now, len(out.batch))
+
+    def _dispatch(self, w: WorkerHandle, decision: Decision, batch: list[Request], now: float, size: int) -> None:
+        seq = next(self._seqs)
+        # A worker that neither answers nor dies (a hang) would hold its batch forever:
+        # past max(hang_timeout_s, 10 x the expected latency) it is killed, and the death
+        # path re-queues or answers the batch.
+        limit = max(self.hang_timeout_s, decision.expected_latency_ms / 100.0)
+        w.inflight = Inflight(seq, decision, batch, now,
+                              self._loop.call_later(limit, self._hung, w, seq), size)  # type: ignore[union-attr]
+        self.pool.run(w, RunBatch(seq, decision.subnet_index, size),  # type: ignore[union-attr]
+                      [r.payload.row for r in batch])  # type: ignore[union-attr]
 
     def _hung(self, w: WorkerHandle, seq: int) -> None:
         inflight: Inflight | None = w.inflight  # type: ignore[assignment]
@@ -255,12 +359,18 @@ class Router:
         self._free.append(w)
         if self.pool is not None and len(self._ready) == len(self.pool.workers):
             self._all_warm.set()
-        self._pump()
+        if self._check is not None:
+            self._probe()
+        else:
+            self._pump()
 
     def batch_done(self, w: WorkerHandle, msg: BatchDone) -> None:
         inflight = self._take_inflight(w)
         now = time.monotonic()
-        if inflight is not None and inflight.seq == msg.seq:
+        if inflight is not None and inflight.seq == msg.seq and self.planner is not None:
+            self.planner.observe(inflight.decision.subnet_index, inflight.size, msg.compute_ms,
+                                 (now - inflight.dispatched) * 1000.0, now)
+        if inflight is not None and inflight.seq == msg.seq and inflight.batch:
             d, batch = inflight.decision, inflight.batch
             out, ob = w.output_view, self._out_bytes
             n = len(batch)
@@ -281,7 +391,10 @@ class Router:
                         d.subnet_id, acc, n, queue_ms, msg.compute_ms, w.index))
             self.completed += n
         self._free.append(w)
-        self._pump()
+        if self._check is not None:
+            self._probe()
+        else:
+            self._pump()
 
     def batch_failed(self, w: WorkerHandle, msg: BatchFailed) -> None:
         inflight = self._take_inflight(w)
@@ -289,7 +402,10 @@ class Router:
             for r in inflight.batch:
                 self._answer(r, InferResult(Outcome.ERROR, message=f"inference failed: {msg.message}"))
         self._free.append(w)
-        self._pump()
+        if self._check is not None:
+            self._probe()
+        else:
+            self._pump()
 
     def worker_died(self, w: WorkerHandle) -> None:
         """Forget the worker; re-queue its batch where deadlines still allow."""
@@ -305,15 +421,15 @@ class Router:
             self._all_warm.set()
         inflight = self._take_inflight(w)
         now = time.monotonic()
-        if inflight is not None:
-            for r in inflight.batch:
-                if self._ready and r.deadline - now >= self.policy.min_service_s \
-                        and self.queue.try_push(r):
-                    continue
+        if inflight is not None and inflight.batch:
+            for r in self.step.requeue(self.queue, inflight.batch, now, len(self._ready)):
                 self._answer(r, InferResult(Outcome.UNAVAILABLE, message=(
                     f"worker {w.index} died while running this request (exit code {w.exitcode}) "
                     "and its deadline left no time to retry; retry")))
         if not self._ready:
             for r in self.queue.pop_earliest(len(self.queue)):
                 self._answer(r, InferResult(Outcome.UNAVAILABLE, message="no live worker left; retry later"))
-        self._pump()
+        if self._check is not None:
+            self._probe()
+        else:
+            self._pump()

@@ -33,10 +33,14 @@ from superserve.sim.defaults import default_slo_ms
 WARMUP_TIMEOUT_S = 300.0
 
 
-def build_policy(config: ServeConfig, info: ModelInfo):
+def build_policy(config: ServeConfig, info: ModelInfo, profile=None, overhead_ms: float | None = None):
+    """The configured policy on ``profile`` (default: the served one) planning with
+    ``overhead_ms`` per batch (default: the configured one)."""
     params = dict(config.policy_params)
     params.setdefault("quantile", config.quantile)
     params.setdefault("overhead_ms", config.overhead_ms)
+    if overhead_ms is not None:
+        params["overhead_ms"] = max(float(params["overhead_ms"]), overhead_ms)
     key = config.policy.lower().replace("-", "").replace("_", "")
     if key in ("clipper+", "clipperplus", "clipper", "fixed"):
         if config.subnet not in info.subnet_ids:
@@ -45,7 +49,18 @@ def build_policy(config: ServeConfig, info: ModelInfo):
         params["subnet_id"] = config.subnet
     if key == "infaas" and config.min_accuracy is not None:
         params["min_accuracy"] = config.min_accuracy
-    return make_policy(config.policy, info.profile, **params)
+    return make_policy(config.policy, profile if profile is not None else info.profile, **params)
+
+
+def build_planner(config: ServeConfig, info: ModelInfo, now: float = 0.0):
+    """The calibrated planner: the policy rebuilt from the profile rescaled to this host.
+    The simulator builds the very same object for its twin of a live run."""
+    from superserve.scheduling.calibration import CalibratedPlanner
+
+    base = float(config.policy_params.get("overhead_ms", config.overhead_ms))
+    return CalibratedPlanner(info.profile, lambda prof, over: build_policy(config, info, prof, over),
+                             config.calibration_config(), base_overhead_ms=base, enabled=config.calibrate,
+                             now=now)
 
 
 def _log(msg: str) -> None:
@@ -57,13 +72,14 @@ async def serve(config: ServeConfig) -> int:
     config.validate()
     loop = asyncio.get_running_loop()
     info = read_model_info(config)
-    policy = build_policy(config, info)
+    planner = build_planner(config, info, time.monotonic())
+    policy = planner.policy
     slo_ms = config.slo_ms if config.slo_ms is not None else default_slo_ms(info.profile)
     metrics = ServingMetrics({s.id: s.accuracy for s in info.profile.subnets}, info.profile.max_batch)
-    router = Router(info, policy, metrics, queue_capacity=config.queue_capacity, late=config.late,
-                    response_margin_ms=config.response_margin_ms,
-                    hang_timeout_s=config.hang_timeout_s)
     events = EventLog(config.events_file)
+    router = Router(info, planner, metrics, queue_capacity=config.queue_capacity, late=config.late,
+                    response_margin_ms=config.response_margin_ms,
+                    hang_timeout_s=config.hang_timeout_s, events=events)
     supervisor = Supervisor(router, config.restart_policy(), metrics, events)
     pool = WorkerPool(info, config, supervisor)  # pool events pass through the supervisor
     router.attach(pool, loop)
@@ -112,6 +128,12 @@ async def serve(config: ServeConfig) -> int:
         if warm.done():
             warm.result()  # raises if a worker died during start-up
             supervisor.arm()  # from now on a dead worker is restarted
+            if config.calibration_check_s > 0:
+                report = await router.check_profile()
+                if report is not None and not config.calibrate:
+                    _log("calibration is off (--no-calibrate): planning on the profile as shipped")
+            else:
+                router.start_calibration()
             events.emit("server_ready", worker_pids=[w.pid for w in pool.workers])
             _log(f"ready in {time.monotonic() - t0:.1f} s (warm-up per worker: "
                  f"{', '.join(f'{w.warmup_s:.1f} s' for w in pool.workers)})")

@@ -6,16 +6,17 @@ from typing import Any
 
 import numpy as np
 
-IN_TIME, LATE, SHED = 0, 1, 2
-OUTCOME_NAMES = ("in_time", "late", "shed")
+IN_TIME, LATE, SHED, REJECTED = 0, 1, 2, 3
+OUTCOME_NAMES = ("in_time", "late", "shed", "rejected")
 
 
 @dataclass
 class SimResult:
     """Per-request arrays (index = request id) and per-batch arrays, plus run facts.
 
-    ``outcome`` is IN_TIME (answered by the deadline), LATE (answered after it) or SHED
-    (answered "cannot make it" without running; also requests left when every worker died).
+    ``outcome`` is IN_TIME (answered by the deadline), LATE (answered after it), SHED
+    (answered "cannot make it" without running, at arrival or from the queue; also requests
+    left when every worker died) or REJECTED (the queue was at its bound).
     """
 
     arrival: np.ndarray
@@ -23,7 +24,7 @@ class SimResult:
     finish: np.ndarray  # answer time (shed: when it was shed); nan if never answered
     subnet: np.ndarray  # SubNet index that served it, -1 when shed
     batch_size: np.ndarray  # size of the batch it ran in, 0 when shed
-    outcome: np.ndarray  # int8: IN_TIME / LATE / SHED
+    outcome: np.ndarray  # int8: IN_TIME / LATE / SHED / REJECTED
     batch_start: np.ndarray
     batch_subnet: np.ndarray
     batch_size_log: np.ndarray
@@ -64,7 +65,7 @@ class SimResult:
     @property
     def throughput_rps(self) -> float:
         """Requests run to completion (in time or late) per second of trace."""
-        served = self.num_requests - self.count(SHED)
+        served = self.count(IN_TIME) + self.count(LATE)
         return served / self.duration_s if self.duration_s > 0 else 0.0
 
     @property
@@ -77,6 +78,7 @@ class SimResult:
             "slo_attainment": self.slo_attainment,
             "mean_accuracy": self.mean_accuracy,
             "in_time": self.count(IN_TIME), "late": self.count(LATE), "shed": self.count(SHED),
+            "rejected": self.count(REJECTED),
             "goodput_rps": round(self.goodput_rps, 2), "throughput_rps": round(self.throughput_rps, 2),
             "mean_batch_size": float(self.batch_size_log.mean()) if self.batch_size_log.size else 0.0,
             "batches": int(self.batch_size_log.size),

@@ -1,0 +1,336 @@
+"""Online latency calibration: what this host takes per batch, measured while it serves.
+
+A latency profile is measured on one machine on one day; the host that serves is never quite
+that machine (another CPU, other tenants, thermal state, the router and the client sharing its
+cores). The scheduler therefore plans on a live estimate fed by every batch:
+
+    expected(s, b) = speed x correction[s] x profile(s, b) + overhead
+
+* ``speed``: the host speed factor, the median of compute_ms / profile_p50(s, b) over the
+  batches of the last ``window_s`` seconds (>1: this host is slower than the profile),
+  weighted by the batch's profiled time (a ratio measured on a 20-ms batch matters more to a
+  deadline than one measured on a 1-ms batch). The median shrugs off single slow batches (a
+  page fault, a preempted thread); the window makes it follow drift within a few seconds.
+* ``correction[s]``: how much SubNet ``s`` deviates from the host factor (some shapes suffer
+  more from a smaller cache or fewer vector units than others): the median residual of its
+  last batches, shrunk towards 1 while it has few samples, clamped.
+* ``overhead``: per batch, what the deadline pays beyond the worker's compute (dispatch,
+  pipe, the router's loop noticing the result): dispatch-to-result minus compute_ms, a high
+  quantile over the window (never below the configured overhead).
+
+The estimate is recomputed by :meth:`LatencyCalibrator.refresh`, which the owner calls on a
+timer (the router every ``refresh_s`` of its clock, the simulator every ``refresh_s`` of
+virtual time): never on the per-request path. :class:`CalibratedPlanner` turns a changed
+estimate into a rebuilt policy (the profile rescaled, then the policy factory: about a
+millisecond), so a decision costs what it cost without calibration.
+
+:class:`ProfileCheck` is the start-up check: a few seconds of probe batches over a spread of
+SubNets and batch sizes before traffic is admitted, so the first requests are already planned
+on this host's speed, and a profile that is off by more than ``warn_rel`` is reported.
+"""
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field, replace
+from typing import Callable
+
+from superserve.profiling.latency_profile import LatencyProfile
+from superserve.scheduling.policy import Policy
+
+PolicyFactory = Callable[[LatencyProfile, float], Policy]  # (planning profile, overhead_ms) -> policy
+
+
+@dataclass(frozen=True, slots=True)
+class CalibrationConfig:
+    window_s: float = 3.0  # batches older than this leave the host factor and the overhead
+    min_samples: int = 16  # fewer recent batches than this: the newest min_samples, however old
+    max_samples: int = 1024  # cap per window (the deque's length)
+    refresh_s: float = 0.5  # how often the estimate is recomputed (off the hot path)
+    rebuild_rel: float = 0.02  # rebuild the policy when the host factor moves by more than this
+    rebuild_overhead_ms: float = 0.1  # ... or the planning overhead by more than this
+    overhead_quantile: float = 0.8  # of dispatch-to-result minus compute, over the window
+    max_overhead_ms: float = 20.0  # a stalled loop must not make the planner give up on everything
+    subnet_samples: int = 32  # residuals kept per SubNet
+    subnet_prior: float = 8.0  # shrinkage: a correction counts n / (n + prior) of its residual
+    max_correction: float = 1.5  # per-SubNet corrections are clamped to [1 / this, this]
+    check_s: float = 2.0  # start-up check: seconds of probe batches
+    warn_rel: float = 0.10  # the check warns when the host is off the profile by more than this
+
+    def __post_init__(self) -> None:
+        if self.window_s <= 0 or self.refresh_s <= 0 or self.check_s < 0:
+            raise ValueError("calibration window_s and refresh_s must be > 0, check_s >= 0")
+        if not 0.0 < self.overhead_quantile < 1.0:
+            raise ValueError("overhead_quantile must be in (0, 1)")
+        if self.min_samples < 1 or self.max_samples < self.min_samples:
+            raise ValueError("calibration needs 1 <= min_samples <= max_samples")
+        if self.max_correction < 1.0:
+            raise ValueError("max_correction must be >= 1")
+
+
+@dataclass(frozen=True, slots=True)
+class LatencyEstimate:
+    """The host as measured: what the policy plans on."""
+
+    speed: float  # host factor: measured compute / profile p50 (> 1: slower than the profile)
+    corrections: tuple[float, ...]  # per SubNet index, multiplies ``speed``
+    overhead_ms: float  # planning overhead per batch (the quantile, floored at the configured one)
+    overhead_p50_ms: float  # median dispatch-to-result minus compute
+    samples: int  # batches behind the host factor
+    at: float  # the clock time it was computed
+
+    def factor(self, subnet_index: int) -> float:
+        return self.speed * self.corrections[subnet_index]
+
+    def to_dict(self) -> dict:
+        return {"speed": round(self.speed, 4), "overhead_ms": round(self.overhead_ms, 4),
+                "overhead_p50_ms": round(self.overhead_p50_ms, 4), "samples": self.samples,
+                "corrections_min": round(min(self.corrections), 4) if self.corrections else 1.0,
+                "corrections_max": round(max(self.corrections), 4) if self.corrections else 1.0}
+
+
+def _wmedian(pairs: list[tuple[float, float]]) -> float:
+    """Weighted median of (value, weight) pairs."""
+    v = sorted(pairs)
+    half = 0.5 * sum(w for _, w in v)
+    acc = 0.0
+    for x, w in v:
+        acc += w
+        if acc >= half:
+            return x
+    return v[-1][0]
+
+
+def _median(values: list[float]) -> float:
+    v = sorted(values)
+    n = len(v)
+    return v[n // 2] if n % 2 else 0.5 * (v[n // 2 - 1] + v[n // 2])
+
+
+def _quantile(values: list[float], q: float) -> float:
+    v = sorted(values)
+    return v[min(len(v) - 1, int(q * len(v)))]
+
+
+class LatencyCalibrator:
+    """Collects per-batch measurements (O(1) each) and recomputes the estimate on demand."""
+
+    def __init__(self, profile: LatencyProfile, config: CalibrationConfig = CalibrationConfig(), *,
+                 base_overhead_ms: float = 0.0, now: float = 0.0) -> None:
+        self.profile = profile
+        self.config = config
+        self.base_overhead_ms = float(base_overhead_ms)
+        self._p50 = [tuple(max(v, 1e-6) for v in s.latency_p50_ms) for s in profile.subnets]
+        n = len(profile.subnets)
+        self._ratios: deque[tuple[float, tuple[float, float]]] = deque(maxlen=config.max_samples)  # (t, (log ratio, weight))
+        self._overheads: deque[tuple[float, float]] = deque(maxlen=config.max_samples)  # (t, ms)
+        # Per SubNet: [log ratio, weight, log host factor of its time (None before the first
+        # estimate: filled in by the first refresh)].
+        self._residuals: list[deque[list]] = [deque(maxlen=config.subnet_samples) for _ in range(n)]
+        self._log_speed: float | None = None  # of the current estimate
+        self.observed = 0
+        self.estimate = LatencyEstimate(1.0, (1.0,) * n, self.base_overhead_ms, 0.0, 0, now)
+
+    def observe(self, subnet_index: int, batch_size: int, compute_ms: float, total_ms: float | None,
+                now: float) -> None:
+        """One finished batch: the worker's compute time and, if known, dispatch-to-result."""
+        if not compute_ms > 0.0 or not 1 <= batch_size <= len(self._p50[subnet_index]):
+            return
+        ref = self._p50[subnet_index][batch_size - 1]
+        r = math.log(compute_ms / ref)
+        self._ratios.append((now, (r, ref)))
+        self._residuals[subnet_index].append([r, ref, self._log_speed])
+        if total_ms is not None and total_ms >= compute_ms:
+            self._overheads.append((now, total_ms - compute_ms))
+        self.observed += 1
+
+    def _recent(self, samples: deque, now: float) -> list:
+        since = now - self.config.window_s
+        vals = [v for t, v in samples if t >= since]
+        if len(vals) < self.config.min_samples:
+            vals = [v for _, v in list(samples)[-self.config.min_samples:]]
+        return vals
+
+    def refresh(self, now: float) -> LatencyEstimate:
+        """Recompute the estimate from the recent batches (O(window)); returns it."""
+        c = self.config
+        old = self.estimate
+        ratios = self._recent(self._ratios, now)
+        if ratios:
+            log_speed = _wmedian(ratios)
+            speed = math.exp(log_speed)
+        else:
+            log_speed, speed = (self._log_speed or 0.0), old.speed
+        corr = []
+        lim = math.log(c.max_correction)
+        for res in self._residuals:
+            n = len(res)
+            if n == 0:
+                corr.append(1.0)
+                continue
+            # Each residual is relative to the host factor of its time, so drift of the host
+            # as a whole does not leak into the per-SubNet corrections.
+            for e in res:
+                if e[2] is None:
+                    e[2] = log_speed
+            d = _wmedian([(e[0] - e[2], e[1]) for e in res])
+            d *= n / (n + c.subnet_prior)
+            corr.append(math.exp(max(-lim, min(lim, d))))
+        over = self._recent(self._overheads, now)
+        if over:
+            q = min(_quantile(over, c.overhead_quantile), c.max_overhead_ms)
+            overhead, over_p50 = max(self.base_overhead_ms, q), _median(over)
+        else:
+            overhead, over_p50 = old.overhead_ms, old.overhead_p50_ms
+        self._log_speed = log_speed
+        self.estimate = LatencyEstimate(speed, tuple(corr), overhead, over_p50, len(ratios), now)
+        return self.estimate
+
+    def planning_profile(self, estimate: LatencyEstimate | None = None) -> LatencyProfile:
+        """The profile with every SubNet's latencies (p50 and p99) multiplied by its factor."""
+        e = estimate or self.estimate
+        subs = tuple(replace(s, latency_p50_ms=tuple(v * e.factor(i) for v in s.latency_p50_ms),
+                             latency_p99_ms=tuple(v * e.factor(i) for v in s.latency_p99_ms))
+                     for i, s in enumerate(self.profile.subnets))
+        return LatencyProfile(subs, self.profile.device, dict(self.profile.meta, calibrated_speed=e.speed))
+
+
+@dataclass
+class CalibrationPoint:
+    """One refresh, for the log, metrics and the simulator's replay of a live host."""
+
+    t: float
+    speed: float
+    overhead_ms: float
+    overhead_p50_ms: float
+    samples: int
+    rebuilt: bool
+
+
+class CalibratedPlanner:
+    """Owns a calibrator, a policy factory and the policy built from the latest estimate.
+
+    ``refresh(now)`` (on a timer) recomputes the estimate and rebuilds the policy when the
+    estimate moved enough to matter; the owner then installs ``planner.policy`` in its
+    scheduling step. With ``enabled=False`` it only measures (the policy stays the
+    profile's), which is how calibration is switched off without losing the figures.
+    """
+
+    def __init__(self, profile: LatencyProfile, factory: PolicyFactory, config: CalibrationConfig = CalibrationConfig(),
+                 *, base_overhead_ms: float = 0.0, enabled: bool = True, now: float = 0.0,
+                 keep_history: bool = True) -> None:
+        self.config = config
+        self.factory = factory
+        self.enabled = enabled
+        self.calibrator = LatencyCalibrator(profile, config, base_overhead_ms=base_overhead_ms, now=now)
+        self.policy = factory(profile, base_overhead_ms)
+        self.built = self.calibrator.estimate  # the estimate the current policy was built from
+        self.rebuilds = 0
+        self.next_refresh = now + config.refresh_s
+        self.history: list[CalibrationPoint] | None = [] if keep_history else None
+
+    def observe(self, subnet_index: int, batch_size: int, compute_ms: float, total_ms: float | None,
+                now: float) -> None:
+        self.calibrator.observe(subnet_index, batch_size, compute_ms, total_ms, now)
+
+    def moved(self, est: LatencyEstimate) -> bool:
+        b, c = self.built, self.config
+        if abs(est.speed / b.speed - 1.0) > c.rebuild_rel:
+            return True
+        if abs(est.overhead_ms - b.overhead_ms) > c.rebuild_overhead_ms:
+            return True
+        return any(abs(x / y - 1.0) > c.rebuild_rel for x, y in zip(est.corrections, b.corrections))
+
+    def refresh(self, now: float, *, force: bool = False) -> bool:
+        """Recompute the estimate; True when a new policy was built (install it)."""
+        self.next_refresh = now + self.config.refresh_s
+        if self.calibrator.observed == 0:
+            return False
+        est = self.calibrator.refresh(now)
+        rebuilt = False
+        if self.enabled and (force or self.moved(est)):
+            self.policy = self.factory(self.calibrator.planning_profile(est), est.overhead_ms)
+            self.built = est
+            self.rebuilds += 1
+            rebuilt = True
+        if self.history is not None:
+            self.history.append(CalibrationPoint(now, est.speed, est.overhead_ms, est.overhead_p50_ms,
+                                                 est.samples, rebuilt))
+        return rebuilt
+
+    @property
+    def estimate(self) -> LatencyEstimate:
+        return self.calibrator.estimate
+
+
+def probe_plan(profile: LatencyProfile, num_subnets: int = 6, batches: tuple[int, ...] = (1, 4, 8, 16)
+               ) -> list[tuple[int, int]]:
+    """(SubNet index, batch size) probes of the start-up check: ``num_subnets`` SubNets spread
+    over the profile's accuracy order (the fastest and the most accurate included), each at
+    the given batch sizes (capped at the profile's largest batch)."""
+    n = len(profile.subnets)
+    k = min(num_subnets, n)
+    idx = sorted({round(i * (n - 1) / max(1, k - 1)) for i in range(k)})
+    bmax = profile.max_batch
+    bs = sorted({min(b, bmax) for b in batches})
+    return [(s, b) for s in idx for b in bs]
+
+
+@dataclass
+class ProfileCheck:
+    """The start-up check of a profile against this host: the caller runs ``next_probe()``
+    batches until ``done(now)``, feeding each result to the calibrator; ``report`` then says
+    what was found (and whether it is worth a warning)."""
+
+    profile: LatencyProfile
+    config: CalibrationConfig = field(default_factory=CalibrationConfig)
+    started: float = 0.0
+    plan: list[tuple[int, int]] = field(default_factory=list)
+    sent: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.plan:
+            self.plan = probe_plan(self.profile)
+
+    def next_probe(self) -> tuple[int, int]:
+        p = self.plan[self.sent % len(self.plan)]
+        self.sent += 1
+        return p
+
+    def done(self, now: float) -> bool:
+        # At least one full round of the plan, then until check_s has passed.
+        return self.sent >= len(self.plan) and now - self.started >= self.config.check_s
+
+    def report(self, est: LatencyEstimate, now: float) -> "CheckReport":
+        off = est.speed - 1.0
+        warned = abs(off) > self.config.warn_rel
+        big = self.profile.largest
+        b = self.profile.max_batch
+        ref = big.latency_p50_ms[b - 1]
+        i = len(self.profile.subnets) - 1
+        measured = ref * est.factor(i) if self.profile.subnets[i].id == big.id else ref * est.speed
+        word = "slower" if off > 0 else "faster"
+        msg = (f"profile check: this host runs the profile's SubNets {max(est.speed, 1 / est.speed):.2f}x {word} "
+               f"than the profile says ({est.samples} batches in {now - self.started:.1f} s; "
+               f"{big.id} at batch {b}: profile {ref:.2f} ms, here {measured:.2f} ms; "
+               f"per-batch overhead p50 {est.overhead_p50_ms:.2f} ms, planned {est.overhead_ms:.2f} ms)")
+        if warned:
+            msg += f"; WARNING: off by more than {100 * self.config.warn_rel:.0f} %: planning on the rescaled profile"
+        return CheckReport(est.speed, est.overhead_ms, est.overhead_p50_ms, est.samples, now - self.started,
+                           warned, msg)
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    speed: float
+    overhead_ms: float
+    overhead_p50_ms: float
+    batches: int
+    seconds: float
+    warned: bool
+    message: str
+
+    def to_dict(self) -> dict:
+        return {"speed": round(self.speed, 4), "overhead_ms": round(self.overhead_ms, 4),
+                "overhead_p50_ms": round(self.overhead_p50_ms, 4), "batches": self.batches,
+                "seconds": round(self.seconds, 2), "warned": self.warned, "message": self.message}
