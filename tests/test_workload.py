@@ -208,3 +208,12 @@ def test_replays_report_compression_and_measured_stats():
         assert s["compression"] == tr.meta["compression"]
         for key in ("cv2_measured", "peak_to_mean_100ms", "peak_to_mean_1s"):
             assert s[key] == tr.meta[key] and s[key] > 0
+
+
+def test_onoff_from_a_chosen_burst_rate():
+    # At high mean rates users pick the burst rate and ask for the CV^2 that goes with it.
+    mean, burst_rate, on_s = 20000, 100000, 0.05
+    target = ipp_cv2(burst_rate, on_s, on_s * (burst_rate / mean - 1))
+    tr = onoff(mean, target, 30, burst_ms=on_s * 1e3, seed=1)
+    assert tr.meta["burst_rate"] == pytest.approx(burst_rate)
+    assert tr.meta["peak_to_mean_100ms"] > 3

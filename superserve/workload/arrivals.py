@@ -160,8 +160,14 @@ def onoff(mean_rate: float, cv2: float, duration_s: float, *, burst_ms: float = 
     silences last Exp(mean off_ms). Burst rate and off_ms follow from the target inter-arrival
     CV^2 ``cv2`` (> 1) and the mean rate in closed form (:func:`onoff_parameters`), so the
     whole stream's CV^2 is ``cv2`` in expectation; ``meta`` records the asked and the measured
-    values. CV^2 50-500 at 1,000 req/s and 50 ms bursts means bursts at 3-7x the mean rate
-    separated by 0.1-0.3 s of silence."""
+    values. CV^2 50-500 at 1,000 req/s and 50 ms bursts means bursts at 2-7x the mean rate
+    separated by 0.05-0.3 s of silence.
+
+    CV^2 - 1 grows with mean_rate x burst length (:func:`onoff_parameters`): at 20,000 req/s
+    the same CV^2 200 with 50 ms bursts needs bursts only about 1.4x the mean. At high rates,
+    choose the burst rate lambda first and ask for the CV^2 that goes with it,
+    ``ipp_cv2(lambda, on_s, on_s * (lambda / mean_rate - 1))``; ``peak_to_mean_100ms`` in
+    ``meta`` says more about the load than CV^2 does."""
     par = onoff_parameters(mean_rate, cv2, burst_ms)
     rng = _rng(seed)
     on_s, off_s, lam = par["on_ms"] / 1e3, par["off_ms"] / 1e3, par["burst_rate"]
