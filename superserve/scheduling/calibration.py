@@ -50,6 +50,8 @@ class CalibrationConfig:
     rebuild_rel: float = 0.02  # rebuild the policy when the host factor moves by more than this
     rebuild_overhead_ms: float = 0.1  # ... or the planning overhead by more than this
     overhead_quantile: float = 0.8  # of dispatch-to-result minus compute, over the window
+    plan_quantile: float = 0.75  # plan on this quantile of the unexplained ratio (0.5: on the median)
+    batch_buckets: int = 4  # batch sizes 1..max share a correction per bucket of equal width
     max_overhead_ms: float = 20.0  # a stalled loop must not make the planner give up on everything
     subnet_samples: int = 32  # residuals kept per SubNet
     subnet_prior: float = 8.0  # shrinkage: a correction counts n / (n + prior) of its residual
@@ -78,25 +80,38 @@ class LatencyEstimate:
     overhead_p50_ms: float  # median dispatch-to-result minus compute
     samples: int  # batches behind the host factor
     at: float  # the clock time it was computed
+    batch_corrections: tuple[float, ...] = (1.0,)  # per batch-size bucket, multiplies ``speed``
+    noise: float = 1.0  # planning margin: the plan_quantile of what the model leaves unexplained
+    max_batch: int = 16
 
-    def factor(self, subnet_index: int) -> float:
-        return self.speed * self.corrections[subnet_index]
+    def factor(self, subnet_index: int, batch_size: int | None = None) -> float:
+        """The planning factor of (SubNet, batch): speed x noise margin x corrections."""
+        f = self.speed * self.noise * self.corrections[subnet_index]
+        if batch_size is not None:
+            f *= self.batch_corrections[_bucket(batch_size, self.max_batch, len(self.batch_corrections))]
+        return f
 
     def to_dict(self) -> dict:
-        return {"speed": round(self.speed, 4), "overhead_ms": round(self.overhead_ms, 4),
-                "overhead_p50_ms": round(self.overhead_p50_ms, 4), "samples": self.samples,
+        return {"speed": round(self.speed, 4), "noise": round(self.noise, 4),
+                "overhead_ms": round(self.overhead_ms, 4), "overhead_p50_ms": round(self.overhead_p50_ms, 4),
+                "samples": self.samples,
+                "batch_corrections": [round(x, 4) for x in self.batch_corrections],
                 "corrections_min": round(min(self.corrections), 4) if self.corrections else 1.0,
                 "corrections_max": round(max(self.corrections), 4) if self.corrections else 1.0}
 
 
-def _wmedian(pairs: list[tuple[float, float]]) -> float:
-    """Weighted median of (value, weight) pairs."""
+def _bucket(batch_size: int, max_batch: int, buckets: int) -> int:
+    return min(buckets - 1, (batch_size - 1) * buckets // max_batch)
+
+
+def _wmedian(pairs: list[tuple[float, float]], q: float = 0.5) -> float:
+    """Weighted quantile (default: median) of (value, weight) pairs."""
     v = sorted(pairs)
-    half = 0.5 * sum(w for _, w in v)
+    target = q * sum(w for _, w in v)
     acc = 0.0
     for x, w in v:
         acc += w
-        if acc >= half:
+        if acc >= target:
             return x
     return v[-1][0]
 
@@ -113,7 +128,14 @@ def _quantile(values: list[float], q: float) -> float:
 
 
 class LatencyCalibrator:
-    """Collects per-batch measurements (O(1) each) and recomputes the estimate on demand."""
+    """Collects per-batch measurements (O(1) each) and recomputes the estimate on demand.
+
+    Model: log(measured / profile p50) = L (host, windowed) + B[batch bucket] + C[SubNet] +
+    noise. B and C are medians of each sample's residual against the host factor of its
+    time, so they keep what they learned while the host as a whole drifts; the planning
+    margin ``noise`` is the ``plan_quantile`` of what is left over the window (a steady host
+    gets ~1, a host whose batches are preempted at random gets more margin).
+    """
 
     def __init__(self, profile: LatencyProfile, config: CalibrationConfig = CalibrationConfig(), *,
                  base_overhead_ms: float = 0.0, now: float = 0.0) -> None:
@@ -122,14 +144,19 @@ class LatencyCalibrator:
         self.base_overhead_ms = float(base_overhead_ms)
         self._p50 = [tuple(max(v, 1e-6) for v in s.latency_p50_ms) for s in profile.subnets]
         n = len(profile.subnets)
-        self._ratios: deque[tuple[float, tuple[float, float]]] = deque(maxlen=config.max_samples)  # (t, (log ratio, weight))
+        self.max_batch = profile.max_batch
+        self._nb = max(1, min(config.batch_buckets, self.max_batch))
+        # (t, (log ratio, weight), SubNet, bucket)
+        self._ratios: deque[tuple[float, tuple[float, float], int, int]] = deque(maxlen=config.max_samples)
         self._overheads: deque[tuple[float, float]] = deque(maxlen=config.max_samples)  # (t, ms)
-        # Per SubNet: [log ratio, weight, log host factor of its time (None before the first
-        # estimate: filled in by the first refresh)].
+        # Residual entries: [log ratio, weight, log host factor of its time (None before the
+        # first estimate: filled in by the first refresh), bucket].
         self._residuals: list[deque[list]] = [deque(maxlen=config.subnet_samples) for _ in range(n)]
+        self._bucket_res: list[deque[list]] = [deque(maxlen=4 * config.subnet_samples) for _ in range(self._nb)]
         self._log_speed: float | None = None  # of the current estimate
         self.observed = 0
-        self.estimate = LatencyEstimate(1.0, (1.0,) * n, self.base_overhead_ms, 0.0, 0, now)
+        self.estimate = LatencyEstimate(1.0, (1.0,) * n, self.base_overhead_ms, 0.0, 0, now,
+                                        (1.0,) * self._nb, 1.0, self.max_batch)
 
     def observe(self, subnet_index: int, batch_size: int, compute_ms: float, total_ms: float | None,
                 now: float) -> None:
@@ -138,61 +165,73 @@ class LatencyCalibrator:
             return
         ref = self._p50[subnet_index][batch_size - 1]
         r = math.log(compute_ms / ref)
-        self._ratios.append((now, (r, ref)))
-        self._residuals[subnet_index].append([r, ref, self._log_speed])
+        k = _bucket(batch_size, self.max_batch, self._nb)
+        self._ratios.append((now, (r, ref), subnet_index, k))
+        e = [r, ref, self._log_speed, k]
+        self._residuals[subnet_index].append(e)
+        self._bucket_res[k].append(e)
         if total_ms is not None and total_ms >= compute_ms:
             self._overheads.append((now, total_ms - compute_ms))
         self.observed += 1
 
     def _recent(self, samples: deque, now: float) -> list:
         since = now - self.config.window_s
-        vals = [v for t, v in samples if t >= since]
+        vals = [v for v in samples if v[0] >= since]
         if len(vals) < self.config.min_samples:
-            vals = [v for _, v in list(samples)[-self.config.min_samples:]]
+            vals = list(samples)[-self.config.min_samples:]
         return vals
 
     def refresh(self, now: float) -> LatencyEstimate:
         """Recompute the estimate from the recent batches (O(window)); returns it."""
         c = self.config
         old = self.estimate
-        ratios = self._recent(self._ratios, now)
-        if ratios:
-            log_speed = _wmedian(ratios)
-            speed = math.exp(log_speed)
+        recent = self._recent(self._ratios, now)
+        if recent:
+            log_speed = _wmedian([v[1] for v in recent])
         else:
-            log_speed, speed = (self._log_speed or 0.0), old.speed
-        corr = []
+            log_speed = self._log_speed if self._log_speed is not None else 0.0
         lim = math.log(c.max_correction)
-        for res in self._residuals:
-            n = len(res)
-            if n == 0:
-                corr.append(1.0)
-                continue
-            # Each residual is relative to the host factor of its time, so drift of the host
-            # as a whole does not leak into the per-SubNet corrections.
+        # Each residual is relative to the host factor of its time, so drift of the host as a
+        # whole does not leak into the corrections.
+        for res in self._bucket_res:
             for e in res:
                 if e[2] is None:
                     e[2] = log_speed
-            d = _wmedian([(e[0] - e[2], e[1]) for e in res])
-            d *= n / (n + c.subnet_prior)
-            corr.append(math.exp(max(-lim, min(lim, d))))
-        over = self._recent(self._overheads, now)
+        bcorr = []
+        for res in self._bucket_res:
+            n = len(res)
+            d = _wmedian([(e[0] - e[2], e[1]) for e in res]) * n / (n + c.subnet_prior) if n else 0.0
+            bcorr.append(max(-lim, min(lim, d)))
+        corr = []
+        for res in self._residuals:
+            n = len(res)
+            d = _wmedian([(e[0] - e[2] - bcorr[e[3]], e[1]) for e in res]) * n / (n + c.subnet_prior) if n else 0.0
+            corr.append(max(-lim, min(lim, d)))
+        noise = 0.0
+        if recent and c.plan_quantile > 0.5:
+            left = [(v[1][0] - log_speed - bcorr[v[3]] - corr[v[2]], v[1][1]) for v in recent]
+            noise = max(0.0, _wmedian(left, c.plan_quantile) - _wmedian(left))
+        over = [v[1] for v in self._recent(self._overheads, now)]
         if over:
             q = min(_quantile(over, c.overhead_quantile), c.max_overhead_ms)
             overhead, over_p50 = max(self.base_overhead_ms, q), _median(over)
         else:
             overhead, over_p50 = old.overhead_ms, old.overhead_p50_ms
         self._log_speed = log_speed
-        self.estimate = LatencyEstimate(speed, tuple(corr), overhead, over_p50, len(ratios), now)
+        self.estimate = LatencyEstimate(math.exp(log_speed), tuple(math.exp(x) for x in corr), overhead, over_p50,
+                                        len(recent), now, tuple(math.exp(x) for x in bcorr), math.exp(noise),
+                                        self.max_batch)
         return self.estimate
 
     def planning_profile(self, estimate: LatencyEstimate | None = None) -> LatencyProfile:
-        """The profile with every SubNet's latencies (p50 and p99) multiplied by its factor."""
+        """The profile with every (SubNet, batch) latency, p50 and p99, multiplied by its factor."""
         e = estimate or self.estimate
-        subs = tuple(replace(s, latency_p50_ms=tuple(v * e.factor(i) for v in s.latency_p50_ms),
-                             latency_p99_ms=tuple(v * e.factor(i) for v in s.latency_p99_ms))
-                     for i, s in enumerate(self.profile.subnets))
-        return LatencyProfile(subs, self.profile.device, dict(self.profile.meta, calibrated_speed=e.speed))
+        subs = []
+        for i, s in enumerate(self.profile.subnets):
+            f = [e.factor(i, b + 1) for b in range(len(s.latency_p50_ms))]
+            subs.append(replace(s, latency_p50_ms=tuple(v * x for v, x in zip(s.latency_p50_ms, f)),
+                                latency_p99_ms=tuple(v * x for v, x in zip(s.latency_p99_ms, f))))
+        return LatencyProfile(tuple(subs), self.profile.device, dict(self.profile.meta, calibrated_speed=e.speed))
 
 
 @dataclass
@@ -307,8 +346,8 @@ class ProfileCheck:
         big = self.profile.largest
         b = self.profile.max_batch
         ref = big.latency_p50_ms[b - 1]
-        i = len(self.profile.subnets) - 1
-        measured = ref * est.factor(i) if self.profile.subnets[i].id == big.id else ref * est.speed
+        i = [x.id for x in self.profile.subnets].index(big.id)
+        measured = ref * est.factor(i, b) / est.noise
         word = "slower" if off > 0 else "faster"
         msg = (f"profile check: this host runs the profile's SubNets {max(est.speed, 1 / est.speed):.2f}x {word} "
                f"than the profile says ({est.samples} batches in {now - self.started:.1f} s; "
