@@ -8,8 +8,9 @@ from superserve.scheduling.edf_queue import EdfQueue, QueueFull
 from superserve.scheduling.policy import Decision, Policy, take_batch
 from superserve.scheduling.request import Request
 from superserve.scheduling.slackfit import SlackFit
+from superserve.scheduling.slackfit_paper import SlackFitPaper
 
-POLICY_NAMES = ("slackfit", "maxbatch", "maxacc", "clipper+", "infaas")
+POLICY_NAMES = ("slackfit", "slackfit-paper", "maxbatch", "maxacc", "clipper+", "infaas")
 
 
 def make_policy(name: str, profile: LatencyProfile, **params: object) -> Policy:
@@ -18,6 +19,8 @@ def make_policy(name: str, profile: LatencyProfile, **params: object) -> Policy:
     key = name.lower().replace("_", "").replace("-", "")
     if key == "slackfit":
         return SlackFit(profile, **params)  # type: ignore[arg-type]
+    if key == "slackfitpaper":
+        return SlackFitPaper(profile, **params)  # type: ignore[arg-type]
     if key == "maxbatch":
         return MaxBatch(profile, **params)  # type: ignore[arg-type]
     if key == "maxacc":
@@ -32,4 +35,4 @@ def make_policy(name: str, profile: LatencyProfile, **params: object) -> Policy:
 
 
 __all__ = ["Request", "EdfQueue", "QueueFull", "Decision", "Policy", "take_batch", "SlackFit",
-           "MaxBatch", "MaxAcc", "ClipperPlus", "INFaaS", "make_policy", "POLICY_NAMES"]
+           "SlackFitPaper", "MaxBatch", "MaxAcc", "ClipperPlus", "INFaaS", "make_policy", "POLICY_NAMES"]

@@ -3,10 +3,15 @@
 A binary heap keyed by (deadline, id). Removal of arbitrary requests (client cancelled,
 answered elsewhere) is lazy: the id is remembered and the entry is skipped when it reaches
 the top, so every operation stays O(log n) and ``peek`` stays O(1) amortised.
+
+The queue also keeps what a queue-aware policy needs about the stream feeding it, in O(1) per
+push: the recent arrival times (:meth:`arrival_rate`) and the latest deadline queued since the
+queue was last empty (:attr:`latest_deadline`).
 """
 from __future__ import annotations
 
 import heapq
+from bisect import bisect_left
 from typing import Iterator
 
 from superserve.scheduling.request import Request
@@ -19,9 +24,9 @@ class QueueFull(Exception):
 class EdfQueue:
     """Requests ordered by absolute deadline (ties by id)."""
 
-    __slots__ = ("_heap", "_removed", "_live", "capacity", "_floors")
+    __slots__ = ("_heap", "_removed", "_live", "capacity", "_floors", "_latest", "_times", "_t0", "horizon_s")
 
-    def __init__(self, capacity: int | None = None) -> None:
+    def __init__(self, capacity: int | None = None, *, horizon_s: float = 0.25) -> None:
         self._heap: list[tuple[float, int, Request]] = []
         self._removed: set[int] = set()  # ids removed but still somewhere in the heap
         self._live: set[int] = set()  # ids queued and not removed: O(1) len and remove()
@@ -29,6 +34,12 @@ class EdfQueue:
         # How many live requests carry an accuracy floor. Policies only pay for looking at
         # floors when this is non-zero, which keeps the common path O(1).
         self._floors = 0
+        self._latest = float("-inf")  # >= every live deadline (stale-high after removals)
+        # Arrival times of the last ``horizon_s`` seconds, oldest first from index _t0 (a list
+        # with a moving start: appends and trims are O(1) amortised, counts are a bisect).
+        self._times: list[float] = []
+        self._t0 = 0
+        self.horizon_s = horizon_s
 
     # --- size ----------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -52,6 +63,13 @@ class EdfQueue:
             # The id was removed earlier and is being queued again (e.g. re-queued after a
             # worker failure): purge the stale entry first so the new one is not skipped.
             self._purge(request.id)
+        if not self._live or request.deadline > self._latest:
+            self._latest = request.deadline
+        times = self._times
+        if not times or request.arrival >= times[-1]:  # a re-queued request is not a new arrival
+            times.append(request.arrival)
+            if not len(times) & 4095:  # bounded memory even if nobody asks for the rate
+                self._trim(request.arrival)
         heapq.heappush(self._heap, (request.deadline, request.id, request))
         self._live.add(request.id)
         if request.min_accuracy > 0.0:
@@ -82,6 +100,28 @@ class EdfQueue:
         if self._removed:
             self._clean_top()
         return self._heap[0][0] if self._heap else float("inf")
+
+    @property
+    def latest_deadline(self) -> float:
+        """An upper bound on the latest queued deadline (exact unless requests were removed
+        from the middle); -inf when empty."""
+        return self._latest if self._live else float("-inf")
+
+    # --- the stream ------------------------------------------------------------------------
+    def arrival_rate(self, now: float, window_s: float) -> float:
+        """Requests per second that arrived in (now - window_s, now]; window_s <= horizon_s."""
+        times = self._times
+        if self._t0 < len(times) and times[self._t0] < now - self.horizon_s:
+            self._trim(now)
+        return (len(times) - bisect_left(times, now - window_s, self._t0)) / window_s
+
+    def _trim(self, now: float) -> None:
+        times = self._times
+        lo = bisect_left(times, now - self.horizon_s, self._t0)
+        if lo > 4096 and lo * 2 > len(times):  # compact now and then
+            del times[:lo]
+            lo = 0
+        self._t0 = lo
 
     # --- removal -------------------------------------------------------------------------
     def _take_top(self) -> Request:

@@ -66,7 +66,10 @@ class Policy(ABC):
 
     def __init__(self, profile: LatencyProfile, *, overhead_ms: float = 0.0,
                  when_late: WhenLate = "fastest", quantile: str = "p50",
-                 shed_rule: ShedRule = "backlog") -> None:
+                 shed_rule: ShedRule = "backlog", num_workers: int = 1) -> None:
+        if num_workers < 1:
+            raise ValueError("num_workers must be >= 1")
+        self.num_workers = int(num_workers)
         if shed_rule not in ("hopeless", "backlog"):
             raise ValueError(f"shed_rule must be 'hopeless' or 'backlog', not {shed_rule!r}")
         self.shed_rule = shed_rule
@@ -147,8 +150,10 @@ class Policy(ABC):
                 out += queue.pop_earliest(1)
         return out
 
-    def decide(self, queue: EdfQueue, now: float) -> Decision | None:
-        """Decide for a free worker; None only when the queue is empty."""
+    def decide(self, queue: EdfQueue, now: float, workers: int | None = None) -> Decision | None:
+        """Decide for a free worker; None only when the queue is empty. ``workers``: how many
+        workers serve this queue now (None: the policy's own ``num_workers``); only
+        rate-aware policies read it."""
         n = len(queue)
         if n == 0:
             return None
@@ -158,24 +163,33 @@ class Policy(ABC):
         nmax = n if n < self.table.max_batch else self.table.max_batch
         floor = queue.max_accuracy_floor(nmax) if queue.has_accuracy_floors else 0.0
         floor = max(floor, self.policy_floor)
+        plan = self.plan(queue, now, workers or self.num_workers)
         reserve_ms = self.reserve_ms(n) if n > nmax else 0.0
         d = None
         if reserve_ms > 0.0:  # first try to leave room for the requests behind this batch
-            d = self._pick(slack_ms - reserve_ms, nmax, floor)
+            d = self._pick(slack_ms - reserve_ms, nmax, floor, plan)
             if d is not None and d.accuracy < floor:
                 d = None  # the floor may still be met with the whole slack
         if d is None:
-            d = self._pick(slack_ms, nmax, floor)
+            d = self._pick(slack_ms, nmax, floor, plan)
         if d is None:
             s = self.fallback_subnet
             d = self._late_decisions[s][(nmax if self.when_late == "drain" else 1) - 1]
         return d
 
-    def _pick(self, slack_ms: float, nmax: int, floor: float) -> Decision | None:
-        d = self.choose(slack_ms, nmax)
+    def _pick(self, slack_ms: float, nmax: int, floor: float, plan: object) -> Decision | None:
+        d = self.choose(slack_ms, nmax) if plan is None else self.choose_planned(slack_ms, nmax, plan)
         if floor > 0.0 and (d is None or d.accuracy < floor):
             d = self.choose_with_floor(slack_ms, nmax, floor) or d  # floors are best effort
         return d
+
+    def plan(self, queue: EdfQueue, now: float, workers: int) -> object:
+        """What a queue- or rate-aware policy reads from the queue before choosing (None: the
+        choice depends on the slack alone)."""
+        return None
+
+    def choose_planned(self, slack_ms: float, max_batch: int, plan: object) -> Decision | None:
+        return self.choose(slack_ms, max_batch)
 
     policy_floor: float = 0.0  # a floor the policy itself imposes (INFaaS)
 

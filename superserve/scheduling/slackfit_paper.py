@@ -1,4 +1,6 @@
-"""SlackFit (SuperServe, NSDI 2025): pick the (SubNet, batch) whose latency best fills the slack.
+"""SlackFit as the paper states it (SuperServe, NSDI 2025): pick the (SubNet, batch) whose latency
+best fills the head request's slack. Kept as ``slackfit-paper`` for ablation; the default
+``slackfit`` (superserve/scheduling/slackfit.py) also sees the backlog and the arrival rate.
 
 Offline, the latency range [fastest SubNet at batch 1, most accurate SubNet at the largest
 batch] is cut into ``num_buckets`` equal buckets; every profiled (SubNet, batch) option falls
@@ -10,8 +12,7 @@ holds any option within the slack is chosen, and in it the largest-batch, then m
 accurate, option within the slack (the whole bucket's pick when the slack covers it). Bursts shrink the
 slack and select big batches of small SubNets; light load selects accurate SubNets.
 
-``lookahead=True`` (the default; not in the paper, ``lookahead=False`` restores the paper's
-rule) makes the rule queue-aware: when more requests are queued than one batch holds, it
+``lookahead=True`` (not in the paper; the default ``lookahead=False`` is the paper's rule) makes the rule queue-aware: when more requests are queued than one batch holds, it
 first looks for an option within the slack minus the time of one fastest batch for the
 requests behind (their deadlines are no earlier than the first one's, so this is
 conservative), and falls back to the plain slack if none fits.
@@ -38,11 +39,11 @@ Partial = Literal["upgrade", "paper"]
 DEFAULT_NUM_BUCKETS = 4  # measured in benchmarks/policies.py (part B); see docs/scheduling.md
 
 
-class SlackFit(Policy):
-    name = "slackfit"
+class SlackFitPaper(Policy):
+    name = "slackfit-paper"
 
     def __init__(self, profile: LatencyProfile, num_buckets: int | None = DEFAULT_NUM_BUCKETS, *,
-                 partial: Partial = "upgrade", lookahead: bool = True, overhead_ms: float = 0.0,
+                 partial: Partial = "upgrade", lookahead: bool = False, overhead_ms: float = 0.0,
                  when_late: WhenLate = "fastest", quantile: str = "p50", shed_rule: ShedRule = "backlog") -> None:
         super().__init__(profile, overhead_ms=overhead_ms, when_late=when_late, quantile=quantile,
                          shed_rule=shed_rule)
@@ -123,5 +124,5 @@ class SlackFit(Policy):
         return (self.bucket_of(self.table.latency_ms[s][n - 1]), n, self.table.accuracy[s])
 
     def describe(self) -> str:
-        la = "" if self.lookahead else ", lookahead=False"
+        la = ", lookahead=True" if self.lookahead else ""
         return f"num_buckets={self.num_buckets}, partial={self.partial!r}{la}, {super().describe()}"

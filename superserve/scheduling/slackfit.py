@@ -1,0 +1,162 @@
+"""SlackFit that sees the queue and the rate: the most accurate SubNet the load can afford,
+at the batch that fills the slack.
+
+The paper's rule (``slackfit-paper``) looks only at the head request's slack. With an 11x
+throughput range across the served SubNets and a slack that often exceeds the largest
+SubNet's batch time, it picks large SubNets exactly when only small ones keep up: the queue
+behind the head grows, and a burst then meets slow batches (docs/scheduling.md).
+
+This rule decides in two steps, both O(log) per decision:
+
+1. **Capacity cap (the plan).** The demand per worker is the larger of the recent arrival
+   rate (``rate_window_ms``) and the rate at which the queued backlog must be served to meet
+   its latest deadline, divided by the number of workers and raised by ``margin``. The cap is
+   the most accurate SubNet whose *capacity* covers it: its best throughput, b / latency(b),
+   over the batches whose latency fits ``batch_share`` of the SLO (a batch that long still
+   leaves the requests queued behind it time for their own batch). The best batch is measured,
+   not assumed: where batch 16 costs more per request than 15, 15 counts.
+2. **Slack fit (the choice).** Among SubNets no more accurate than the cap, the most accurate
+   one that fits the head's slack (minus one fastest batch for the requests behind a full
+   batch: the lookahead reserve), at its most efficient batch that fits and the queue fills.
+
+Light load leaves the cap at the most accurate SubNet, and the slack decides (as in the
+paper); a burst raises the demand at once through the backlog term and the cap drops to
+SubNets that can drain it. When nothing covers the demand, the cap is the SubNet of highest
+capacity: that is what maximises the requests served in time under overload.
+"""
+from __future__ import annotations
+
+from bisect import bisect_right
+from dataclasses import dataclass
+
+from superserve.profiling.latency_profile import LatencyProfile
+from superserve.scheduling.edf_queue import EdfQueue
+from superserve.scheduling.policy import Decision, Policy, ShedRule, WhenLate
+
+DEFAULT_RATE_WINDOW_MS = 20.0
+DEFAULT_MARGIN = 0.15
+DEFAULT_BATCH_SHARE = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class _Staircase:
+    """SubNets on the accuracy-vs-capacity front for one batch-latency limit: capacities
+    descending, accuracies ascending; the most accurate SubNet covering a demand r is the
+    last entry whose capacity is >= r."""
+
+    neg_capacity: tuple[float, ...]  # -requests per ms, ascending (for bisect)
+    subnet: tuple[int, ...]
+
+
+class SlackFit(Policy):
+    name = "slackfit"
+
+    def __init__(self, profile: LatencyProfile, *, rate_window_ms: float = DEFAULT_RATE_WINDOW_MS,
+                 margin: float = DEFAULT_MARGIN, batch_share: float = DEFAULT_BATCH_SHARE,
+                 lookahead: bool = True, num_workers: int = 1, overhead_ms: float = 0.0,
+                 when_late: WhenLate = "fastest", quantile: str = "p50", shed_rule: ShedRule = "backlog") -> None:
+        super().__init__(profile, overhead_ms=overhead_ms, when_late=when_late, quantile=quantile,
+                         shed_rule=shed_rule, num_workers=num_workers)
+        if rate_window_ms <= 0:
+            raise ValueError("rate_window_ms must be > 0")
+        if margin < 0:
+            raise ValueError("margin must be >= 0")
+        if not 0 < batch_share <= 1:
+            raise ValueError("batch_share must be in (0, 1]")
+        self.rate_window_ms = float(rate_window_ms)
+        self.margin = float(margin)
+        self.batch_share = float(batch_share)
+        self.lookahead = bool(lookahead)
+        t, oh = self.table, self.overhead_ms
+        bmax = t.max_batch
+        # Latency with the known overhead: what a decision really costs.
+        self._lat = tuple(tuple(v + oh for v in row) for row in t.latency_ms)
+        # best_upto[s][k-1]: the batch <= k with the highest throughput (ties: the larger).
+        best_upto = []
+        for row in self._lat:
+            out, best, best_tp = [], 1, 0.0
+            for b in range(1, bmax + 1):
+                tp = b / row[b - 1]
+                if tp >= best_tp:
+                    best, best_tp = b, tp
+                out.append(best)
+            best_upto.append(tuple(out))
+        self._best_upto = tuple(best_upto)
+        # Batch-1 front (latency ascending = accuracy ascending) to fall back below the cap.
+        self._b1_lat = t.frontier_latency[0]
+        self._b1_sub = t.frontier_subnet[0]
+        self._b1_acc = tuple(t.accuracy[s] for s in self._b1_sub)
+        fast_row = self._lat[t.fastest_subnet]
+        self._fast_batch_ms = max(fast_row)  # the last batch of a drain, at worst
+        self._stairs: dict[int, _Staircase] = {}
+
+    # --- step 1: the cap ------------------------------------------------------------------
+    def _staircase(self, limit_ms: float) -> _Staircase:
+        key = int(limit_ms * 4)  # 0.25-ms steps: a handful of entries per SLO in use
+        st = self._stairs.get(key)
+        if st is None:
+            limit = key / 4.0
+            caps = []
+            for s, row in enumerate(self._lat):
+                k = bisect_right(row, limit)
+                if k == 0:
+                    k = 1  # even batch 1 is longer than the limit: its batch-1 rate still counts
+                caps.append(self._best_upto[s][k - 1] / row[self._best_upto[s][k - 1] - 1])
+            order = sorted(range(len(caps)), key=lambda s: (-caps[s], -self.table.accuracy[s]))
+            neg, subs, best_acc = [], [], -1.0
+            for s in order:
+                if self.table.accuracy[s] > best_acc:
+                    best_acc = self.table.accuracy[s]
+                    neg.append(-caps[s])
+                    subs.append(s)
+            st = _Staircase(tuple(neg), tuple(subs))
+            if len(self._stairs) < 4096:
+                self._stairs[key] = st
+        return st
+
+    def plan(self, queue: EdfQueue, now: float, workers: int) -> int:
+        """The cap: the index of the most accurate SubNet the current demand can afford."""
+        head = queue.peek()
+        slo_ms = (head.deadline - head.arrival) * 1000.0  # type: ignore[union-attr]
+        rate = queue.arrival_rate(now, self.rate_window_ms / 1000.0) / 1000.0  # per ms
+        # The backlog must be served before the latest queued deadline (its last batch too).
+        window = (queue.latest_deadline - now) * 1000.0 - self._fast_batch_ms
+        backlog = len(queue) / window if window > 0.0 else float("inf")
+        demand = (rate if rate > backlog else backlog) * (1.0 + self.margin) / workers
+        st = self._staircase(self.batch_share * slo_ms)
+        k = bisect_right(st.neg_capacity, -demand) - 1
+        return st.subnet[k if k >= 0 else 0]
+
+    # --- step 2: the slack fit ------------------------------------------------------------
+    def choose_planned(self, slack_ms: float, max_batch: int, plan: object) -> Decision | None:
+        # Fit on the table's latencies (the slack is net of the overhead already); rank batches
+        # by throughput with the overhead included.
+        cap: int = plan  # type: ignore[assignment]
+        lat = self.table.latency_ms
+        k = bisect_right(lat[cap], slack_ms, 0, max_batch)
+        if k:
+            return self._decisions[cap][self._best_upto[cap][k - 1] - 1]
+        # The cap does not fit: the most accurate SubNet below it that fits at batch 1.
+        j = min(bisect_right(self._b1_lat, slack_ms),
+                bisect_right(self._b1_acc, self.table.accuracy[cap])) - 1
+        if j < 0:
+            return None
+        s = self._b1_sub[j]
+        k = bisect_right(lat[s], slack_ms, 0, max_batch)
+        return self._decisions[s][self._best_upto[s][k - 1] - 1] if k else None
+
+    def choose(self, slack_ms: float, max_batch: int) -> Decision | None:
+        """Without a queue to plan on: the most accurate SubNet that fits (cap = the largest)."""
+        return self.choose_planned(slack_ms, max_batch, self.table.num_subnets - 1)
+
+    def reserve_ms(self, queued: int) -> float:
+        if not self.lookahead:
+            return 0.0
+        t = self.table
+        k = queued - t.max_batch
+        return t.frontier_latency[(k if k < t.max_batch else t.max_batch) - 1][0] + self.overhead_ms
+
+    def describe(self) -> str:
+        la = "" if self.lookahead else ", lookahead=False"
+        return (f"rate_window_ms={self.rate_window_ms}, margin={self.margin}, batch_share={self.batch_share}"
+                f"{la}, num_workers={self.num_workers}, {super().describe()}")
