@@ -13,7 +13,7 @@ import pytest
 from superserve.profiling.latency_profile import LatencyProfile, SubnetProfile
 from superserve.scheduling import ClipperPlus, make_policy, POLICY_NAMES
 from superserve.sim import simulate
-from superserve.sim.optimum import all_options, offline_optimum, pareto_options, utility
+from superserve.sim.optimum import all_options, independent_windows, offline_optimum, pareto_options, utility
 
 
 def _profile(spec: list[tuple[float, tuple[float, ...]]]) -> LatencyProfile:
@@ -66,9 +66,9 @@ def test_hand_solved_instance():
     lp = offline_optimum(np.zeros(3), 9.0, p, slot_ms=1.0)
     assert lp.upper_bound >= 2.1 - 1e-6
     # SLO 10 ms: big@3 fits and serves all three at 0.9.
-    assert offline_optimum(np.zeros(3), 10.0, p, slot_ms=1.0, relax=False).upper_bound == pytest.approx(2.7, abs=1e-6)
+    assert offline_optimum(np.zeros(3), 10.0, p, slot_ms=1.0, relax=False, occupancy=True).upper_bound == pytest.approx(2.7, abs=1e-6)
     # Two workers, SLO 9: big@2 on one, big@1 on the other.
-    two = offline_optimum(np.zeros(3), 9.0, p, num_workers=2, slot_ms=1.0, relax=False)
+    two = offline_optimum(np.zeros(3), 9.0, p, num_workers=2, slot_ms=1.0, relax=False, occupancy=True)
     assert two.upper_bound == pytest.approx(2.7, abs=1e-6)
 
 
@@ -108,10 +108,10 @@ def test_program_is_exact_on_grid_and_lp_bounds_it(seed):
     arrivals, slo, p, workers = _random_tiny(seed)
     want = exhaustive_optimum(arrivals, slo, p, workers)
     arr_s = np.array(arrivals) / 1000.0
-    for reduce in (True, False):
+    for reduce, split in ((True, True), (False, True), (True, False)):
         exact = offline_optimum(arr_s, slo, p, num_workers=workers, slot_ms=1.0, relax=False, occupancy=True,
-                                reduce=reduce)
-        assert exact.upper_bound == pytest.approx(want, abs=1e-6), (reduce, exact.status)
+                                reduce=reduce, split=split)
+        assert exact.upper_bound == pytest.approx(want, abs=1e-6), (reduce, split, exact.status)
         for occupancy in (True, False):
             lp = offline_optimum(arr_s, slo, p, num_workers=workers, slot_ms=1.0, reduce=reduce, occupancy=occupancy)
             assert lp.upper_bound >= want - 1e-6
@@ -205,6 +205,22 @@ def test_pareto_options_per_batch():
     # batch 1: s1 (0.8, 2.5) dominates s0 and its twin s2; s3 is more accurate. batch 2: s0 is
     # fastest, s3 (0.9, 4.5) beats s1 and s2.
     assert kept == {(1, 1), (3, 1), (0, 2), (3, 2)}
+
+
+def test_independent_windows_split_at_gaps_of_one_slo():
+    a = np.array([0.0, 1.0, 5.0, 15.0, 15.5, 40.0])
+    parts = independent_windows(a, 10.0)
+    assert [w.tolist() for w in parts] == [[0.0, 1.0, 5.0], [15.0, 15.5], [40.0]]
+    assert len(independent_windows(a, 26.0)) == 1
+    # Split and whole programs bound the same instance; the split one is solved per window.
+    p = tiny_profile()
+    arr = a / 1000.0
+    whole = offline_optimum(arr, 10.0, p, slot_ms=1.0, split=False)
+    parts_ = offline_optimum(arr, 10.0, p, slot_ms=1.0)
+    assert parts_.windows == 3 and whole.windows == 1
+    assert parts_.upper_bound == pytest.approx(whole.upper_bound, rel=1e-6)
+    alone = sum(offline_optimum(w / 1000.0, 10.0, p, slot_ms=1.0).upper_bound for w in independent_windows(a, 10.0))
+    assert parts_.upper_bound == pytest.approx(alone, rel=1e-9)
 
 
 def test_more_workers_never_lower_the_bound():
