@@ -246,3 +246,37 @@ def test_killed_worker_is_detected_fast_restarted_readmitted_then_given_up():
         after = asyncio.run(steady_load(url, time.monotonic() + 0.5, rate=50))
         assert after and all(s == 200 and w == 1 for s, w in after)
     assert srv.proc.returncode == 0
+
+
+def test_warm_standby_takes_a_dead_workers_slot_at_once_and_is_replaced():
+    """With a standby worker (loaded and warmed, not serving), a killed worker's slot is
+    refilled by the standby the moment the death is seen, every request under load is
+    answered, and a new standby warms up in the background."""
+    with ServerProcess(bundle=BUNDLE, workers=1, standby_workers=1, warmup_runs=1,
+                       restart_max_deaths=5, restart_window_s=600) as srv:
+        url = srv.http_url + "/v2/models/supernet/infer"
+        standby = wait_for_event(srv, lambda e: e["event"] == "standby_ready", 120)
+        old_pid = srv.worker_pids[0]
+        assert standby["pid"] != old_pid
+
+        async def kill_during_load():
+            load = asyncio.ensure_future(steady_load(url, time.monotonic() + 1.5))
+            await asyncio.sleep(0.5)
+            os.kill(old_pid, signal.SIGKILL)
+            return await load
+        results = asyncio.run(kill_during_load())
+        # One worker only, yet its in-flight batch and the queue went on to the standby.
+        assert all(s in (200, 503) for s, _ in results) and sum(s == 200 for s, _ in results) > 0.9 * len(results)
+        ready = wait_for_event(srv, lambda e: e["event"] == "worker_ready" and e.get("restarted"), 5)
+        died = wait_for_event(srv, lambda e: e["event"] == "worker_died", 5)
+        assert ready["pid"] == standby["pid"] == srv.worker_pids[0]
+        assert ready["t"] - died["t"] < 0.5  # promoted, not spawned: no import, load or warm-up
+        assert metric(srv, 'superserve_workers{state="ready"}') == 1
+        seen = asyncio.run(steady_load(url, time.monotonic() + 0.5, rate=100))
+        assert seen and all(s == 200 for s, _ in seen)
+        # A new standby warms up in the background and takes the next death too.
+        second = wait_for_event(srv, lambda e: e["event"] == "standby_ready" and e["pid"] != standby["pid"], 120)
+        os.kill(standby["pid"], signal.SIGKILL)
+        wait_for_event(srv, lambda e: e["event"] == "worker_ready" and e.get("pid") == second["pid"], 5)
+        assert metric(srv, "superserve_worker_restarts_total") == 2
+    assert srv.proc.returncode == 0

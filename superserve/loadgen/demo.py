@@ -35,27 +35,38 @@ def demo_command(
         typer.echo(f"{k:>9}: {v}")
     typer.echo(f"    trace: {len(p.trace)} requests, mean {p.trace.mean_rate:.0f} req/s, "
                f"peak {p.trace.summary()['peak_rate']:.0f} req/s (100 ms bins), SLO {p.slo_ms} ms")
-    rows, series = [], {}
+    rows, series, checks = [], {}, {}
     for spec in p.policies:
         s, ts = ex.run_policy(p, spec, progress=not quiet)
-        sim = ex.simulate_policy(p, spec)
+        speed_fn, over_fn = ex.host_timeline(s["calibration_events"], s["trace_t0"])
+        sim = ex.simulate_policy(p, spec, host_speed=speed_fn, host_overhead_ms=over_fn)
         rows.append(ex.row(spec, s, sim))
         series[spec.label] = ts
+        check = next((e for e in s["calibration_events"] if e["event"] == "profile_check"), None)
+        if check is not None:
+            checks[spec.label] = check.get("text", "")
+            typer.echo(f"{spec.label} server, {'WARNING: ' if check.get('warned') else ''}{check.get('text', '')}")
         acc = s["mean_accuracy"]
+        speeds = [e["speed"] for e in s["calibration_events"]]
         typer.echo(f"{spec.label}: attainment {s['slo_attainment']:.4f}, accuracy "
-                   + ("-" if acc is None else f"{100 * acc:.2f} %"))
+                   + ("-" if acc is None else f"{100 * acc:.2f} %")
+                   + (f"; live host speed factor p50 {sorted(speeds)[len(speeds) // 2]:.3f} "
+                      f"(range {min(speeds):.3f}-{max(speeds):.3f})" if speeds else ""))
     verdict = ex.acceptance(rows)
     title = (f"superserve demo: {p.trace.name}, {p.workers} worker(s), SLO {p.slo_ms} ms, "
              f"{p.profile.device}")
     ex.print_table(rows, title)
-    typer.echo(f"SlackFit {'has' if verdict['passed'] else 'does NOT have'} the best SLO attainment among rows of "
+    typer.echo(f"SlackFit live SLO attainment {verdict['attainment']:.4f}: "
+               f"{'meets' if verdict['attainment_met'] else 'does NOT meet'} the {verdict['min_attainment']:g} target")
+    typer.echo(f"SlackFit {'has' if verdict['comparison_met'] else 'does NOT have'} the best SLO attainment among rows of "
                f"equal or higher accuracy (rivals: {', '.join(verdict['rivals']) or 'none'}"
                + (f"; beaten by {', '.join(verdict['beaten_by'])}" if verdict["beaten_by"] else "") + ")")
+    typer.echo(f"acceptance: {'PASSED' if verdict['passed'] else 'NOT passed'} ({verdict['rule']})")
     out_dir.mkdir(parents=True, exist_ok=True)
     doc = {"bundle": str(p.bundle), "device": p.profile.device, "workers": p.workers, "slo_ms": p.slo_ms,
            "rules": p.rules, "capacity": p.capacity, "trace": {"name": p.trace.name, **p.trace.summary(),
                                                                "meta": p.trace.meta},
-           "rows": rows, "acceptance": verdict, "time_series": series,
+           "rows": rows, "acceptance": verdict, "profile_checks": checks, "time_series": series,
            "wall_s": round(time.monotonic() - t0, 1)}
     (out_dir / "demo.json").write_text(json.dumps(clean_nans(doc), indent=1))
     ex.plot_comparison(out_dir / "demo.png", rows, series, title)

@@ -44,9 +44,13 @@ PolicyFactory = Callable[[LatencyProfile, float], Policy]  # (planning profile, 
 @dataclass(frozen=True, slots=True)
 class CalibrationConfig:
     window_s: float = 3.0  # batches older than this leave the host factor and the overhead
+    # Slow-downs are followed faster than speed-ups: the planning factor is the larger of the
+    # window's median and the median of the last ``fast_window_s`` (a burst makes the router
+    # and the client take CPU from the workers exactly when batches matter most).
+    fast_window_s: float = 0.5
     min_samples: int = 16  # fewer recent batches than this: the newest min_samples, however old
     max_samples: int = 1024  # cap per window (the deque's length)
-    refresh_s: float = 0.5  # how often the estimate is recomputed (off the hot path)
+    refresh_s: float = 0.25  # how often the estimate is recomputed (off the hot path)
     rebuild_rel: float = 0.02  # rebuild the policy when the host factor moves by more than this
     rebuild_overhead_ms: float = 0.1  # ... or the planning overhead by more than this
     overhead_quantile: float = 0.8  # of dispatch-to-result minus compute, over the window
@@ -83,16 +87,21 @@ class LatencyEstimate:
     batch_corrections: tuple[float, ...] = (1.0,)  # per batch-size bucket, multiplies ``speed``
     noise: float = 1.0  # planning margin: the plan_quantile of what the model leaves unexplained
     max_batch: int = 16
+    plan_speed: float = 1.0  # max(speed, the fast window's median): what plans use
+    mean_speed: float = 1.0  # mean measured / profile over the window (throughput, for replays)
+    overhead_mean_ms: float = 0.0
 
     def factor(self, subnet_index: int, batch_size: int | None = None) -> float:
-        """The planning factor of (SubNet, batch): speed x noise margin x corrections."""
-        f = self.speed * self.noise * self.corrections[subnet_index]
+        """The planning factor of (SubNet, batch): plan speed x noise margin x corrections."""
+        f = self.plan_speed * self.noise * self.corrections[subnet_index]
         if batch_size is not None:
             f *= self.batch_corrections[_bucket(batch_size, self.max_batch, len(self.batch_corrections))]
         return f
 
     def to_dict(self) -> dict:
-        return {"speed": round(self.speed, 4), "noise": round(self.noise, 4),
+        return {"speed": round(self.speed, 4), "plan_speed": round(self.plan_speed, 4),
+                "mean_speed": round(self.mean_speed, 4), "noise": round(self.noise, 4),
+                "overhead_mean_ms": round(self.overhead_mean_ms, 4),
                 "overhead_ms": round(self.overhead_ms, 4), "overhead_p50_ms": round(self.overhead_p50_ms, 4),
                 "samples": self.samples,
                 "batch_corrections": [round(x, 4) for x in self.batch_corrections],
@@ -156,7 +165,7 @@ class LatencyCalibrator:
         self._log_speed: float | None = None  # of the current estimate
         self.observed = 0
         self.estimate = LatencyEstimate(1.0, (1.0,) * n, self.base_overhead_ms, 0.0, 0, now,
-                                        (1.0,) * self._nb, 1.0, self.max_batch)
+                                        (1.0,) * self._nb, 1.0, self.max_batch, 1.0, 1.0, 0.0)
 
     def observe(self, subnet_index: int, batch_size: int, compute_ms: float, total_ms: float | None,
                 now: float) -> None:
@@ -207,20 +216,27 @@ class LatencyCalibrator:
             n = len(res)
             d = _wmedian([(e[0] - e[2] - bcorr[e[3]], e[1]) for e in res]) * n / (n + c.subnet_prior) if n else 0.0
             corr.append(max(-lim, min(lim, d)))
-        noise = 0.0
-        if recent and c.plan_quantile > 0.5:
+        noise, log_plan, mean_speed = 0.0, log_speed, old.mean_speed
+        if recent:
             left = [(v[1][0] - log_speed - bcorr[v[3]] - corr[v[2]], v[1][1]) for v in recent]
-            noise = max(0.0, _wmedian(left, c.plan_quantile) - _wmedian(left))
+            if c.plan_quantile > 0.5:
+                noise = max(0.0, _wmedian(left, c.plan_quantile) - _wmedian(left))
+            wsum = sum(w for _, w in left)
+            mean_speed = math.exp(log_speed) * sum(math.exp(x) * w for x, w in left) / wsum
+            since = now - c.fast_window_s
+            fast = [(x + log_speed, w) for (x, w), v in zip(left, recent) if v[0] >= since]
+            if len(fast) >= 4:
+                log_plan = max(log_speed, _wmedian(fast))
         over = [v[1] for v in self._recent(self._overheads, now)]
         if over:
             q = min(_quantile(over, c.overhead_quantile), c.max_overhead_ms)
-            overhead, over_p50 = max(self.base_overhead_ms, q), _median(over)
+            overhead, over_p50, over_mean = max(self.base_overhead_ms, q), _median(over), sum(over) / len(over)
         else:
-            overhead, over_p50 = old.overhead_ms, old.overhead_p50_ms
+            overhead, over_p50, over_mean = old.overhead_ms, old.overhead_p50_ms, old.overhead_mean_ms
         self._log_speed = log_speed
         self.estimate = LatencyEstimate(math.exp(log_speed), tuple(math.exp(x) for x in corr), overhead, over_p50,
                                         len(recent), now, tuple(math.exp(x) for x in bcorr), math.exp(noise),
-                                        self.max_batch)
+                                        self.max_batch, math.exp(log_plan), mean_speed, over_mean)
         return self.estimate
 
     def planning_profile(self, estimate: LatencyEstimate | None = None) -> LatencyProfile:
@@ -244,6 +260,9 @@ class CalibrationPoint:
     overhead_p50_ms: float
     samples: int
     rebuilt: bool
+    plan_speed: float = 1.0
+    mean_speed: float = 1.0
+    overhead_mean_ms: float = 0.0
 
 
 class CalibratedPlanner:
@@ -274,7 +293,7 @@ class CalibratedPlanner:
 
     def moved(self, est: LatencyEstimate) -> bool:
         b, c = self.built, self.config
-        if abs(est.speed / b.speed - 1.0) > c.rebuild_rel:
+        if abs(est.plan_speed * est.noise / (b.plan_speed * b.noise) - 1.0) > c.rebuild_rel:
             return True
         if abs(est.overhead_ms - b.overhead_ms) > c.rebuild_overhead_ms:
             return True
@@ -294,7 +313,8 @@ class CalibratedPlanner:
             rebuilt = True
         if self.history is not None:
             self.history.append(CalibrationPoint(now, est.speed, est.overhead_ms, est.overhead_p50_ms,
-                                                 est.samples, rebuilt))
+                                                 est.samples, rebuilt, est.plan_speed, est.mean_speed,
+                                                 est.overhead_mean_ms))
         return rebuilt
 
     @property
@@ -355,21 +375,24 @@ class ProfileCheck:
                f"per-batch overhead p50 {est.overhead_p50_ms:.2f} ms, planned {est.overhead_ms:.2f} ms)")
         if warned:
             msg += f"; WARNING: off by more than {100 * self.config.warn_rel:.0f} %: planning on the rescaled profile"
-        return CheckReport(est.speed, est.overhead_ms, est.overhead_p50_ms, est.samples, now - self.started,
-                           warned, msg)
+        return CheckReport(est.speed, est.mean_speed, est.overhead_ms, est.overhead_p50_ms, est.overhead_mean_ms,
+                           est.samples, now - self.started, warned, msg)
 
 
 @dataclass(frozen=True)
 class CheckReport:
     speed: float
+    mean_speed: float
     overhead_ms: float
     overhead_p50_ms: float
+    overhead_mean_ms: float
     batches: int
     seconds: float
     warned: bool
     message: str
 
     def to_dict(self) -> dict:
-        return {"speed": round(self.speed, 4), "overhead_ms": round(self.overhead_ms, 4),
-                "overhead_p50_ms": round(self.overhead_p50_ms, 4), "batches": self.batches,
+        return {"speed": round(self.speed, 4), "mean_speed": round(self.mean_speed, 4),
+                "overhead_ms": round(self.overhead_ms, 4), "overhead_p50_ms": round(self.overhead_p50_ms, 4),
+                "overhead_mean_ms": round(self.overhead_mean_ms, 4), "batches": self.batches,
                 "seconds": round(self.seconds, 2), "warned": self.warned, "message": self.message}

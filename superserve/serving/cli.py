@@ -41,6 +41,8 @@ def serve_command(
     calibrate: Optional[bool] = typer.Option(None, "--calibrate/--no-calibrate",
                                              help="plan on this host's measured batch times (default: on); off: "
                                                   "measure and report only"),
+    standby_workers: Optional[int] = typer.Option(None, help="warm standby workers that take a dead worker's slot "
+                                                             "at once (default 0)"),
     calibration_check_s: Optional[float] = typer.Option(None, help="seconds of the start-up check of the profile "
                                                                    "against this host (default 2; 0: none)"),
 ) -> None:
@@ -55,7 +57,7 @@ def serve_command(
         late=late, response_margin_ms=response_margin_ms, model_name=model_name,
         ready_file=str(ready_file) if ready_file else None,
         auth_token=auth_token or None, restart=restart, events_file=str(events_file) if events_file else None,
-        calibrate=calibrate, calibration_check_s=calibration_check_s)
+        calibrate=calibrate, calibration_check_s=calibration_check_s, standby_workers=standby_workers)
     try:
         cfg = ServeConfig.from_file(config, **overrides) if config else \
             ServeConfig(**{k: v for k, v in overrides.items() if v is not None})

@@ -69,6 +69,10 @@ class ServeConfig:
     restart_max_deaths: int = 5
     restart_window_s: float = 60.0
     restart_warmup_nice: int = 10  # a restarted worker warms up this much nicer (CPU for the others)
+    # Warm standby workers (loaded and warmed, not serving): a dead worker's slot is refilled
+    # by one at once instead of after a spawn + torch import + load + warm-up (6-8 s here);
+    # a new standby then warms in the background. Each costs one worker's memory.
+    standby_workers: int = 0
 
     # --- network ---------------------------------------------------------------------------
     host: str = "127.0.0.1"  # loopback unless told otherwise
@@ -88,6 +92,8 @@ class ServeConfig:
             raise ValueError(f"late must be one of {LATE_MODES}, not {self.late!r}")
         if self.workers < 1:
             raise ValueError("workers must be >= 1")
+        if not 0 <= self.standby_workers <= 8:
+            raise ValueError("standby_workers must be in [0, 8]")
         if self.threads_per_worker < 1:
             raise ValueError("threads_per_worker must be >= 1")
         if self.queue_capacity < 1:

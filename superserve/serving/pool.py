@@ -56,6 +56,7 @@ class WorkerHandle:
     inflight: object | None = None  # the router's record of the batch it is running
     deaths: int = 0
     watched: list[int] = field(default_factory=list)  # fds registered with the loop
+    spare: bool = False  # a warm standby: not in a slot, not dispatched to, promoted on a death
 
     @property
     def alive(self) -> bool:
@@ -71,15 +72,22 @@ class WorkerPool:
         self._ctx = mp.get_context("spawn")  # fork after torch/asyncio is unsafe
         self._loop: asyncio.AbstractEventLoop | None = None
         self.workers: list[WorkerHandle] = []
-        for i in range(config.workers):
+        # Warm standbys (``standby_workers``): a replacement for a dead worker that has already
+        # paid for process spawn, the torch import, the weight load and the warm-up passes (6-8 s
+        # on a 2-core machine), so a slot is refilled the moment its death is seen.
+        self.spares: list[WorkerHandle] = []
+        self._stopping = False
+        for i in range(config.workers + config.standby_workers):
             ins = SharedMemory(create=True, size=self.max_batch * info.input_bytes)
             outs = SharedMemory(create=True, size=self.max_batch * info.output_bytes)
-            self.workers.append(WorkerHandle(i, ins, outs, ins.buf, outs.buf))
+            h = WorkerHandle(i, ins, outs, ins.buf, outs.buf, spare=i >= config.workers)
+            (self.spares if h.spare else self.workers).append(h)
+        self.on_spare_ready = None  # optional callback(handle): a standby is warm
 
     # --- lifecycle -----------------------------------------------------------------------
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        for w in self.workers:
+        for w in self.workers + self.spares:
             self.spawn(w)
 
     def spawn(self, w: WorkerHandle) -> None:
@@ -92,7 +100,7 @@ class WorkerPool:
             input_shape=info.input_shape, num_classes=info.num_classes, max_batch=self.max_batch,
             input_shm=w.input_shm.name, output_shm=w.output_shm.name,
             threads=cfg.threads_per_worker, warmup_runs=cfg.warmup_runs,
-            warmup_nice=cfg.restart_warmup_nice if w.deaths else 0)
+            warmup_nice=cfg.restart_warmup_nice if (w.deaths or w.spare) else 0)
         router_end, worker_end = self._ctx.Pipe(duplex=True)
         proc = self._ctx.Process(target=worker_main, args=(spec.to_json(), worker_end),
                                  name=f"superserve-worker-{w.index}", daemon=True)
@@ -106,7 +114,8 @@ class WorkerPool:
 
     async def stop(self, timeout_s: float = 5.0) -> None:
         """Ask every worker to exit, wait up to ``timeout_s``, then kill what is left."""
-        for w in self.workers:
+        self._stopping = True
+        for w in self.workers + self.spares:
             if w.state is WorkerState.STARTING and w.process is not None:
                 # Still loading or warming (a restart): it holds no work and would read Stop
                 # only after its warm-up, so it is killed rather than waited for.
@@ -121,7 +130,7 @@ class WorkerPool:
                 self._unwatch(w)
                 w.state = WorkerState.STOPPED
         deadline = time.monotonic() + timeout_s
-        for w in self.workers:
+        for w in self.workers + self.spares:
             p = w.process
             while p is not None and p.is_alive() and time.monotonic() < deadline:
                 await asyncio.sleep(0.02)
@@ -133,7 +142,7 @@ class WorkerPool:
 
     def close(self) -> None:
         """Release the slabs (after :meth:`stop`)."""
-        for w in self.workers:
+        for w in self.workers + self.spares:
             w.input_view.release()
             w.output_view.release()
             for shm in (w.input_shm, w.output_shm):
@@ -169,6 +178,12 @@ class WorkerPool:
         except (EOFError, OSError):
             self._died(w)
             return
+        if w.spare:
+            if isinstance(msg, WorkerReady):
+                w.state, w.warmup_s = WorkerState.IDLE, msg.warmup_s
+                if self.on_spare_ready is not None:
+                    self.on_spare_ready(w)
+            return
         if isinstance(msg, BatchDone):
             w.state = WorkerState.IDLE
             self.listener.batch_done(w, msg)
@@ -198,7 +213,36 @@ class WorkerPool:
             w.conn.close()  # type: ignore[union-attr]
         except OSError:
             pass
+        if w.spare:
+            # A standby that died holds no work: start another after a pause (not in a loop).
+            if not self._stopping and self._loop is not None and w.deaths < 5:
+                self._loop.call_later(1.0, self._respawn_spare, w)
+            return
         self.listener.worker_died(w)
+
+    def _respawn_spare(self, w: WorkerHandle) -> None:
+        if not self._stopping and w.spare and w.state is WorkerState.DEAD:
+            self.spawn(w)
+
+    # --- standbys ------------------------------------------------------------------------
+    def promote(self, dead: WorkerHandle) -> WorkerHandle | None:
+        """Fill the slot of ``dead`` with a warm standby, if one is ready, and start a new
+        standby on the dead worker's slabs (nicer, in the background). Returns the handle
+        now in the slot (ready to run), or None."""
+        spare = next((s for s in self.spares if s.state is WorkerState.IDLE), None)
+        if spare is None or dead.alive or self._stopping:
+            return None
+        self.spares.remove(spare)
+        slot = dead.index
+        spare.index, spare.spare = slot, False
+        self.workers[slot] = spare
+        dead.index = self.config.workers + len(self.spares)
+        dead.spare, dead.deaths = True, 0
+        self.spares.append(dead)
+        # Later in this loop iteration: the router still has to take the dead worker's
+        # in-flight batch off its handle (spawn() clears it).
+        self._loop.call_soon(self._respawn_spare, dead)  # type: ignore[union-attr]
+        return spare
 
     # --- inspection ----------------------------------------------------------------------
     @property

@@ -212,8 +212,10 @@ class Router:
         if self.events is not None and planner.history:  # type: ignore[union-attr]
             p = planner.history[-1]  # type: ignore[union-attr]
             if p.t == now:
-                self.events.emit("calibration", speed=round(p.speed, 5), overhead_ms=round(p.overhead_ms, 4),
-                                 overhead_p50_ms=round(p.overhead_p50_ms, 4), samples=p.samples,
+                self.events.emit("calibration", speed=round(p.speed, 5), plan_speed=round(p.plan_speed, 5),
+                                 mean_speed=round(p.mean_speed, 5), overhead_ms=round(p.overhead_ms, 4),
+                                 overhead_p50_ms=round(p.overhead_p50_ms, 4),
+                                 overhead_mean_ms=round(p.overhead_mean_ms, 4), samples=p.samples,
                                  rebuilt=p.rebuilt)
             if len(planner.history) > 10_000:  # type: ignore[union-attr, arg-type]
                 del planner.history[:5_000]  # type: ignore[union-attr]

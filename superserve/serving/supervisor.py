@@ -71,6 +71,10 @@ class Supervisor:
 
     def attach(self, pool: WorkerPool, loop: asyncio.AbstractEventLoop) -> None:
         self.pool, self._loop = pool, loop
+        pool.on_spare_ready = self._spare_ready
+
+    def _spare_ready(self, w: WorkerHandle) -> None:
+        self.events.emit("standby_ready", pid=w.pid, warmup_s=w.warmup_s)
 
     def arm(self) -> None:
         self._armed = True
@@ -104,19 +108,30 @@ class Supervisor:
     def worker_died(self, w: WorkerHandle) -> None:
         inflight = getattr(w.inflight, "batch", None)
         in_batch = len(inflight) if inflight is not None else 0
-        self.inner.worker_died(w)  # first: the router re-queues or answers its batch at once
+        slot, pid = w.index, w.pid
         now = self.clock()
-        self._down_since.setdefault(w.index, now)
-        recent = self._deaths.setdefault(w.index, deque())
+        recent = self._deaths.setdefault(slot, deque())
         recent.append(now)
         while recent and recent[0] < now - self.policy.window_s:
             recent.popleft()
-        self.events.emit("worker_died", f"worker {w.index} (pid {w.pid}) died, exit code {w.exitcode}; "
-                         f"{in_batch} requests in flight", worker=w.index, pid=w.pid, exitcode=w.exitcode,
+        delay = self.policy.delay(len(recent)) if self._armed else None
+        # A warm standby takes the slot before the router hears of the death, so the dead
+        # worker's batch is re-queued onto a live worker even when it was the only one.
+        replacement = self.pool.promote(w) if delay is not None else None  # type: ignore[union-attr]
+        self._down_since.setdefault(slot, now)
+        self.events.emit("worker_died", f"worker {slot} (pid {pid}) died, exit code {w.exitcode}; "
+                         f"{in_batch} requests in flight", worker=slot, pid=pid, exitcode=w.exitcode,
                          in_flight=in_batch, deaths_in_window=len(recent))
-        if not self._armed:
+        if replacement is not None:
+            self.restarts += 1
+            self.metrics.worker_restarts.inc()
+            self.events.emit("worker_restarted", f"worker {slot} replaced by the warm standby pid "
+                             f"{replacement.pid}; a new standby is warming up", worker=slot,
+                             pid=replacement.pid, standby=True)
+            self.worker_ready(replacement)
+        self.inner.worker_died(w)  # the router re-queues or answers its batch at once
+        if replacement is not None or not self._armed:
             return
-        delay = self.policy.delay(len(recent))
         if delay is None:
             self._give_up(w, len(recent))
             return
