@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from superserve.profiling.latency_profile import LatencyProfile  # noqa: E402
-from superserve.scheduling import INFaaS, ClipperPlus, MaxAcc, MaxBatch, Policy, SlackFit  # noqa: E402
+from superserve.scheduling import INFaaS, ClipperPlus, MaxAcc, MaxBatch, Policy, SlackFit, SlackFitPaper  # noqa: E402
 from superserve.sim import simulate  # noqa: E402
 from superserve.sim.defaults import capacity_qps, default_slo_ms, resolve_profile, spanning_subnets  # noqa: E402
 from superserve.workload import Trace  # noqa: E402
@@ -55,9 +55,11 @@ def mid_index(profile: LatencyProfile) -> int:
     return len(profile) // 2
 
 
-def lineup(profile: LatencyProfile, **kw: Any) -> list[tuple[str, Policy]]:
-    """SlackFit, the paper's baselines and six Clipper+ versions spanning the accuracy range."""
-    pols: list[tuple[str, Policy]] = [("SlackFit", SlackFit(profile, **{**SLACKFIT_KW, **kw})),
+def lineup(profile: LatencyProfile, workers: int = 1, **kw: Any) -> list[tuple[str, Policy]]:
+    """SlackFit, the paper's rule, the paper's baselines and six Clipper+ versions spanning the
+    accuracy range. ``workers``: how many workers the queue feeds (SlackFit's demand per worker)."""
+    pols: list[tuple[str, Policy]] = [("SlackFit", SlackFit(profile, num_workers=workers, **{**SLACKFIT_KW, **kw})),
+                                      ("SlackFit-paper", SlackFitPaper(profile, **kw)),
                                       ("MaxBatch", MaxBatch(profile, **kw)), ("MaxAcc", MaxAcc(profile, **kw)),
                                       ("INFaaS", INFaaS(profile, **kw))]
     for sid in spanning_subnets(profile, 6):
@@ -67,7 +69,7 @@ def lineup(profile: LatencyProfile, **kw: Any) -> list[tuple[str, Policy]]:
 
 def run_lineup(trace: Trace, profile: LatencyProfile, slo: float, workers: int, **sim_kw: Any) -> list[dict]:
     rows = []
-    for name, pol in lineup(profile):
+    for name, pol in lineup(profile, workers):
         r = simulate(trace, profile, pol, num_workers=workers, slo_ms=slo, **sim_kw)
         rows.append({"policy": name, "slo_attainment": r.slo_attainment, "mean_accuracy": r.mean_accuracy,
                      "mean_batch_size": float(r.batch_size_log.mean()) if r.batch_size_log.size else 0.0,

@@ -129,9 +129,10 @@ def make_trace(kind: str, cv2: float, rate: float, duration_s: float, seed: int)
 
 
 # --- one cell ---------------------------------------------------------------------------------
-def lineup(profile: LatencyProfile, workers: int, fixed: bool = True) -> list[tuple[str, Policy]]:
+def lineup(profile: LatencyProfile, workers: int, fixed: bool = True,
+           slackfit_kw: dict | None = None) -> list[tuple[str, Policy]]:
     pols: list[tuple[str, Policy]] = [
-        ("SlackFit", SlackFit(profile, num_workers=workers)), ("SlackFit-paper", SlackFitPaper(profile)),
+        ("SlackFit", SlackFit(profile, num_workers=workers, **(slackfit_kw or {}))), ("SlackFit-paper", SlackFitPaper(profile)),
         ("MaxBatch", MaxBatch(profile)), ("MaxAcc", MaxAcc(profile)), ("INFaaS", INFaaS(profile))]
     if fixed:
         pols += [(f"fixed:{s.id}", ClipperPlus(profile, s.id)) for s in profile.subnets]
@@ -143,7 +144,7 @@ def run_cell(spec: dict) -> dict:
     tr = make_trace(spec["trace"], spec["cv2"], spec["rate"], spec["duration_s"], spec["seed"])
     st = tr.summary(0.1)
     rows = {}
-    for name, pol in lineup(profile, spec["workers"], spec.get("fixed", True)):
+    for name, pol in lineup(profile, spec["workers"], spec.get("fixed", True), spec.get("slackfit_kw")):
         r = simulate(tr, profile, pol, num_workers=spec["workers"], slo_ms=spec["slo_ms"])
         rows[name] = {"slo_attainment": r.slo_attainment, "mean_accuracy": r.mean_accuracy}
     sf = rows["SlackFit"]
@@ -182,8 +183,8 @@ def cell_specs(profile: LatencyProfile, profile_path: str, quick: bool, seeds: i
             for kind, cv2 in kinds:
                 for load in loads:
                     for seed in range(seeds):
-                        # Enough requests for bursts to recur: ~40k at 1 worker, ~100k at 8.
-                        n = 40_000 if workers == 1 else 100_000
+                        # ~40k requests, at least 2 s: bursts recur many times in every cell.
+                        n = 40_000
                         dur = min(max(n / (load * cap), 2.0), 60.0)
                         specs.append({"profile_path": profile_path, "trace": kind, "cv2": cv2, "workers": workers,
                                       "load": load, "rate": load * cap, "slo_factor": f,

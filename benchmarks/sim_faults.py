@@ -21,7 +21,7 @@ def main() -> None:
     rate = capacity_qps(profile, mid_index(profile), W // 2)
     tr = bursty(0.3 * rate, 0.7 * rate, 4, duration, seed=7)
     mid = profile.subnets[mid_index(profile)].id
-    pols = [("SlackFit", SlackFit(profile, **SLACKFIT_KW)), ("MaxBatch", MaxBatch(profile)), ("INFaaS", INFaaS(profile)),
+    pols = [("SlackFit", SlackFit(profile, num_workers=W, **SLACKFIT_KW)), ("MaxBatch", MaxBatch(profile)), ("INFaaS", INFaaS(profile)),
             (f"Clipper+({mid})", ClipperPlus(profile, mid)),
             (f"Clipper+({profile.largest.id})", ClipperPlus(profile, profile.largest.id))]
     rows, series = [], {}

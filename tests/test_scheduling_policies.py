@@ -1,4 +1,5 @@
-"""Policies: decisions fit the slack, SlackFit's bucket rule, floors, the late fallback."""
+"""Policies: decisions fit the slack, the paper's bucket rule, SlackFit's capacity cap and backlog
+rule, floors, the late fallback."""
 from bisect import bisect_right
 
 import pytest
@@ -6,7 +7,7 @@ from hypothesis import assume, given, settings, strategies as st
 
 from superserve.profiling.latency_profile import LatencyProfile, SubnetProfile
 from superserve.scheduling import (INFaaS, ClipperPlus, EdfQueue, MaxAcc, MaxBatch, Request, SlackFit,
-                                   make_policy, take_batch)
+                                   SlackFitPaper, make_policy, take_batch)
 
 PROFILE = LatencyProfile.synthetic()
 
@@ -25,8 +26,9 @@ def noisy_profile(seed: int) -> LatencyProfile:
 
 def all_policies(profile: LatencyProfile, **kw):
     mid = profile.subnets[len(profile) // 2].id
-    return [SlackFit(profile, **kw), SlackFit(profile, num_buckets=None, **kw), SlackFit(profile, 4, partial="paper", **kw),
-            SlackFit(profile, lookahead=False, **kw),
+    return [SlackFit(profile, **kw), SlackFit(profile, num_workers=4, **kw), SlackFitPaper(profile, **kw),
+            SlackFitPaper(profile, num_buckets=None, **kw), SlackFitPaper(profile, 4, partial="paper", **kw),
+            SlackFitPaper(profile, lookahead=True, **kw),
             MaxBatch(profile, **kw), MaxAcc(profile, **kw), ClipperPlus(profile, mid, **kw), INFaaS(profile, **kw)]
 
 
@@ -65,7 +67,7 @@ def test_decision_fits_the_slack_when_possible(seed, n, slack_ms, overhead):
 @given(seed=st.integers(0, 50), slack_ms=st.floats(0.0, 40.0), buckets=st.sampled_from([None, 1, 3, 8, 16, 64]))
 def test_slackfit_picks_the_highest_bucket_within_the_slack(seed, slack_ms, buckets):
     profile = PROFILE if seed == 0 else noisy_profile(seed)
-    pol = SlackFit(profile, buckets)
+    pol = SlackFitPaper(profile, buckets)
     t = pol.table
     options = [(t.latency_ms[s][b - 1], s, b) for s in range(t.num_subnets) for b in range(1, t.max_batch + 1)]
     fitting = [o for o in options if o[0] <= slack_ms]
@@ -85,7 +87,7 @@ def test_slackfit_picks_the_highest_bucket_within_the_slack(seed, slack_ms, buck
 @given(seed=st.integers(0, 50), n=st.integers(1, 60), slack_ms=st.floats(0.0, 40.0))
 def test_lookahead_leaves_room_for_the_requests_behind(seed, n, slack_ms):
     profile = PROFILE if seed == 0 else noisy_profile(seed)
-    la, plain = SlackFit(profile), SlackFit(profile, lookahead=False)
+    la, plain = SlackFitPaper(profile, lookahead=True), SlackFitPaper(profile)
     q = queue_of(n, slack_ms / 1000.0)
     d = la.decide(q, 0.0)
     bmax = profile.max_batch
@@ -102,7 +104,7 @@ def test_lookahead_leaves_room_for_the_requests_behind(seed, n, slack_ms):
 
 
 def test_slackfit_paper_shape():
-    pol = SlackFit(PROFILE)
+    pol = SlackFitPaper(PROFILE, lookahead=True)
     # Plenty of slack, full queue: the most accurate SubNet at the largest batch.
     d = pol.decide(queue_of(100, 1.0), 0.0)
     assert (d.subnet_index, d.batch_size) == (len(PROFILE) - 1, 16)
@@ -116,7 +118,7 @@ def test_slackfit_paper_shape():
 
 def test_partial_batch_modes():
     q = queue_of(2, 0.010)
-    up, paper = SlackFit(PROFILE, partial="upgrade").decide(q, 0), SlackFit(PROFILE, partial="paper").decide(q, 0)
+    up, paper = SlackFitPaper(PROFILE, partial="upgrade").decide(q, 0), SlackFitPaper(PROFILE, partial="paper").decide(q, 0)
     assert up.batch_size == paper.batch_size == 2
     assert up.accuracy >= paper.accuracy and up.expected_latency_ms <= 10.0
 
@@ -131,7 +133,7 @@ def test_baselines_semantics():
     assert INFaaS(PROFILE, min_accuracy=0.77).decide(q, 0).accuracy >= 0.77
 
 
-@pytest.mark.parametrize("name", ["slackfit", "maxbatch", "maxacc", "infaas"])
+@pytest.mark.parametrize("name", ["slackfit", "slackfit-paper", "maxbatch", "maxacc", "infaas"])
 def test_request_floor_honoured_when_possible(name):
     pol = make_policy(name, PROFILE)
     q = queue_of(20, 0.030)
@@ -165,7 +167,7 @@ def test_after_shedding_a_feasible_option_always_exists():
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(st.floats(0, 0.05), st.integers(0, 4)), min_size=1, max_size=60), st.integers(0, 6))
+@given(st.lists(st.tuples(st.floats(0, 0.05), st.integers(0, 4)), min_size=1, max_size=60), st.integers(0, 8))
 def test_repeated_decisions_serve_each_request_once(spec, which):
     pol = all_policies(PROFILE)[which]
     q = EdfQueue()
@@ -206,3 +208,90 @@ def test_backlog_shedding_keeps_batches_efficient():
     shed = backlog.shed(q2, 0.0)
     assert [r.id for r in shed] == list(range(10))
     assert backlog.decide(q2, 0.0).batch_size == 16
+
+
+# --- SlackFit: the capacity cap and the backlog rule ------------------------------------------
+def stream_queue(rate_per_s: float, n: int, slo_s: float, now: float) -> EdfQueue:
+    """n requests that arrived evenly at ``rate_per_s`` up to ``now``, each due slo_s later."""
+    q = EdfQueue()
+    for i in range(n):
+        t = now - (n - 1 - i) / rate_per_s
+        q.push(Request(i, t, t + slo_s))
+    return q
+
+
+def capacity_per_ms(profile: LatencyProfile, s: int, limit_ms: float) -> float:
+    lat = profile.subnets[s].latency_p50_ms
+    return max((b / lat[b - 1] for b in range(1, len(lat) + 1) if lat[b - 1] <= limit_ms), default=1 / lat[0])
+
+
+def test_slackfit_light_load_serves_the_most_accurate_subnet():
+    # One request, ample slack, no recent stream: the paper's answer (most accurate SubNet).
+    q = EdfQueue()
+    q.push(Request(0, 0.0, 0.100))
+    d = SlackFit(PROFILE).decide(q, 0.0)
+    assert (d.subnet_index, d.batch_size) == (len(PROFILE) - 1, 1)
+
+
+@settings(max_examples=150, deadline=None)
+@given(rate=st.floats(50, 20000), workers=st.integers(1, 8), slo_ms=st.floats(10, 80))
+def test_slackfit_cap_follows_the_arrival_rate(rate, workers, slo_ms):
+    """The SubNet chosen is one whose capacity within the SLO covers the (weighted) demand per
+    worker, unless no SubNet's does; a higher rate never raises the accuracy chosen."""
+    pol = SlackFit(PROFILE, num_workers=workers)
+    now = 1.0
+    n = max(1, int(rate * pol.rate_window_ms / 1000.0))
+    d = pol.decide(stream_queue(rate, n, slo_ms / 1000, now), now)
+    plan = pol.plan(stream_queue(rate, n, slo_ms / 1000, now), now, workers)
+    assert d.accuracy <= PROFILE.subnets[plan.cap].accuracy + 1e-12
+    limit = pol.batch_share * slo_ms
+    caps = [capacity_per_ms(PROFILE, s, limit) for s in range(len(PROFILE))]
+    demand = pol.rate_weight * rate / 1000.0 / workers
+    if max(caps) >= demand * 1.001:
+        assert caps[plan.cap] >= demand * 0.999
+    d2 = pol.decide(stream_queue(rate * 3, 3 * n, slo_ms / 1000, now), now)
+    assert d2.accuracy <= d.accuracy + 1e-12
+
+
+@settings(max_examples=200, deadline=None)
+@given(seed=st.integers(0, 30), n=st.integers(17, 400), window_ms=st.floats(3, 60), workers=st.integers(1, 8))
+def test_slackfit_backlog_gets_a_batch_fast_enough_to_drain_it(seed, n, window_ms, workers):
+    """A burst of n requests all due within window_ms: the batch chosen serves at least the
+    rate the backlog needs per worker, or, when no option that fits does, it is the fitting
+    option of highest throughput."""
+    profile = PROFILE if seed == 0 else noisy_profile(seed)
+    pol = SlackFit(profile, num_workers=workers)
+    q = EdfQueue()
+    for i in range(n):
+        q.push(Request(i, 0.0, window_ms / 1000.0))
+    d = pol.decide(q, 0.0)
+    if d.late:
+        return
+    need = n / (window_ms - pol._fast_batch_ms) / workers if window_ms > pol._fast_batch_ms else float("inf")
+    tp = d.batch_size / d.expected_latency_ms
+    t = pol.table
+    fitting = [b / t.latency_ms[s][b - 1] for s in range(t.num_subnets) for b in range(1, min(n, t.max_batch) + 1)
+               if t.latency_ms[s][b - 1] <= window_ms + 1e-6]
+    assert tp >= need * (1 - 1e-9) or tp >= max(fitting) * (1 - 1e-9)
+
+
+def test_slackfit_prefers_the_more_efficient_batch_under_a_cliff():
+    # A SubNet whose batch of 4 costs more per request than its batch of 3: under a backlog
+    # that needs throughput, the cap's capacity is computed on measured numbers.
+    lat = (1.0, 1.2, 1.4, 4.0)
+    prof = LatencyProfile((SubnetProfile("only", 0.8, lat, lat),))
+    pol = SlackFit(prof)
+    assert pol._best_upto[0] == (1, 2, 3, 3)
+
+
+def test_edf_queue_tracks_the_stream():
+    q = EdfQueue()
+    for i in range(100):
+        q.push(Request(i, i * 0.001, i * 0.001 + 0.5))
+    assert q.latest_deadline == pytest.approx(0.099 + 0.5)
+    assert q.arrival_rate(0.0995, 0.010) == pytest.approx(1000.0)  # 10 arrivals in the last 10 ms
+    assert q.arrival_rate(10.0, 0.010) == 0.0  # long after the stream stopped
+    q.pop_earliest(100)
+    assert q.latest_deadline == float("-inf")
+    q.push(Request(200, 10.0, 10.2))
+    assert q.latest_deadline == pytest.approx(10.2)  # reset once the queue emptied

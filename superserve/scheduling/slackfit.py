@@ -48,12 +48,19 @@ class _Staircase:
     subnet: tuple[int, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    cap: int  # the most accurate SubNet the demand affords
+    need_per_ms: float  # requests per ms one worker must serve to drain the backlog in time
+    limit_ms: float  # longest batch worth committing a worker to (batch_share x SLO)
+
+
 class SlackFit(Policy):
     name = "slackfit"
 
     def __init__(self, profile: LatencyProfile, *, rate_window_ms: float = DEFAULT_RATE_WINDOW_MS,
-                 margin: float = DEFAULT_MARGIN, batch_share: float = DEFAULT_BATCH_SHARE,
-                 lookahead: bool = True, num_workers: int = 1, overhead_ms: float = 0.0,
+                 margin: float = DEFAULT_MARGIN, rate_weight: float = 1.0, batch_share: float = DEFAULT_BATCH_SHARE,
+                 lookahead: bool = False, num_workers: int = 1, overhead_ms: float = 0.0,
                  when_late: WhenLate = "fastest", quantile: str = "p50", shed_rule: ShedRule = "backlog") -> None:
         super().__init__(profile, overhead_ms=overhead_ms, when_late=when_late, quantile=quantile,
                          shed_rule=shed_rule, num_workers=num_workers)
@@ -61,6 +68,9 @@ class SlackFit(Policy):
             raise ValueError("rate_window_ms must be > 0")
         if margin < 0:
             raise ValueError("margin must be >= 0")
+        if rate_weight < 0:
+            raise ValueError("rate_weight must be >= 0")
+        self.rate_weight = float(rate_weight)
         if not 0 < batch_share <= 1:
             raise ValueError("batch_share must be in (0, 1]")
         self.rate_window_ms = float(rate_window_ms)
@@ -82,10 +92,8 @@ class SlackFit(Policy):
                 out.append(best)
             best_upto.append(tuple(out))
         self._best_upto = tuple(best_upto)
-        # Batch-1 front (latency ascending = accuracy ascending) to fall back below the cap.
-        self._b1_lat = t.frontier_latency[0]
-        self._b1_sub = t.frontier_subnet[0]
-        self._b1_acc = tuple(t.accuracy[s] for s in self._b1_sub)
+        # Accuracies along each per-batch front (ascending, like its latencies).
+        self._front_acc = tuple(tuple(t.accuracy[s] for s in subs) for subs in t.frontier_subnet)
         fast_row = self._lat[t.fastest_subnet]
         self._fast_batch_ms = max(fast_row)  # the last batch of a drain, at worst
         self._stairs: dict[int, _Staircase] = {}
@@ -114,40 +122,57 @@ class SlackFit(Policy):
                 self._stairs[key] = st
         return st
 
-    def plan(self, queue: EdfQueue, now: float, workers: int) -> int:
-        """The cap: the index of the most accurate SubNet the current demand can afford."""
+    def plan(self, queue: EdfQueue, now: float, workers: int) -> _Plan:
         head = queue.peek()
         slo_ms = (head.deadline - head.arrival) * 1000.0  # type: ignore[union-attr]
-        rate = queue.arrival_rate(now, self.rate_window_ms / 1000.0) / 1000.0  # per ms
+        rate = self.rate_weight * queue.arrival_rate(now, self.rate_window_ms / 1000.0) / 1000.0  # per ms
         # The backlog must be served before the latest queued deadline (its last batch too).
         window = (queue.latest_deadline - now) * 1000.0 - self._fast_batch_ms
         backlog = len(queue) / window if window > 0.0 else float("inf")
-        demand = (rate if rate > backlog else backlog) * (1.0 + self.margin) / workers
-        st = self._staircase(self.batch_share * slo_ms)
-        k = bisect_right(st.neg_capacity, -demand) - 1
-        return st.subnet[k if k >= 0 else 0]
+        grow = (1.0 + self.margin) / workers
+        limit_ms = self.batch_share * slo_ms
+        st = self._staircase(limit_ms)
+        k = bisect_right(st.neg_capacity, -(rate if rate > backlog else backlog) * grow) - 1
+        return _Plan(st.subnet[k if k >= 0 else 0], backlog * grow, limit_ms)
 
     # --- step 2: the slack fit ------------------------------------------------------------
     def choose_planned(self, slack_ms: float, max_batch: int, plan: object) -> Decision | None:
-        # Fit on the table's latencies (the slack is net of the overhead already); rank batches
-        # by throughput with the overhead included.
-        cap: int = plan  # type: ignore[assignment]
-        lat = self.table.latency_ms
-        k = bisect_right(lat[cap], slack_ms, 0, max_batch)
-        if k:
-            return self._decisions[cap][self._best_upto[cap][k - 1] - 1]
-        # The cap does not fit: the most accurate SubNet below it that fits at batch 1.
-        j = min(bisect_right(self._b1_lat, slack_ms),
-                bisect_right(self._b1_acc, self.table.accuracy[cap])) - 1
-        if j < 0:
-            return None
-        s = self._b1_sub[j]
-        k = bisect_right(lat[s], slack_ms, 0, max_batch)
-        return self._decisions[s][self._best_upto[s][k - 1] - 1] if k else None
+        p: _Plan = plan  # type: ignore[assignment]
+        limit = slack_ms if slack_ms < p.limit_ms else p.limit_ms
+        acc = self.table.accuracy[p.cap]
+        d = self._scan(limit, max_batch, p.need_per_ms, acc)
+        if limit < slack_ms and (d is None or d.batch_size < p.need_per_ms * d.expected_latency_ms):
+            # Nothing within the limit keeps up with the backlog: the whole slack may.
+            d = self._scan(slack_ms, max_batch, p.need_per_ms, acc)
+        return d
+
+    def _scan(self, limit: float, max_batch: int, need: float, max_acc: float) -> Decision | None:
+        """The largest batch that some option (accuracy <= max_acc) runs within ``limit`` fast
+        enough for the backlog (b / latency >= need), with the most accurate such option; if
+        no option is fast enough, the fitting option of highest throughput. One or two
+        bisects per batch size on the per-batch fronts, largest batch first (usually the
+        first batch tried answers)."""
+        t, oh = self.table, self.overhead_ms
+        fast, fast_b, fast_tp = -1, 0, 0.0
+        for b in range(max_batch, 0, -1):
+            f_lat = t.frontier_latency[b - 1]
+            cut = b / need - oh if need > 0.0 else limit
+            k = bisect_right(f_lat, limit if limit < cut else cut) - 1
+            if k >= 0:
+                # The most accurate entry within the cap's accuracy; where even the front's
+                # fastest entry is more accurate than the cap, it is also faster: take it.
+                ka = bisect_right(self._front_acc[b - 1], max_acc) - 1
+                j = k if k < ka else (ka if ka > 0 else 0)
+                return self._decisions[t.frontier_subnet[b - 1][j]][b - 1]
+            if f_lat[0] <= limit:  # fits, but too slow for the backlog: remember the fastest
+                tp = b / (f_lat[0] + oh)
+                if tp > fast_tp:
+                    fast, fast_b, fast_tp = t.frontier_subnet[b - 1][0], b, tp
+        return self._decisions[fast][fast_b - 1] if fast >= 0 else None
 
     def choose(self, slack_ms: float, max_batch: int) -> Decision | None:
-        """Without a queue to plan on: the most accurate SubNet that fits (cap = the largest)."""
-        return self.choose_planned(slack_ms, max_batch, self.table.num_subnets - 1)
+        """Without a queue to plan on: the most accurate option that fits the slack."""
+        return self._scan(slack_ms, max_batch, 0.0, 2.0)
 
     def reserve_ms(self, queued: int) -> float:
         if not self.lookahead:
@@ -157,6 +182,6 @@ class SlackFit(Policy):
         return t.frontier_latency[(k if k < t.max_batch else t.max_batch) - 1][0] + self.overhead_ms
 
     def describe(self) -> str:
-        la = "" if self.lookahead else ", lookahead=False"
+        la = ", lookahead=True" if self.lookahead else ""
         return (f"rate_window_ms={self.rate_window_ms}, margin={self.margin}, batch_share={self.batch_share}"
                 f"{la}, num_workers={self.num_workers}, {super().describe()}")
