@@ -15,10 +15,16 @@ worker slot in turn (skipped if that slot is not warm yet, counted). Per kill, f
 server's event log (CLOCK_MONOTONIC, the same clock as the killer): detection (kill -> death
 seen by the router) and recovery (kill -> the replacement re-admitted warm).
 
+``--standby N`` (default 1): N warm standby workers (``standby_workers``): a killed worker's
+slot is refilled at once by a standby that already paid for spawn, torch import, weight load
+and warm-up; a new standby warms up (nicer) in the background. ``--standby 0``: every
+replacement is a cold restart. Where a worker's start-up goes (spawn, import, load, warm-up)
+is reported from the workers' own timings (``startup_s``).
+
 Keys: requests_sent, responses_received (must be equal: every request got an HTTP answer),
 slo_attainment, slo_attainment_no_faults, recovery_ms_p50, detection_ms_p50, kills,
-restarts, outcomes of both runs.
-Usage: python benchmarks/faults.py [--bundle DIR] [--seconds 60] [--kill-every 12] [--workers 2]
+restarts, standby_promotions, startup_s, outcomes of both runs.
+Usage: python benchmarks/faults.py [--bundle DIR] [--seconds 60] [--kill-every 12] [--workers 2] [--standby 1]
 Writes benchmarks/results/faults.json.
 """
 from __future__ import annotations
@@ -96,12 +102,28 @@ def _p50(values: list) -> float | None:
     return round(float(np.median(v)), 2) if v else None
 
 
+def _startup_breakdown(events: list[dict[str, Any]]) -> dict[str, Any]:
+    """p50 per phase over the worker start-ups the server timed (initial, standby, restarts)."""
+    keys = ("spawn_s", "import_s", "load_s", "warm_up_s", "total_s")
+    out: dict[str, Any] = {}
+    for kind, sel in (("initial", lambda e: e["event"] == "worker_ready" and not e.get("restarted")),
+                      ("standby", lambda e: e["event"] == "standby_ready"),
+                      ("cold_restart", lambda e: e["event"] == "worker_ready" and e.get("restarted")
+                       and e.get("startup") and e["startup"].get("total_s", 0) > 0.5)):
+        rows = [e.get("startup", e) for e in events if sel(e)]
+        rows = [r for r in rows if r and "total_s" in r]
+        if rows:
+            out[kind] = {"n": len(rows), **{k: round(float(np.median([r[k] for r in rows])), 3) for k in keys}}
+    return out
+
+
 def faults_experiment(bundle: str, *, seconds: float, kill_every_s: float, workers: int, load: float,
-                      margin_ms: float = 0.0, log=print) -> dict[str, Any]:
+                      margin_ms: float = 0.0, standby: int = 1, log=print) -> dict[str, Any]:
     profile = LatencyProfile.load(Path(bundle) / "profile.json")
     slo = default_slo_ms(profile)
     profile_capacity = workers * profile.max_batch / (profile.largest.latency_ms(profile.max_batch, "p50") / 1000)
-    with ServerProcess(bundle=bundle, workers=workers, warmup_runs=1, restart_backoff_s=0.1) as srv:
+    with ServerProcess(bundle=bundle, workers=workers, warmup_runs=1, restart_backoff_s=0.1,
+                       standby_workers=standby) as srv:
         sustainable, probes = measure_sustainable(srv, profile_capacity, slo, margin_ms=margin_ms)
         mean = load * sustainable
         trace = bursty(mean / 2, mean / 2, 8.0, seconds, seed=7)
@@ -127,7 +149,8 @@ def faults_experiment(bundle: str, *, seconds: float, kill_every_s: float, worke
             f"{len(killer.kills)} kills, recovery p50 {_p50([r['recovery_ms'] for r in rec])} ms")
     acct = accounting(rec1)
     return {
-        "config": {"bundle": bundle, "workers": workers, "policy": "slackfit", "late": "shed", "slo_ms": slo,
+        "config": {"bundle": _rel(bundle), "workers": workers, "standby_workers": standby, "policy": "slackfit",
+                   "late": "shed", "slo_ms": slo,
                    "restart_backoff_s": 0.1, "kill_every_s": kill_every_s, "signal": "SIGKILL",
                    "margin_ms": margin_ms},
         "profile_capacity_rps": round(profile_capacity, 1),
@@ -146,6 +169,8 @@ def faults_experiment(bundle: str, *, seconds: float, kill_every_s: float, worke
         "kills": len(killer.kills),
         "kills_skipped_not_warm": killer.skipped,
         "restarts": sum(1 for e in events if e["event"] == "worker_restarted"),
+        "standby_promotions": sum(1 for e in events if e["event"] == "worker_restarted" and e.get("standby")),
+        "startup_s": _startup_breakdown(events),
         "given_up": sum(1 for e in events if e["event"] == "worker_given_up"),
         "per_kill": rec,
         "outcomes": s1["counts"],
@@ -154,6 +179,14 @@ def faults_experiment(bundle: str, *, seconds: float, kill_every_s: float, worke
         "no_faults_responses_received": accounting(rec0)["responses_received"],
         "server_exit_code": srv.proc.returncode,
     }
+
+
+def _rel(path: str) -> str:
+    """A bundle inside the repository as a relative path (no machine path in results)."""
+    try:
+        return str(Path(path).resolve().relative_to(Path(__file__).resolve().parent.parent))
+    except ValueError:
+        return Path(path).name
 
 
 def main() -> None:
@@ -165,18 +198,19 @@ def main() -> None:
     p.add_argument("--load", type=float, default=0.5, help="trace mean as a fraction of the measured sustainable rate")
     p.add_argument("--margin-ms", type=float, default=0.0,
                    help="send slo_ms minus this to the server (room for the HTTP path); attainment still vs slo_ms")
+    p.add_argument("--standby", type=int, default=1, help="warm standby workers (0: cold restarts only)")
     p.add_argument("--out", type=Path, default=RESULTS / "faults.json")
     args = p.parse_args()
     res = faults_experiment(args.bundle, seconds=args.seconds, kill_every_s=args.kill_every, workers=args.workers,
-                            load=args.load, margin_ms=args.margin_ms)
-    res["command"] = (f"python benchmarks/faults.py --bundle {args.bundle} --seconds {args.seconds:g} "
+                            load=args.load, margin_ms=args.margin_ms, standby=args.standby)
+    res["command"] = (f"python benchmarks/faults.py --bundle {_rel(args.bundle)} --seconds {args.seconds:g} "
                       f"--kill-every {args.kill_every:g} --workers {args.workers} --load {args.load:g} "
-                      f"--margin-ms {args.margin_ms:g}")
+                      f"--margin-ms {args.margin_ms:g} --standby {args.standby}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(res, indent=1))
     print(json.dumps({k: res[k] for k in ("requests_sent", "responses_received", "slo_attainment",
                                           "slo_attainment_no_faults", "recovery_ms_p50", "detection_ms_p50",
-                                          "kills", "restarts")}, indent=1))
+                                          "kills", "restarts", "standby_promotions", "startup_s")}, indent=1))
     print(f"wrote {args.out}")
 
 

@@ -160,8 +160,8 @@ def main() -> None:
     rows, series = [], {}
     for spec in p.policies:
         s, ts = ex.run_policy(p, spec, progress=False, processes=args.processes)
-        speed_fn, over_fn = ex.host_timeline(s["calibration_events"], s["trace_t0"])
-        sim = ex.simulate_policy(p, spec, host_speed=speed_fn, host_overhead_ms=over_fn)
+        speed_fn, over_fn, lag_fn = ex.host_timeline(s["calibration_events"], s["trace_t0"])
+        sim = ex.simulate_policy(p, spec, host_speed=speed_fn, host_overhead_ms=over_fn, lag_margin_ms=lag_fn)
         r = ex.row(spec, s, sim)
         r["slo_attainment_live"] = r["slo_attainment"]
         r["slo_attainment_sim"] = r["sim_slo_attainment"]
@@ -176,8 +176,13 @@ def main() -> None:
                                    "p50": round(float(np.median(speeds)), 4),
                                    "p95": round(float(np.percentile(speeds, 95)), 4), "points": len(speeds)}
                                   if speeds else None)
-        r["calibration_timeline"] = [[round(e["t"] - s["trace_t0"], 2), e["speed"], e.get("overhead_p50_ms"),
-                                      e.get("overhead_ms")] for e in s["calibration_events"]]
+        r["calibration_timeline_columns"] = ["t_s", "speed", "plan_speed", "mean_speed", "overhead_p50_ms",
+                                             "overhead_ms", "lag_margin_ms"]
+        r["calibration_timeline"] = [[round(e["t"] - s["trace_t0"], 2), e["speed"], e.get("plan_speed"),
+                                      e.get("mean_speed"), e.get("overhead_p50_ms"), e.get("overhead_ms"),
+                                      e.get("lag_margin_ms")] for e in s["calibration_events"]]
+        lags = [e.get("lag_margin_ms", 0.0) for e in s["calibration_events"] if e["event"] == "calibration"]
+        r["lag_margin_ms_p50"] = round(float(np.median(lags)), 3) if lags else None
         rows.append(r)
         series[spec.label] = ts
         chk = r["profile_check"] or {}

@@ -138,30 +138,34 @@ def server_config(p: ExperimentPlan, spec: PolicySpec) -> ServeConfig:
                        http_port=0, profile=str(p.served_profile) if p.served_profile else None).validate()
 
 
-def host_timeline(events: list[dict[str, Any]], t0: float) -> tuple[Callable[[float], float], Callable[[float], float]]:
-    """(speed(t), overhead_ms(t)) of a live run from its server's calibration events (the mean
+def host_timeline(events: list[dict[str, Any]], t0: float
+                  ) -> tuple[Callable[[float], float], Callable[[float], float], Callable[[float], float]]:
+    """(speed(t), overhead_ms(t), lag_margin_ms(t)) of a live run from its server's calibration
+    events (the mean
     measured / profiled batch time and the mean per-batch overhead over each window), with t
     in seconds from the trace start ``t0`` (monotonic): piecewise constant, each estimate
     held from when it was made; before the first, the start-up check's."""
     pts = [e for e in events if e["event"] in ("profile_check", "calibration")]
     if not pts:
-        return (lambda t: 1.0), (lambda t: 0.0)
+        return (lambda t: 1.0), (lambda t: 0.0), (lambda t: 0.0)
     ts = [e["t"] - t0 for e in pts]
     # Throughput follows means, not medians: replay the mean ratio and the mean overhead.
     sp = [float(e.get("mean_speed", e["speed"])) for e in pts]
     ov = [float(e.get("overhead_mean_ms", e["overhead_p50_ms"])) for e in pts]
+    lag = [float(e.get("lag_margin_ms", 0.0)) for e in pts]
 
     def at(vals: list[float]) -> Callable[[float], float]:
         def f(t: float) -> float:
             return vals[max(0, bisect.bisect_right(ts, t) - 1)]
         return f
-    return at(sp), at(ov)
+    return at(sp), at(ov), at(lag)
 
 
 def simulate_policy(p: ExperimentPlan, spec: PolicySpec, trace: Trace | None = None,
                     speed_factor: float = 1.0, prefix: str = "sim",
                     host_speed: float | Callable[[float], float] | None = None,
-                    host_overhead_ms: float | Callable[[float], float] | None = None) -> dict[str, Any]:
+                    host_overhead_ms: float | Callable[[float], float] | None = None,
+                    lag_margin_ms: Callable[[float], float] | None = None) -> dict[str, Any]:
     """The simulator's prediction with the very objects the server builds from the same
     config (the calibrated planner and its policy factory: same planning quantile,
     overhead, response margin, start-up check and queue bound), on the same trace and
@@ -183,11 +187,15 @@ def simulate_policy(p: ExperimentPlan, spec: PolicySpec, trace: Trace | None = N
     # The simulator models the router's clock, on which the server plans every request to
     # finish response_margin_ms early (the path outside it); simulate that budget.
     budget_ms = p.slo_ms - min(cfg.response_margin_ms, 0.25 * p.slo_ms)
+    budget: float | np.ndarray = budget_ms
+    if lag_margin_ms is not None:  # the live router's margin grew with its loop lag: replay it
+        budget = np.array([p.slo_ms - min(cfg.response_margin_ms + lag_margin_ms(t), 0.25 * p.slo_ms)
+                           for t in trace.arrivals])
     host = host_speed if host_speed is not None else 1.0 / p.profile_speed_factor
     over = host_overhead_ms if host_overhead_ms is not None else cfg.overhead_ms
     out: dict[str, Any] = {f"{prefix}_slo_ms": budget_ms}
     for key, model in ((prefix, "lognormal"), (f"{prefix}_p50", "p50")):
-        res = simulate(trace, info.profile, build_planner(cfg, info), num_workers=p.workers, slo_ms=budget_ms,
+        res = simulate(trace, info.profile, build_planner(cfg, info), num_workers=p.workers, slo_ms=budget,
                        latency=model, overhead_ms=over, late=cfg.late, seed=0,
                        queue_capacity=cfg.queue_capacity, host_speed=host)
         out[f"{key}_slo_attainment"] = round(res.slo_attainment, 6)

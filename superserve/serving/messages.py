@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 _RUN, _STOP, _READY, _DONE, _FAILED = b"R", b"S", b"W", b"D", b"F"
 _RUN_FMT = struct.Struct("<IHH")  # seq, subnet index, batch size
-_READY_FMT = struct.Struct("<If")  # pid, warm-up seconds
+_READY_FMT = struct.Struct("<Ifffd")  # pid, warm-up s, torch import s, weight load s, main() entry (monotonic)
 _DONE_FMT = struct.Struct("<If")  # seq, compute ms
 
 
@@ -31,10 +31,16 @@ class Stop:
 
 @dataclass(frozen=True, slots=True)
 class WorkerReady:
-    """Worker -> router: model loaded, every served SubNet warmed."""
+    """Worker -> router: model loaded, every served SubNet warmed. Where its start-up went:
+    ``entered_at`` (CLOCK_MONOTONIC, machine-wide) minus the spawn time is the process start;
+    then ``import_s`` (torch), ``load_s`` (weights and SubnetNorm tables) and the warm-up
+    passes (``warmup_s`` counts load and warm-up)."""
 
     pid: int
     warmup_s: float
+    import_s: float = 0.0
+    load_s: float = 0.0
+    entered_at: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +71,7 @@ def encode(msg: RouterMessage | WorkerMessage) -> bytes:
     if isinstance(msg, Stop):
         return _STOP
     if isinstance(msg, WorkerReady):
-        return _READY + _READY_FMT.pack(msg.pid, msg.warmup_s)
+        return _READY + _READY_FMT.pack(msg.pid, msg.warmup_s, msg.import_s, msg.load_s, msg.entered_at)
     if isinstance(msg, BatchFailed):
         return _FAILED + struct.pack("<I", msg.seq) + msg.message.encode("utf-8", "replace")[:2000]
     raise TypeError(f"not a serving message: {msg!r}")

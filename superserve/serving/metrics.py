@@ -66,7 +66,14 @@ class ServingMetrics:
         self.check_warning = Gauge("superserve_profile_check_warning", "1 when the start-up check found the "
                                    "host off the profile by more than the warning threshold", registry=r)
 
-    def watch_calibration(self, estimate: Callable[[], object], policy: Callable[[], object]) -> None:
+        self.response_margin = Gauge("superserve_response_margin_ms", "Planning margin before each deadline: the "
+                                     "configured response margin plus the router loop's recent p99 lag (ms)",
+                                     registry=r)
+
+    def watch_calibration(self, estimate: Callable[[], object], policy: Callable[[], object],
+                          margin: Callable[[], float] | None = None) -> None:
+        if margin is not None:
+            self.response_margin.set_function(margin)
         self.speed_factor.set_function(lambda: estimate().speed)  # type: ignore[attr-defined]
         self.overhead_ms.set_function(lambda: estimate().overhead_ms)  # type: ignore[attr-defined]
         self.overhead_p50_ms.set_function(lambda: estimate().overhead_p50_ms)  # type: ignore[attr-defined]

@@ -51,6 +51,7 @@ class WorkerHandle:
     state: WorkerState = WorkerState.STARTING
     pid: int | None = None
     warmup_s: float | None = None
+    startup: dict | None = None  # where the last start-up went (s): spawn, import, load, warm_up
     exitcode: int | None = None
     started_at: float = 0.0
     inflight: object | None = None  # the router's record of the batch it is running
@@ -104,10 +105,11 @@ class WorkerPool:
         router_end, worker_end = self._ctx.Pipe(duplex=True)
         proc = self._ctx.Process(target=worker_main, args=(spec.to_json(), worker_end),
                                  name=f"superserve-worker-{w.index}", daemon=True)
+        t_spawn = time.monotonic()
         proc.start()
         worker_end.close()  # only the child holds it now: its exit gives us EOF
         w.process, w.conn, w.pid = proc, router_end, proc.pid
-        w.state, w.exitcode, w.inflight, w.started_at = WorkerState.STARTING, None, None, time.monotonic()
+        w.state, w.exitcode, w.inflight, w.started_at = WorkerState.STARTING, None, None, t_spawn
         w.watched = [router_end.fileno(), proc.sentinel]
         self._loop.add_reader(router_end.fileno(), self._readable, w)
         self._loop.add_reader(proc.sentinel, self._died, w)
@@ -178,6 +180,11 @@ class WorkerPool:
         except (EOFError, OSError):
             self._died(w)
             return
+        if isinstance(msg, WorkerReady):
+            w.startup = {"spawn_s": round(max(0.0, msg.entered_at - w.started_at), 3),
+                         "import_s": round(msg.import_s, 3), "load_s": round(msg.load_s, 3),
+                         "warm_up_s": round(msg.warmup_s - msg.load_s, 3),
+                         "total_s": round(time.monotonic() - w.started_at, 3)}
         if w.spare:
             if isinstance(msg, WorkerReady):
                 w.state, w.warmup_s = WorkerState.IDLE, msg.warmup_s

@@ -97,6 +97,14 @@ class Router:
         self._check: ProfileCheck | None = None
         self._check_done: asyncio.Future | None = None
         self._refresh_timer: asyncio.TimerHandle | None = None
+        # The router's own loop lag (a 10-ms timer's lateness): when this process is starved
+        # of CPU, requests are stamped late and answers written late, outside the clock the
+        # deadlines are planned on. Its recent p99 is added to the response margin (read on
+        # the request path as one float; measured off it).
+        self.lag_margin_ms = 0.0
+        self._lags: deque[tuple[float, float]] = deque(maxlen=400)
+        self._lag_due = 0.0
+        self._lag_timer: asyncio.TimerHandle | None = None
         self.hang_timeout_s = hang_timeout_s
         # Scheduling plans each request to finish this much before its deadline (at most a
         # quarter of its slo_ms): the part of the client's latency outside the router's clock.
@@ -119,7 +127,8 @@ class Router:
         metrics.watch(lambda: len(self.queue), lambda: len(self._ready),
                       lambda: self.pool.num_alive if self.pool else 0)
         if self.planner is not None:
-            metrics.watch_calibration(lambda: self.planner.estimate, lambda: self.step.policy)
+            metrics.watch_calibration(lambda: self.planner.estimate, lambda: self.step.policy,
+                                      lambda: self.response_margin_ms + self.lag_margin_ms)
 
     @property
     def policy(self) -> Policy:
@@ -197,15 +206,34 @@ class Router:
         """Start the periodic refresh without a start-up check."""
         self._schedule_refresh()
 
+    _LAG_TICK_S = 0.01
+
+    def _lag_tick(self) -> None:
+        now = time.monotonic()
+        self._lags.append((now, max(0.0, (now - self._lag_due) * 1000.0)))
+        if not self._stopped:
+            self._lag_due = now + self._LAG_TICK_S
+            self._lag_timer = self._loop.call_later(self._LAG_TICK_S, self._lag_tick)  # type: ignore[union-attr]
+
+    def _update_lag_margin(self, now: float) -> None:
+        window = self.planner.config.window_s if self.planner is not None else 3.0
+        lags = sorted(v for t, v in self._lags if t >= now - window)
+        self.lag_margin_ms = lags[min(len(lags) - 1, int(0.99 * len(lags)))] if len(lags) >= 20 else 0.0
+
     def _schedule_refresh(self) -> None:
         if self.planner is not None and self._loop is not None and self._refresh_timer is None:
             self._refresh_timer = self._loop.call_later(self.planner.config.refresh_s, self._recalibrate)
+            if self._lag_timer is None and self.planner.enabled:
+                self._lag_due = time.monotonic() + self._LAG_TICK_S
+                self._lag_timer = self._loop.call_later(self._LAG_TICK_S, self._lag_tick)
 
     def _recalibrate(self) -> None:
         """Timer: recompute the host estimate; install a rebuilt policy when it moved."""
         self._refresh_timer = None
         planner = self.planner
         now = time.monotonic()
+        if planner.enabled:  # type: ignore[union-attr]
+            self._update_lag_margin(now)
         if planner.refresh(now):  # type: ignore[union-attr]
             self.step.set_policy(planner.policy)  # type: ignore[union-attr]
             self.metrics.policy_rebuilds.inc()
@@ -216,7 +244,7 @@ class Router:
                                  mean_speed=round(p.mean_speed, 5), overhead_ms=round(p.overhead_ms, 4),
                                  overhead_p50_ms=round(p.overhead_p50_ms, 4),
                                  overhead_mean_ms=round(p.overhead_mean_ms, 4), samples=p.samples,
-                                 rebuilt=p.rebuilt)
+                                 rebuilt=p.rebuilt, lag_margin_ms=round(self.lag_margin_ms, 3))
             if len(planner.history) > 10_000:  # type: ignore[union-attr, arg-type]
                 del planner.history[:5_000]  # type: ignore[union-attr]
         if not self._stopped:
@@ -231,7 +259,8 @@ class Router:
         e = self.planner.estimate
         out = {"latency_speed_factor": round(e.speed, 4), "latency_overhead_ms": round(e.overhead_ms, 4),
                "latency_overhead_p50_ms": round(e.overhead_p50_ms, 4), "calibration_samples": e.samples,
-               "policy_rebuilds": self.planner.rebuilds,
+               "policy_rebuilds": self.planner.rebuilds, "response_margin_ms": round(
+                   self.response_margin_ms + self.lag_margin_ms, 3),
                "calibration": "on" if self.planner.enabled else "measuring only"}
         if self.check_report is not None:
             out["profile_check_speed_factor"] = round(self.check_report.speed, 4)
@@ -248,6 +277,9 @@ class Router:
         if self._refresh_timer is not None:
             self._refresh_timer.cancel()
             self._refresh_timer = None
+        if self._lag_timer is not None:
+            self._lag_timer.cancel()
+            self._lag_timer = None
 
     async def drain(self, timeout_s: float) -> None:
         """Let queued and running requests finish (graceful shutdown), then answer what is
@@ -269,7 +301,7 @@ class Router:
             self.metrics.by_outcome["unavailable"].inc()
             return InferResult(Outcome.UNAVAILABLE, message="no live worker; retry later")
         now = time.monotonic()
-        margin = self.response_margin_ms
+        margin = self.response_margin_ms + self.lag_margin_ms
         deadline = now + (slo_ms - (margin if margin < 0.25 * slo_ms else 0.25 * slo_ms)) / 1000.0
         fut = self._loop.create_future()  # type: ignore[union-attr]
         req = Request(next(self._ids), now, deadline, min_accuracy, Pending(row, fut, slo_ms))

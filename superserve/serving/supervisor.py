@@ -74,7 +74,7 @@ class Supervisor:
         pool.on_spare_ready = self._spare_ready
 
     def _spare_ready(self, w: WorkerHandle) -> None:
-        self.events.emit("standby_ready", pid=w.pid, warmup_s=w.warmup_s)
+        self.events.emit("standby_ready", pid=w.pid, warmup_s=w.warmup_s, **(w.startup or {}))
 
     def arm(self) -> None:
         self._armed = True
@@ -90,13 +90,13 @@ class Supervisor:
     def worker_ready(self, w: WorkerHandle) -> None:
         since = self._down_since.pop(w.index, None)
         if since is None:
-            self.events.emit("worker_ready", worker=w.index, pid=w.pid, warmup_s=w.warmup_s)
+            self.events.emit("worker_ready", worker=w.index, pid=w.pid, warmup_s=w.warmup_s, **(w.startup or {}))
         else:
             down_s = self.clock() - since
             self.metrics.worker_recovery_s.observe(down_s)
             self.events.emit("worker_ready", f"worker {w.index} (pid {w.pid}) is warm again and re-admitted, "
                              f"{down_s:.2f} s after its death", worker=w.index, pid=w.pid,
-                             warmup_s=w.warmup_s, restarted=True, down_s=down_s)
+                             warmup_s=w.warmup_s, restarted=True, down_s=down_s, startup=w.startup)
         self.inner.worker_ready(w)
 
     def batch_done(self, w: WorkerHandle, msg: BatchDone) -> None:

@@ -57,6 +57,7 @@ def worker_main(spec_json: str, conn: Connection) -> None:
     from superserve.serving.messages import (BatchDone, BatchFailed, RunBatch, Stop, WorkerReady,
                                              decode, encode)
 
+    entered_at = time.monotonic()
     # Ctrl-C goes to the whole process group; the router decides when workers stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     spec = WorkerSpec.from_json(spec_json)
@@ -64,13 +65,16 @@ def worker_main(spec_json: str, conn: Connection) -> None:
     if spec.warmup_nice > 0:
         os.nice(spec.warmup_nice)
     os.environ.setdefault("OMP_NUM_THREADS", str(spec.threads))
+    t_import = time.perf_counter()
     import torch
 
     from superserve.supernet import load_supernet
 
     torch.set_num_threads(spec.threads)
     t_start = time.perf_counter()
+    import_s = t_start - t_import
     model = load_supernet(spec.weights_path, spec.norm_path)
+    load_s = time.perf_counter() - t_start
     in_shm, out_shm = attach_shm(spec.input_shm), attach_shm(spec.output_shm)
     c, h, w = spec.input_shape
     inputs = torch.frombuffer(in_shm.buf, dtype=torch.float32, count=spec.max_batch * c * h * w)
@@ -92,7 +96,8 @@ def worker_main(spec_json: str, conn: Connection) -> None:
                     os.setpriority(os.PRIO_PROCESS, 0, base_priority)
                 except PermissionError:
                     pass  # unprivileged: stays nicer than its siblings (serves, a little slower under contention)
-            conn.send_bytes(encode(WorkerReady(os.getpid(), time.perf_counter() - t_start)))
+            conn.send_bytes(encode(WorkerReady(os.getpid(), time.perf_counter() - t_start, import_s, load_s,
+                                               entered_at)))
             while True:
                 try:
                     msg = decode(conn.recv_bytes())
