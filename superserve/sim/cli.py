@@ -55,12 +55,21 @@ def simulate_command(
     workers: int = typer.Option(4, help="simulated workers"),
     slo_ms: Optional[float] = typer.Option(None, help="latency SLO (default: 2 x p50 of the largest SubNet at max batch)"),
     subnet: Optional[str] = typer.Option(None, help="clipper+: the fixed SubNet id"),
-    buckets: int = typer.Option(4, help="slackfit: number of latency buckets"),
+    buckets: Optional[int] = typer.Option(None, help="slackfit-paper (and a SlackFit that takes it): number of "
+                                                    "latency buckets (default: the policy's)"),
     min_accuracy: Optional[float] = typer.Option(None, help="infaas: accuracy floor"),
     latency: str = typer.Option("p50", help="p50, p99, uniform (p50..p99) or lognormal"),
     overhead_ms: float = typer.Option(0.0, help="fixed cost per batch (the policy is told about it)"),
     late: str = typer.Option("shed", help="shed hopeless requests at once, or serve them late"),
     fail: list[str] = typer.Option([], help="worker failure TIME_S:WORKER (repeatable)"),
+    host_speed: float = typer.Option(1.0, help="the simulated host runs batches this many times the profile's "
+                                               "latency (1.18: a host slower than profiled)"),
+    host_speed_after: Optional[str] = typer.Option(None, help="a host that drifts: T_S:FACTOR, from T_S on "
+                                                              "batches take FACTOR x the profile"),
+    calibrate: bool = typer.Option(False, help="plan on the measured host, as the live server does: start-up "
+                                               "check + online calibration (superserve/scheduling/calibration.py)"),
+    queue_capacity: Optional[int] = typer.Option(None, help="queue bound (the server's default: 1024); none: "
+                                                            "unbounded"),
     seed: int = typer.Option(0),
     out: Optional[Path] = typer.Option(None, help="write the summary and time series as JSON"),
     records: Optional[Path] = typer.Option(None, help="write per-request records (.npz)"),
@@ -75,25 +84,40 @@ def simulate_command(
         typer.echo(f"trace saved to {tr.save(save_trace)}")
     params: dict[str, object] = {"overhead_ms": overhead_ms}
     key = policy.lower()
-    if key == "slackfit":
+    if key.startswith("slackfit") and buckets is not None:
         params["num_buckets"] = buckets
     if key.startswith("clipper"):
         params["subnet_id"] = subnet or prof.subnets[len(prof) // 2].id
     if key == "infaas" and min_accuracy is not None:
         params["min_accuracy"] = min_accuracy
     pol = make_policy(policy, prof, **params)
+    speed: float | object = host_speed
+    if host_speed_after:
+        t_s, _, f = host_speed_after.partition(":")
+        t_drift, f_drift = float(t_s), float(f)
+        speed = lambda t: host_speed if t < t_drift else f_drift  # noqa: E731
+    planner = None
+    if calibrate:
+        from superserve.scheduling.calibration import CalibratedPlanner
+
+        def factory(p, over):
+            return make_policy(policy, p, **{**params, "overhead_ms": max(overhead_ms, over)})
+        planner = CalibratedPlanner(prof, factory, base_overhead_ms=overhead_ms)
     slo = slo_ms if slo_ms is not None else default_slo_ms(prof)
     failures = []
     for f in fail:
         t, _, w = f.partition(":")
         failures.append((float(t), int(w or 0)))
-    res = simulate(tr, prof, pol, num_workers=workers, slo_ms=slo, latency=latency,  # type: ignore[arg-type]
-                   overhead_ms=overhead_ms, failures=failures, late=late, seed=seed)  # type: ignore[arg-type]
+    res = simulate(tr, prof, planner or pol, num_workers=workers, slo_ms=slo, latency=latency,  # type: ignore[arg-type]
+                   overhead_ms=overhead_ms, failures=failures, late=late, seed=seed,  # type: ignore[arg-type]
+                   host_speed=speed, queue_capacity=queue_capacity)  # type: ignore[arg-type]
     summary = {"trace": tr.summary(), **res.summary(), "slo_ms": slo}
     for k in ("requests", "slo_attainment", "mean_accuracy", "in_time", "late", "shed", "goodput_rps",
               "mean_batch_size", "sim_requests_per_s"):
         typer.echo(f"{k:>20}: {summary[k]}")
     typer.echo(f"{'policy':>20}: {pol!r}   slo_ms: {slo}   workers: {workers}")
+    if planner is not None:
+        typer.echo(f"{'calibration':>20}: {res.params['calibration']}")
     if out:
         out.write_text(json.dumps({"summary": summary, "time_series": res.time_series(max(0.1, tr.duration_s / 100))},
                                   indent=1, default=float))
