@@ -92,6 +92,17 @@ class Policy(ABC):
             tuple(Decision(s, t.ids[s], b + 1, t.latency_ms[s][b] + self.overhead_ms, t.accuracy[s])
                   for b in range(t.max_batch))
             for s in range(t.num_subnets))
+        # _efficient[s][b-1]: the batch <= b with the highest throughput (ties: the larger).
+        eff = []
+        for s, row in enumerate(t.latency_ms):
+            out, best, best_tp = [], 1, 0.0
+            for b in range(1, t.max_batch + 1):
+                tp = b / (row[b - 1] + self.overhead_ms)
+                if tp >= best_tp:
+                    best, best_tp = b, tp
+                out.append(best)
+            eff.append(tuple(out))
+        self._efficient = tuple(eff)
         self._late_decisions = tuple(
             tuple(Decision(s, t.ids[s], b + 1, t.latency_ms[s][b] + self.overhead_ms, t.accuracy[s], True)
                   for b in range(t.max_batch))
@@ -174,8 +185,12 @@ class Policy(ABC):
             d = self._pick(slack_ms, nmax, floor, plan)
         if d is None:
             s = self.fallback_subnet
-            d = self._late_decisions[s][(nmax if self.when_late == "drain" else 1) - 1]
-        return d
+            return self._late_decisions[s][(nmax if self.when_late == "drain" else 1) - 1]
+        # The largest batch is not assumed best: where a smaller batch of the same SubNet
+        # serves more requests per second (measured: PyTorch switches its 1x1-convolution
+        # kernel at batch 16 on one thread, docs/profiling.md), run that one.
+        b = self._efficient[d.subnet_index][d.batch_size - 1]
+        return d if b == d.batch_size else self._decisions[d.subnet_index][b - 1]
 
     def _pick(self, slack_ms: float, nmax: int, floor: float, plan: object) -> Decision | None:
         d = self.choose(slack_ms, nmax) if plan is None else self.choose_planned(slack_ms, nmax, plan)

@@ -78,20 +78,8 @@ class SlackFit(Policy):
         self.batch_share = float(batch_share)
         self.lookahead = bool(lookahead)
         t, oh = self.table, self.overhead_ms
-        bmax = t.max_batch
         # Latency with the known overhead: what a decision really costs.
         self._lat = tuple(tuple(v + oh for v in row) for row in t.latency_ms)
-        # best_upto[s][k-1]: the batch <= k with the highest throughput (ties: the larger).
-        best_upto = []
-        for row in self._lat:
-            out, best, best_tp = [], 1, 0.0
-            for b in range(1, bmax + 1):
-                tp = b / row[b - 1]
-                if tp >= best_tp:
-                    best, best_tp = b, tp
-                out.append(best)
-            best_upto.append(tuple(out))
-        self._best_upto = tuple(best_upto)
         # Accuracies along each per-batch front (ascending, like its latencies).
         self._front_acc = tuple(tuple(t.accuracy[s] for s in subs) for subs in t.frontier_subnet)
         fast_row = self._lat[t.fastest_subnet]
@@ -109,7 +97,7 @@ class SlackFit(Policy):
                 k = bisect_right(row, limit)
                 if k == 0:
                     k = 1  # even batch 1 is longer than the limit: its batch-1 rate still counts
-                caps.append(self._best_upto[s][k - 1] / row[self._best_upto[s][k - 1] - 1])
+                caps.append(self._efficient[s][k - 1] / row[self._efficient[s][k - 1] - 1])
             order = sorted(range(len(caps)), key=lambda s: (-caps[s], -self.table.accuracy[s]))
             neg, subs, best_acc = [], [], -1.0
             for s in order:
