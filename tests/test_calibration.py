@@ -173,3 +173,16 @@ def test_live_server_checks_a_wrong_profile_and_reports_the_estimate(tmp_path):
     assert gauge and float(gauge[0].split()[1]) > 1.2
     assert "WARNING" in log and "profile check" in log
     assert checks and checks[0]["warned"] and checks[0]["speed"] > 1.2
+
+
+def test_many_subnets_and_long_runs_keep_every_residual_usable():
+    """More batches than the per-bucket memory before the first refresh (a long start-up
+    check over many SubNets): the refresh must still use every remembered batch."""
+    cal = LatencyCalibrator(PROFILE, CalibrationConfig(subnet_samples=4))
+    for i in range(2000):
+        s, b = i % len(PROFILE.subnets), 1 + i % PROFILE.max_batch
+        cal.observe(s, b, PROFILE.subnets[s].latency_p50_ms[b - 1] * 1.1, None, i * 0.001)
+    assert cal.refresh(2.0).speed == pytest.approx(1.1, rel=1e-6)
+    for i in range(2000, 2100):
+        cal.observe(0, 1, PROFILE.subnets[0].latency_p50_ms[0] * 1.1, None, i * 0.001)
+    assert cal.refresh(2.1).speed == pytest.approx(1.1, rel=1e-6)

@@ -202,10 +202,11 @@ class LatencyCalibrator:
         lim = math.log(c.max_correction)
         # Each residual is relative to the host factor of its time, so drift of the host as a
         # whole does not leak into the corrections.
-        for res in self._bucket_res:
-            for e in res:
-                if e[2] is None:
-                    e[2] = log_speed
+        for group in (self._bucket_res, self._residuals):  # entries are shared; either may hold one longer
+            for res in group:
+                for e in res:
+                    if e[2] is None:
+                        e[2] = log_speed
         bcorr = []
         for res in self._bucket_res:
             n = len(res)

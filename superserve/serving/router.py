@@ -232,11 +232,16 @@ class Router:
         self._refresh_timer = None
         planner = self.planner
         now = time.monotonic()
-        if planner.enabled:  # type: ignore[union-attr]
-            self._update_lag_margin(now)
-        if planner.refresh(now):  # type: ignore[union-attr]
-            self.step.set_policy(planner.policy)  # type: ignore[union-attr]
-            self.metrics.policy_rebuilds.inc()
+        try:
+            if planner.enabled:  # type: ignore[union-attr]
+                self._update_lag_margin(now)
+            if planner.refresh(now):  # type: ignore[union-attr]
+                self.step.set_policy(planner.policy)  # type: ignore[union-attr]
+                self.metrics.policy_rebuilds.inc()
+        except Exception as exc:  # a bug here must not stop serving: keep the last policy, say so
+            if self.events is not None:
+                self.events.emit("calibration_error", f"calibration refresh failed, planning goes on with the "
+                                 f"last policy: {type(exc).__name__}: {exc}", error=str(exc))
         if self.events is not None and planner.history:  # type: ignore[union-attr]
             p = planner.history[-1]  # type: ignore[union-attr]
             if p.t == now:
