@@ -105,11 +105,13 @@ def _p50(values: list) -> float | None:
 def _startup_breakdown(events: list[dict[str, Any]]) -> dict[str, Any]:
     """p50 per phase over the worker start-ups the server timed (initial, standby, restarts)."""
     keys = ("spawn_s", "import_s", "load_s", "warm_up_s", "total_s")
+    # A promoted standby's ready event carries its own (background) start-up: not a cold restart.
+    promoted = {e.get("pid") for e in events if e["event"] == "worker_restarted" and e.get("standby")}
     out: dict[str, Any] = {}
     for kind, sel in (("initial", lambda e: e["event"] == "worker_ready" and not e.get("restarted")),
                       ("standby", lambda e: e["event"] == "standby_ready"),
                       ("cold_restart", lambda e: e["event"] == "worker_ready" and e.get("restarted")
-                       and e.get("startup") and e["startup"].get("total_s", 0) > 0.5)):
+                       and e.get("pid") not in promoted)):
         rows = [e.get("startup", e) for e in events if sel(e)]
         rows = [r for r in rows if r and "total_s" in r]
         if rows:

@@ -144,6 +144,9 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="short smoke run (not for results)")
     ap.add_argument("--profile-speed-factor", type=float, default=1.0,
                     help="serve the bundle's profile scaled by this (0.85: claims the host ~18 %% faster)")
+    ap.add_argument("--capacity", choices=("served", "raw"), default="served",
+                    help="C_large: the largest SubNet's throughput in a live server under saturation (served) "
+                         "or its worker's tight loop (raw); superserve/loadgen/experiment.py")
     ap.add_argument("--skip-ceiling", action="store_true",
                     help="only the policy comparison (no max_rate_at_999, raw rate or client ceiling)")
     ap.add_argument("--out", type=Path, default=RESULTS / "live.json")
@@ -152,7 +155,7 @@ def main() -> None:
         args.duration, args.probe_s, args.steps = 3.0, 1.5, 2
     t0 = time.monotonic()
     p = ex.plan(args.bundle, workers=args.workers, duration_s=args.duration, max_mean_rate=args.max_mean_rate,
-                profile_speed_factor=args.profile_speed_factor)
+                profile_speed_factor=args.profile_speed_factor, capacity=args.capacity)
     for k, v in p.rules.items():
         print(f"{k:>9}: {v}")
     print(f"    trace: {len(p.trace)} requests, mean {p.trace.mean_rate:.0f} req/s, SLO {p.slo_ms} ms")
@@ -243,7 +246,7 @@ def finish(args, p, rows: list, series: dict, t0: float, extra: dict | None = No
         "gap_met": bool(max(gaps) <= 1.0),
         **(extra or {"ceiling": "skipped (--skip-ceiling)"}),
         "quick": args.quick,
-        "command": "python benchmarks/live.py " + " ".join(sys.argv[1:]),
+        "command": "python benchmarks/live.py " + " ".join(_rel(a) if a.startswith("/") else a for a in sys.argv[1:]),
         "wall_s": round(time.monotonic() - t0, 1),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -45,7 +45,7 @@ def demo_command(
         check = next((e for e in s["calibration_events"] if e["event"] == "profile_check"), None)
         if check is not None:
             checks[spec.label] = check.get("text", "")
-            typer.echo(f"{spec.label} server, {'WARNING: ' if check.get('warned') else ''}{check.get('text', '')}")
+            typer.echo(f"{spec.label} server: {check.get('text', '')}")
         acc = s["mean_accuracy"]
         speeds = [e["speed"] for e in s["calibration_events"]]
         typer.echo(f"{spec.label}: attainment {s['slo_attainment']:.4f}, accuracy "
