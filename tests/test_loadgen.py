@@ -214,3 +214,18 @@ def test_demo_acceptance_requires_slackfits_own_attainment():
     assert ok["passed"] and ok["rivals"] == ["Clipper+ high"]
     beaten = acceptance(rows(0.995) + [{"policy": "X", "slo_attainment": 0.999, "mean_accuracy": 0.925}])
     assert beaten["beaten_by"] == ["X"] and not beaten["passed"]
+
+
+def test_host_timeline_replays_the_speed_of_each_interval():
+    """The simulator's twin of a live run replays the host as the server measured it: each
+    calibration point holds for the batches finished since the previous one."""
+    from superserve.loadgen.experiment import host_timeline
+
+    ev = [{"event": "profile_check", "t": 100.0, "speed": 1.2, "overhead_p50_ms": 0.1},
+          {"event": "calibration", "t": 100.5, "speed": 1.2, "speed_now": 1.5, "overhead_now_ms": 0.4,
+           "overhead_p50_ms": 0.3, "lag_margin_ms": 2.0},
+          {"event": "calibration", "t": 101.0, "speed": 1.3, "speed_now": 0.9, "overhead_now_ms": 0.2,
+           "overhead_p50_ms": 0.2, "lag_margin_ms": 1.0}]
+    speed, over, lag = host_timeline(ev, t0=100.0)
+    assert speed(-5.0) == 1.2 and speed(0.2) == 1.5 and speed(0.5) == 1.5 and speed(0.7) == 0.9
+    assert speed(9.0) == 0.9 and over(0.3) == 0.4 and lag(0.8) == 1.0

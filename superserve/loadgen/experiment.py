@@ -186,14 +186,19 @@ def host_timeline(events: list[dict[str, Any]], t0: float
     if not pts:
         return (lambda t: 1.0), (lambda t: 0.0), (lambda t: 0.0)
     ts = [e["t"] - t0 for e in pts]
-    # Throughput follows means, not medians: replay the mean ratio and the mean overhead.
-    sp = [float(e.get("mean_speed", e["speed"])) for e in pts]
-    ov = [float(e.get("overhead_mean_ms", e["overhead_p50_ms"])) for e in pts]
+    # Throughput follows means, not medians: replay the mean ratio and the mean overhead of the
+    # batches finished since the previous point (0.25 s: bursts slow the workers down exactly
+    # when capacity matters, which a window's average would smooth away); older servers
+    # reported only window means.
+    sp = [float(e.get("speed_now", e.get("mean_speed", e["speed"]))) for e in pts]
+    ov = [float(e.get("overhead_now_ms", e.get("overhead_mean_ms", e["overhead_p50_ms"]))) for e in pts]
     lag = [float(e.get("lag_margin_ms", 0.0)) for e in pts]
 
     def at(vals: list[float]) -> Callable[[float], float]:
+        # A point describes the batches finished since the previous one: it holds over
+        # (t_prev, t]; after the last point, the last value.
         def f(t: float) -> float:
-            return vals[max(0, bisect.bisect_right(ts, t) - 1)]
+            return vals[min(len(vals) - 1, bisect.bisect_left(ts, t))]
         return f
     return at(sp), at(ov), at(lag)
 

@@ -90,6 +90,10 @@ class LatencyEstimate:
     plan_speed: float = 1.0  # max(speed, the fast window's median): what plans use
     mean_speed: float = 1.0  # mean measured / profile over the window (throughput, for replays)
     overhead_mean_ms: float = 0.0
+    # Since the previous refresh only (a replay of the host at the refresh's resolution; not
+    # planned on: too few batches to be robust).
+    speed_now: float = 1.0
+    overhead_now_ms: float = 0.0
 
     def factor(self, subnet_index: int, batch_size: int | None = None) -> float:
         """The planning factor of (SubNet, batch): plan speed x noise margin x corrections."""
@@ -228,6 +232,10 @@ class LatencyCalibrator:
             fast = [(x + log_speed, w) for (x, w), v in zip(left, recent) if v[0] >= since]
             if len(fast) >= 4:
                 log_plan = max(log_speed, _wmedian(fast))
+        since_last = now - c.refresh_s
+        last = [(math.exp(v[1][0]), v[1][1]) for v in recent if v[0] > since_last]
+        speed_now = sum(x * w for x, w in last) / sum(w for _, w in last) if last else mean_speed
+        over_last = [v[1] for v in self._overheads if v[0] > since_last]
         over = [v[1] for v in self._recent(self._overheads, now)]
         if over:
             q = min(_quantile(over, c.overhead_quantile), c.max_overhead_ms)
@@ -237,7 +245,8 @@ class LatencyCalibrator:
         self._log_speed = log_speed
         self.estimate = LatencyEstimate(math.exp(log_speed), tuple(math.exp(x) for x in corr), overhead, over_p50,
                                         len(recent), now, tuple(math.exp(x) for x in bcorr), math.exp(noise),
-                                        self.max_batch, math.exp(log_plan), mean_speed, over_mean)
+                                        self.max_batch, math.exp(log_plan), mean_speed, over_mean, speed_now,
+                                        sum(over_last) / len(over_last) if over_last else over_mean)
         return self.estimate
 
     def planning_profile(self, estimate: LatencyEstimate | None = None) -> LatencyProfile:
@@ -264,6 +273,8 @@ class CalibrationPoint:
     plan_speed: float = 1.0
     mean_speed: float = 1.0
     overhead_mean_ms: float = 0.0
+    speed_now: float = 1.0
+    overhead_now_ms: float = 0.0
 
 
 class CalibratedPlanner:
@@ -315,7 +326,7 @@ class CalibratedPlanner:
         if self.history is not None:
             self.history.append(CalibrationPoint(now, est.speed, est.overhead_ms, est.overhead_p50_ms,
                                                  est.samples, rebuilt, est.plan_speed, est.mean_speed,
-                                                 est.overhead_mean_ms))
+                                                 est.overhead_mean_ms, est.speed_now, est.overhead_now_ms))
         return rebuilt
 
     @property

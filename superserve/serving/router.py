@@ -248,7 +248,8 @@ class Router:
                 self.events.emit("calibration", speed=round(p.speed, 5), plan_speed=round(p.plan_speed, 5),
                                  mean_speed=round(p.mean_speed, 5), overhead_ms=round(p.overhead_ms, 4),
                                  overhead_p50_ms=round(p.overhead_p50_ms, 4),
-                                 overhead_mean_ms=round(p.overhead_mean_ms, 4), samples=p.samples,
+                                 overhead_mean_ms=round(p.overhead_mean_ms, 4), speed_now=round(p.speed_now, 5),
+                                 overhead_now_ms=round(p.overhead_now_ms, 4), samples=p.samples,
                                  rebuilt=p.rebuilt, lag_margin_ms=round(self.lag_margin_ms, 3))
             if len(planner.history) > 10_000:  # type: ignore[union-attr, arg-type]
                 del planner.history[:5_000]  # type: ignore[union-attr]
