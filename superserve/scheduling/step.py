@@ -93,14 +93,15 @@ class SchedulingStep:
         return ADMITTED
 
     # --- a free worker ---------------------------------------------------------------------
-    def schedule(self, queue: EdfQueue, now: float) -> StepOutput:
-        """Shed (when shedding), decide and pop for one free worker."""
+    def schedule(self, queue: EdfQueue, now: float, workers: int | None = None) -> StepOutput:
+        """Shed (when shedding), decide and pop for one free worker; ``workers``: how many
+        workers serve the queue now (rate-aware policies plan per worker)."""
         policy = self.policy
         shed = policy.shed(queue, now) if self.shedding else _NO_SHED
         n = len(queue)
         if n == 0:
             return StepOutput(shed, None, [], 0)
-        d = policy.decide(queue, now)
+        d = policy.decide(queue, now, workers)
         return StepOutput(shed, d, queue.pop_earliest(d.batch_size), n)
 
     def expire(self, queue: EdfQueue, now: float) -> list[Request]:

@@ -362,7 +362,7 @@ class Router:
                 self._shed(expired, now)
             return
         while self._free and queue:
-            out = step.schedule(queue, now)
+            out = step.schedule(queue, now, len(self._ready))
             if out.shed:
                 self._shed(out.shed, now)
             if out.decision is None:

@@ -170,10 +170,12 @@ def simulate(trace: Trace | np.ndarray, profile: LatencyProfile, policy: Policy 
     if planner is not None and profile_check and planner.config.check_s > 0 and n:
         check_s = _profile_check(planner, step, batch_time, num_workers, arr[0])
 
+    live = num_workers  # workers not failed: rate-aware policies plan per worker
+
     def dispatch(now: float) -> None:
         nonlocal seq
         while idle and queue:
-            out = step.schedule(queue, now)
+            out = step.schedule(queue, now, live)
             for r in out.shed:
                 finish[r.id] = now  # answered at once: "cannot make the deadline"
             d = out.decision
@@ -217,6 +219,7 @@ def simulate(trace: Trace | np.ndarray, profile: LatencyProfile, policy: Policy 
             w = fails[fi - 1][1]
             if 0 <= w < num_workers and alive[w]:
                 alive[w] = False
+                live -= 1
                 epoch[w] += 1  # its pending completion becomes stale
                 if w in idle:
                     idle.remove(w)
