@@ -52,6 +52,9 @@ class FakePool:
     def kill(self, w) -> None:
         pass
 
+    def promote(self, dead):
+        return None  # no warm standby: every replacement is a restart
+
     num_alive = property(lambda self: sum(w.alive for w in self.workers))
 
 
