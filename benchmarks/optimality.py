@@ -25,7 +25,6 @@ much the discretisation costs.
 from __future__ import annotations
 
 import argparse
-import inspect
 import statistics
 import sys
 import time
@@ -38,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, write_json  # noqa: E402
 
 from superserve.profiling.latency_profile import LatencyProfile  # noqa: E402
-from superserve.scheduling import POLICY_NAMES, ClipperPlus, Policy, SlackFit, make_policy  # noqa: E402
+from superserve.scheduling import ClipperPlus, Policy, make_policy  # noqa: E402
 from superserve.sim import simulate  # noqa: E402
 from superserve.sim.defaults import default_slo_ms, resolve_profile  # noqa: E402
 from superserve.sim.optimum import offline_optimum, pareto_options, utility  # noqa: E402
@@ -96,21 +95,11 @@ def make_trace(profile: LatencyProfile, slo_ms: float, workers: int, load: float
     return Trace(a * scale, f"{tr.name}-first{n}-scaled", meta).record_measured()
 
 
-def _build(name: str, profile: LatencyProfile, workers: int, **params: Any) -> Policy:
-    pol = make_policy(name, profile, **params)
-    if "num_workers" in inspect.signature(type(pol).__init__).parameters:
-        pol = make_policy(name, profile, num_workers=workers, **params)
-    return pol
-
-
 def named_policies(profile: LatencyProfile, workers: int) -> list[tuple[str, Policy]]:
-    if "slackfit-paper" in POLICY_NAMES:
-        paper = _build("slackfit-paper", profile, workers)
-    else:  # before the paper's rule had its own name
-        paper = SlackFit(profile, lookahead=False)
-    return [("SlackFit", _build("slackfit", profile, workers)), ("SlackFit-paper", paper),
-            ("MaxBatch", _build("maxbatch", profile, workers)), ("MaxAcc", _build("maxacc", profile, workers)),
-            ("INFaaS", _build("infaas", profile, workers))]
+    return [("SlackFit", make_policy("slackfit", profile, num_workers=workers)),
+            ("SlackFit-paper", make_policy("slackfit-paper", profile)),
+            ("MaxBatch", make_policy("maxbatch", profile)), ("MaxAcc", make_policy("maxacc", profile)),
+            ("INFaaS", make_policy("infaas", profile))]
 
 
 def run_instance(profile: LatencyProfile, slo: float, setting: tuple, seed: int, slot_ms: float,
