@@ -208,10 +208,17 @@ class Policy(ABC):
 
     policy_floor: float = 0.0  # a floor the policy itself imposes (INFaaS)
 
+    lookahead: bool = False  # policies that offer it set it per instance
+
     def reserve_ms(self, queued: int) -> float:
         """Slack to keep free for the requests queued behind a full batch (0: the paper's
-        rule, only the earliest request's slack counts). SlackFit's ``lookahead`` uses it."""
-        return 0.0
+        rule, only the earliest request's slack counts). With ``lookahead``: one batch of
+        the fastest SubNet for the requests behind (the head of that batch size's front)."""
+        if not self.lookahead:
+            return 0.0
+        t = self.table
+        k = queued - t.max_batch
+        return t.frontier_latency[(k if k < t.max_batch else t.max_batch) - 1][0] + self.overhead_ms
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.describe()})"

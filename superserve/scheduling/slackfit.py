@@ -174,13 +174,6 @@ class SlackFit(Policy):
         """Without a queue to plan on: the most accurate option that fits the slack."""
         return self._scan(slack_ms, max_batch, 0.0, self.table.num_subnets - 1)
 
-    def reserve_ms(self, queued: int) -> float:
-        if not self.lookahead:
-            return 0.0
-        t = self.table
-        k = queued - t.max_batch
-        return t.frontier_latency[(k if k < t.max_batch else t.max_batch) - 1][0] + self.overhead_ms
-
     def describe(self) -> str:
         la = ", lookahead=True" if self.lookahead else ""
         return (f"rate_window_ms={self.rate_window_ms}, rate_weight={self.rate_weight}, margin={self.margin}, "

@@ -109,15 +109,6 @@ class SlackFitPaper(Policy):
         k = bisect_right(t.frontier_latency[max_batch - 1], slack_ms) - 1
         return self._decisions[t.frontier_subnet[max_batch - 1][k]][max_batch - 1]
 
-    def reserve_ms(self, queued: int) -> float:
-        if not self.lookahead:
-            return 0.0
-        # The quickest way to serve the k requests behind a batch: the head of batch k's
-        # frontier (its fastest SubNet).
-        t = self.table
-        k = queued - t.max_batch
-        return t.frontier_latency[(k if k < t.max_batch else t.max_batch) - 1][0] + self.overhead_ms
-
     def floor_rank(self, s: int, n: int) -> tuple:
         # Mirror the online rule on the options that meet the floor: latest bucket, then
         # largest batch, then accuracy.
