@@ -72,18 +72,14 @@ class SlackFit(Policy):
                          shed_rule=shed_rule, num_workers=num_workers)
         if rate_window_ms <= 0:
             raise ValueError("rate_window_ms must be > 0")
-        if margin < 0:
-            raise ValueError("margin must be >= 0")
-        if rate_weight < 0:
-            raise ValueError("rate_weight must be >= 0")
-        self.rate_weight = float(rate_weight)
-        if gate < 0:
-            raise ValueError("gate must be >= 0")
-        self.gate = float(gate)
+        if margin < 0 or rate_weight < 0 or gate < 0:
+            raise ValueError("margin, rate_weight and gate must be >= 0")
         if not 0 < batch_share <= 1:
             raise ValueError("batch_share must be in (0, 1]")
         self.rate_window_ms = float(rate_window_ms)
+        self.rate_weight = float(rate_weight)
         self.margin = float(margin)
+        self.gate = float(gate)
         self.batch_share = float(batch_share)
         self.lookahead = bool(lookahead)
         t, oh = self.table, self.overhead_ms

@@ -46,11 +46,10 @@ class StepOutput:
 class SchedulingStep:
     """Admission, shedding, the policy's decision and the pop, for the router and the simulator."""
 
-    __slots__ = ("policy", "shedding", "_peak_rate_s", "_min_service_s", "_latest_deadline")
+    __slots__ = ("policy", "shedding", "_peak_rate_s", "_min_service_s")
 
     def __init__(self, policy: Policy, *, shedding: bool = True) -> None:
         self.shedding = shedding
-        self._latest_deadline = 0.0  # >= every queued deadline (stale-high after removals: safe)
         self.set_policy(policy)
 
     def set_policy(self, policy: Policy) -> None:
@@ -82,14 +81,13 @@ class SchedulingStep:
         finish in time even if ``workers`` ran the queue ahead of it at peak rate from now on;
         REJECTED when the queue is at its capacity."""
         deadline = request.deadline
-        if self.shedding and queue and deadline >= self._latest_deadline:
+        # queue.latest_deadline: >= every queued deadline (stale-high after removals: safe).
+        if self.shedding and queue and deadline >= queue.latest_deadline:
             if now + len(queue) / (self._peak_rate_s * (workers if workers > 1 else 1)) \
                     + self._min_service_s > deadline:
                 return SHED
         if not queue.try_push(request):
             return REJECTED
-        if deadline > self._latest_deadline or len(queue) == 1:
-            self._latest_deadline = deadline
         return ADMITTED
 
     # --- a free worker ---------------------------------------------------------------------
@@ -120,8 +118,6 @@ class SchedulingStep:
         shedding, need = self.shedding, self._min_service_s
         for r in requests:
             if workers > 0 and (not shedding or r.deadline - now >= need) and queue.try_push(r):
-                if r.deadline > self._latest_deadline:
-                    self._latest_deadline = r.deadline
                 continue
             lost.append(r)
         return lost
