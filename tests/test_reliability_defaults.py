@@ -179,3 +179,53 @@ def test_router_process_never_imports_torch_or_pickle_for_messages():
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "False", out.stderr
+
+
+# --- TLS (issue 12) ----------------------------------------------------------------------------------
+def self_signed(tmp: Path) -> tuple[Path, Path]:
+    """A throwaway certificate for 127.0.0.1 / localhost, made with the openssl CLI."""
+    import shutil
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command to make a test certificate")
+    cert, key = tmp / "cert.pem", tmp / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "1", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"], check=True, capture_output=True)
+    return cert, key
+
+
+def test_tls_for_rest_and_grpc(tmp_path):
+    import ssl
+
+    import grpc
+    from tritonclient.grpc import service_pb2 as pb  # not our module: see grpc_api's docstring
+
+    cert, key = self_signed(tmp_path)
+    with ServerProcess(bundle=BUNDLE, workers=1, warmup_runs=1, auth_token=TOKEN, tls_cert=cert, tls_key=key) as srv:
+        assert srv.http_url.startswith("https://")
+        ctx = ssl.create_default_context(cafile=str(cert))
+        req = urllib.request.Request(srv.http_url + "/v2/models/supernet/infer", data=BODY, method="POST",
+                                     headers={"Authorization": f"Bearer {TOKEN}"})
+        with urllib.request.urlopen(req, timeout=30, context=ctx) as r:
+            assert r.status == 200 and json.loads(r.read())["outputs"]
+        # Plain HTTP on the TLS port is refused (no clear text, token included, ever answered).
+        with pytest.raises((urllib.error.URLError, ConnectionError, OSError)):
+            urllib.request.urlopen(srv.http_url.replace("https", "http") + "/v2/health/live", timeout=10).read()
+        # An unknown certificate is refused by the client.
+        with pytest.raises(urllib.error.URLError):
+            urllib.request.urlopen(srv.http_url + "/v2/health/live", timeout=10)
+        creds = grpc.ssl_channel_credentials(root_certificates=cert.read_bytes())
+        with grpc.secure_channel(srv.grpc_address, creds) as ch:
+            live = ch.unary_unary("/inference.GRPCInferenceService/ServerLive",
+                                  request_serializer=pb.ServerLiveRequest.SerializeToString,
+                                  response_deserializer=pb.ServerLiveResponse.FromString)
+            assert live(pb.ServerLiveRequest(), timeout=10).live
+        with grpc.insecure_channel(srv.grpc_address) as ch:  # clear text to the TLS port: no answer
+            live = ch.unary_unary("/inference.GRPCInferenceService/ServerLive",
+                                  request_serializer=pb.ServerLiveRequest.SerializeToString,
+                                  response_deserializer=pb.ServerLiveResponse.FromString)
+            with pytest.raises(grpc.RpcError):
+                live(pb.ServerLiveRequest(), timeout=5)
+    assert srv.proc.returncode == 0, srv.log_tail()

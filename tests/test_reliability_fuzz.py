@@ -88,7 +88,10 @@ def harness():
 text = st.text(max_size=12)  # any unicode, surrogates included
 safe_text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=12)  # encodable as UTF-8
 header_text = st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=24)
-huge_ints = st.integers(min_value=-(2 ** 70), max_value=2 ** 70)
+# Integers of any size: small, past int64 and float64 (310+ digits: float() overflows), up to the
+# 4,300 digits json.dumps still writes (longer literals are sent as raw text, see _huge_literal).
+huge_ints = st.integers(min_value=-(2 ** 70), max_value=2 ** 70) | st.integers() | st.integers(
+    min_value=-(10 ** 4000), max_value=10 ** 4000) | st.sampled_from([10 ** 309, -(10 ** 309), 2 ** 1024, 10 ** 4200])
 floats = st.floats(allow_nan=True, allow_infinity=True)
 scalars = st.none() | st.booleans() | huge_ints | floats | text
 json_values = st.recursive(scalars, lambda c: st.lists(c, max_size=4) | st.dictionaries(text, c, max_size=4),
@@ -126,7 +129,7 @@ def rest_json_request(draw):
     tensor = req["inputs"][0]
     for _ in range(draw(st.integers(1, 3))):
         where = draw(st.sampled_from(["body", "inputs", "name", "datatype", "shape", "data", "tparams",
-                                      "params", "slo", "acc", "outputs", "extra", "drop"]))
+                                      "params", "slo", "acc", "strict", "outputs", "extra", "drop"]))
         if where == "body":
             req = draw(json_values)
             break
@@ -144,12 +147,13 @@ def rest_json_request(draw):
             tensor["parameters"] = draw(json_values | st.fixed_dictionaries({"binary_data_size": json_values}))
         elif where == "params":
             req["parameters"] = draw(json_values)
-        elif where in ("slo", "acc"):
-            key = "slo_ms" if where == "slo" else "min_accuracy"
+        elif where in ("slo", "acc", "strict"):
+            key = {"slo": "slo_ms", "acc": "min_accuracy", "strict": "min_accuracy_strict"}[where]
             req.setdefault("parameters", {})
             if isinstance(req["parameters"], dict):
                 req["parameters"][key] = draw(scalars | st.sampled_from(
-                    ["nan", "inf", "-1", "1e400", "0x10", " 5 ", 0, -0.0, 1e-320, 60001, 2 ** 64]) | json_values)
+                    ["nan", "inf", "-1", "1e400", "0x10", " 5 ", 0, -0.0, 1e-320, 60001, 2 ** 64, 10 ** 310,
+                     -(10 ** 400), "9" * 400, "true", "false", 0.99, 1]) | json_values)
         elif where == "outputs":
             req["outputs"] = draw(json_values | st.lists(st.fixed_dictionaries(
                 {"name": text | json_values, "parameters": json_values}), max_size=3))
@@ -162,11 +166,26 @@ def rest_json_request(draw):
         raw = json.dumps(req, ensure_ascii=encoding == "ascii", allow_nan=True)
     except ValueError:  # a dict key json cannot express: send the valid one, mutated below
         raw = json.dumps(valid_request())
+    if draw(st.integers(0, 7)) == 0:
+        raw = _huge_literal(draw, raw)
     if encoding == "utf16":
         body = raw.encode("utf-16")
     else:
         body = raw.encode("utf-8", "surrogatepass")
     return _with_path_and_headers(draw, body)
+
+
+def _huge_literal(draw, raw: str) -> str:
+    """A number literal no json.dumps would write (thousands of digits, exponents past any
+    float, nan spelled out) in place of a parameter's value or of the first data value."""
+    literal = draw(st.sampled_from(["9" * 310, "-" + "9" * 5000, "1" + "0" * 20000, "1e99999", "-1e-99999",
+                                    "NaN", "-Infinity", "0." + "0" * 400 + "1", "1" * 400 + ".5e-400"]))
+    for old in ('"slo_ms": 1000', '"min_accuracy": ', '"data": [7'):
+        if old in raw:
+            new = {'"slo_ms": 1000': f'"slo_ms": {literal}', '"min_accuracy": ': f'"min_accuracy": {literal}, "x": ',
+                   '"data": [7': f'"data": [{literal}'}[old]
+            return raw.replace(old, new, 1)
+    return raw
 
 
 def _with_path_and_headers(draw, body: bytes, headers: dict | None = None):
@@ -335,7 +354,8 @@ def test_fuzz_raw_http_framing(harness):
 
 
 # --- gRPC ----------------------------------------------------------------------------------------
-GRPC_OK = {"OK", "INVALID_ARGUMENT", "NOT_FOUND", "RESOURCE_EXHAUSTED", "UNIMPLEMENTED"}
+# FAILED_PRECONDITION: a strict accuracy floor no SubNet meets (HTTP 422).
+GRPC_OK = {"OK", "INVALID_ARGUMENT", "NOT_FOUND", "RESOURCE_EXHAUSTED", "UNIMPLEMENTED", "FAILED_PRECONDITION"}
 
 
 @st.composite
@@ -394,14 +414,15 @@ def grpc_request(draw):
             fill = draw(values)
             getattr(t.contents, field).extend([fill] * n)
         elif where == "param":
-            p = req.parameters[draw(st.sampled_from(["slo_ms", "min_accuracy"]) | safe_text)]
+            p = req.parameters[draw(st.sampled_from(["slo_ms", "min_accuracy", "min_accuracy_strict"]) | safe_text)]
             choice = draw(st.sampled_from(["bool", "int", "str", "double"]))
             if choice == "bool":
                 p.bool_param = draw(st.booleans())
             elif choice == "int":
                 p.int64_param = draw(st.integers(-(2 ** 63), 2 ** 63 - 1))
             elif choice == "str":
-                p.string_param = draw(safe_text | st.sampled_from(["nan", "inf", "-inf", "1e999", "25"]))
+                p.string_param = draw(safe_text | st.sampled_from(["nan", "inf", "-inf", "1e999", "25", "9" * 400,
+                                                                   "true", "false", "-" + "9" * 5000]))
             else:
                 p.double_param = draw(floats)
         elif where == "outputs":

@@ -55,10 +55,10 @@ def test_a_request_that_cannot_make_it_behind_the_queue_is_shed_at_arrival():
     async def main():
         profile = LatencyProfile.synthetic(num_subnets=2)
         policy = make_policy("slackfit", profile)
-        router = Router(ModelInfo("m", (1, 28, 28), 10, profile, None), policy,
-                        ServingMetrics({s.id: s.accuracy for s in profile.subnets}, 16), queue_capacity=10_000)
         pool = Pool()
-        router.attach(pool, asyncio.get_running_loop())
+        router = Router(ModelInfo("m", (1, 28, 28), 10, profile, None), policy,
+                        ServingMetrics({s.id: s.accuracy for s in profile.subnets}, 16), queue_capacity=10_000,
+                        pool=pool, loop=asyncio.get_running_loop())
         pool.workers[0].state = WorkerState.IDLE
         router.worker_ready(pool.workers[0])
         router.accepting = True
@@ -92,4 +92,54 @@ def test_a_request_that_cannot_make_it_behind_the_queue_is_shed_at_arrival():
         for t in waiting + [long, early]:
             t.cancel()
         await asyncio.gather(*waiting, long, early, return_exceptions=True)
+    asyncio.run(main())
+
+
+# --- cancelled requests give their memory back at once (issue 12) -----------------------------------
+def test_cancelled_requests_leave_the_queue_heap_at_once():
+    """The EDF queue's lazy removal left cancelled entries (and their inputs) in its heap until
+    their deadline came up: 100,000 with slo_ms=60000 stayed there at capacity 1,024."""
+    from superserve.scheduling import EdfQueue, Request
+
+    q = EdfQueue(1024)
+    keep = [Request(i, 0.0, 100.0 + i, 0.0) for i in range(10)]
+    for r in keep:
+        q.push(r)
+    for i in range(10, 100_010):
+        r = Request(i, 0.0, 60.0 + i * 1e-6, 0.0, payload=bytearray(16))
+        q.push(r)
+        assert q.remove(r)
+        assert q.heap_size <= 2 * len(q) + 65
+    assert len(q) == 10 and q.heap_size <= 2 * 10 + 65
+    assert q.pop_earliest(100) == keep  # order and content unharmed by the compactions
+
+
+def test_a_hundred_thousand_cancelled_callers_stay_bounded_and_are_counted():
+    import asyncio
+
+    from test_serving_router import ROW, make_router, settle
+
+    from superserve.serving.router import pending
+
+    async def main():
+        router, pool = make_router(workers=1, capacity=1024)
+        busy = asyncio.ensure_future(router.infer(ROW, 60_000.0))  # the worker stays busy
+        await settle()
+        kept = [asyncio.ensure_future(router.infer(ROW, 60_000.0)) for _ in range(8)]
+        await settle()
+        for _ in range(100):  # 100 x 1,000 callers that go away while queued
+            tasks = [asyncio.ensure_future(router.infer(ROW, 60_000.0)) for _ in range(1000)]
+            await settle()
+            assert len(router.queue) == 1008  # capacity counts live requests only
+            gone = [pending(r) for r in router.queue][8:]
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            assert len(router.queue) == 8 and router.queue.heap_size <= 2 * 1024 + 65
+            assert all(p.row == b"" for p in gone)  # inputs dropped with the callers
+        assert router.metrics.registry.get_sample_value("superserve_requests_cancelled_total") == 100_000
+        assert not any(t.done() for t in kept) and not busy.done()
+        for t in kept + [busy]:
+            t.cancel()
+        await asyncio.gather(*kept, busy, return_exceptions=True)
     asyncio.run(main())

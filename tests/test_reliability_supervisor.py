@@ -69,14 +69,13 @@ class Clock:
 def make(workers=2, **policy):
     profile = LatencyProfile.synthetic(num_subnets=4)
     metrics = ServingMetrics({s.id: s.accuracy for s in profile.subnets}, 16)
-    router = Router(ModelInfo("m", (1, 28, 28), 10, profile, None), make_policy("slackfit", profile),
-                    metrics, queue_capacity=64)
-    clock = Clock()
-    sup = Supervisor(router, RestartPolicy(**{"backoff_s": 0.01, **policy}), metrics, EventLog(None, None), clock)
-    pool = FakePool(workers)
     loop = asyncio.get_running_loop()
-    router.attach(pool, loop)
-    sup.attach(pool, loop)
+    pool = FakePool(workers)
+    router = Router(ModelInfo("m", (1, 28, 28), 10, profile, None), make_policy("slackfit", profile),
+                    metrics, queue_capacity=64, pool=pool, loop=loop)
+    clock = Clock()
+    sup = Supervisor(router, pool, RestartPolicy(**{"backoff_s": 0.01, **policy}), metrics, EventLog(None, None),
+                     loop, clock)
     for w in pool.workers:
         w.state = WorkerState.IDLE
         sup.worker_ready(w)
@@ -134,10 +133,10 @@ async def _serve_one(router, pool):
     task = asyncio.ensure_future(router.infer(ROW, 1000.0))
     for _ in range(3):
         await asyncio.sleep(0)
-    w = next(w for w in pool.workers if w.inflight is not None)
+    w = next(w for w in pool.workers if router.in_flight(w) is not None)
     w.state = WorkerState.IDLE
     from superserve.serving.messages import BatchDone
-    router.batch_done(w, BatchDone(w.inflight.seq, 1.0))
+    router.batch_done(w, BatchDone(router.in_flight(w).seq, 1.0))
     return await task
 
 
@@ -165,6 +164,98 @@ def test_no_restart_during_startup_or_after_stop():
         await asyncio.sleep(0.05)
         assert pool.spawned == []
     asyncio.run(main())
+
+
+def test_a_given_up_slot_is_tried_again_after_its_cooldown():
+    """Before: a slot that died max_deaths times within the window was abandoned for good;
+    with every slot abandoned the server answered 503 forever."""
+    async def main():
+        router, sup, pool, metrics, clock = make(workers=1, max_deaths=2, window_s=60, backoff_max_s=0.02,
+                                                 cooldown_s=0.1)
+        kill(sup, pool, 0)
+        await asyncio.sleep(0.05)
+        kill(sup, pool, 0)  # second death within the window: given up ...
+        assert sup.given_up == {0} and not router.ready
+        assert sup.can_recover()  # ... for the cool-down only
+        await asyncio.sleep(0.2)
+        assert pool.spawned == [0, 0] and not sup.given_up  # tried again, with a fresh window
+        w = pool.workers[0]
+        w.state = WorkerState.IDLE
+        sup.worker_ready(w)
+        assert router.ready
+        kill(sup, pool, 0)  # the old deaths no longer count: restarted after back-off
+        await asyncio.sleep(0.05)
+        assert pool.spawned == [0, 0, 0] and not sup.given_up
+    asyncio.run(main())
+
+
+def test_liveness_fails_once_no_worker_can_come_back():
+    """Before: /v2/health/live said 200 while every slot was abandoned, so no orchestrator
+    ever restarted the server. Now live fails when no worker is alive and none will be."""
+    from superserve.serving.rest import RestApi
+
+    async def main():
+        router, sup, pool, metrics, clock = make(workers=2, max_deaths=1, cooldown_s=None)
+        rest = RestApi(router.info, router, None, metrics, 1 << 20, live=sup.can_recover)
+        assert (await rest.live(None)).status == 200
+        kill(sup, pool, 0)  # given up for good (no cool-down); the other still serves
+        assert sup.given_up == {0} and (await rest.live(None)).status == 200
+        kill(sup, pool, 1)
+        resp = await rest.live(None)
+        assert resp.status == 503 and b"restart the server" in resp.body
+        # With restarts on and a cool-down, the same deaths leave the server live.
+        router, sup, pool, metrics, clock = make(workers=1, max_deaths=1, cooldown_s=30)
+        kill(sup, pool, 0)
+        assert not router.ready and sup.can_recover()
+        sup.stop()
+    asyncio.run(main())
+
+
+# --- a restarted worker's priority ----------------------------------------------------------------
+PRIORITY_PROBE = """
+import os, threading, time
+from superserve.serving.worker import WarmupPriority
+p = WarmupPriority(10)
+p.enter()
+during = os.getpriority(os.PRIO_PROCESS, 0)
+t = threading.Thread(target=time.sleep, args=(1,), daemon=True)  # born nicer, like torch's threads
+t.start()
+p.leave()
+print(during, os.getpriority(os.PRIO_PROCESS, 0), os.getpriority(os.PRIO_PROCESS, t.native_id))
+"""
+
+
+def _priority_probe(prefix: list[str]) -> list[int]:
+    import subprocess
+    import sys
+
+    out = subprocess.run(prefix + [sys.executable, "-c", PRIORITY_PROBE], capture_output=True, text=True,
+                         check=True, timeout=60)
+    return [int(x) for x in out.stdout.split()]
+
+
+def test_a_restarted_worker_serves_at_its_siblings_priority_even_unprivileged():
+    """Before: a restarted worker warmed up at nice +10 and, unprivileged, could not come
+    back: it served nicer (slower under contention) than its siblings for good. Now it warms
+    up nicer only where it can return, and every thread returns."""
+    import shutil
+
+    from superserve.serving.worker import can_restore_priority
+
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    if can_restore_priority(base):
+        assert _priority_probe([]) == [min(19, base + 10), base, base]
+    if os.geteuid() == 0 or can_restore_priority(base):
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            pytest.skip("needs setpriv to drop CAP_SYS_NICE")
+        # No CAP_SYS_NICE and RLIMIT_NICE 0: an ordinary user's worker.
+        prefix = [setpriv, "--bounding-set", "-sys_nice", "--inh-caps", "-sys_nice"]
+        if shutil.which("prlimit"):
+            prefix = [shutil.which("prlimit"), "--nice=0"] + prefix
+    else:
+        prefix = []
+    assert _priority_probe(prefix) == [base, base, base]
 
 
 # --- end to end: kill -9 under load ----------------------------------------------------------
@@ -282,4 +373,38 @@ def test_warm_standby_takes_a_dead_workers_slot_at_once_and_is_replaced():
         os.kill(standby["pid"], signal.SIGKILL)
         wait_for_event(srv, lambda e: e["event"] == "worker_ready" and e.get("pid") == second["pid"], 5)
         assert metric(srv, "superserve_worker_restarts_total") == 2
+    assert srv.proc.returncode == 0
+
+
+def test_a_poison_input_costs_two_workers_and_one_clear_error_not_the_server():
+    """A real worker crash (the test hook makes an input whose first value is 1234.5 kill its
+    worker, as a kernel bug would). Before: its batch was re-queued again and again, killing
+    every worker in turn. Now: it crashes two workers, is answered 500 naming the cause, the
+    log names the request, every other request gets one answer, and the workers come back."""
+    poison = json.dumps({"id": "bad-one", "inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 784],
+                                                        "data": [1234.5] + [0.0] * 783}],
+                         "parameters": {"slo_ms": 5000}}).encode()
+    with ServerProcess(bundle=BUNDLE, workers=2, warmup_runs=1, restart_backoff_s=0.05,
+                       inject_crash_value=1234.5) as srv:
+        url = srv.http_url + "/v2/models/supernet/infer"
+
+        async def poison_under_load():
+            load = asyncio.ensure_future(steady_load(url, time.monotonic() + 1.0, rate=50))
+            await asyncio.sleep(0.2)
+            async with aiohttp.ClientSession() as s:
+                async with s.post(url, data=poison, headers={"Content-Type": "application/json"}) as r:
+                    answer = (r.status, json.loads(await r.read()))
+            return answer, await load
+        (status, body), others = asyncio.run(poison_under_load())
+        assert status == 500 and "worker died twice running this request" in body["error"], body
+        assert others and all(s in (200, 503) for s, _ in others)  # each answered, none lost
+        event = wait_for_event(srv, lambda e: e["event"] == "poison_request", 5)
+        assert event["id"] == "bad-one" and event["shape"] == [1, 784] and event["deaths"] == 2
+        assert len([e for e in srv.events() if e["event"] == "worker_died"]) == 2
+        assert metric(srv, "superserve_poison_requests_total") == 1
+        # Both slots are restarting (re-admission when warm: the kill test above); the poison
+        # is not run again, so no third worker dies.
+        assert {e["worker"] for e in srv.events() if e["event"] == "worker_restart_scheduled"} == {0, 1}
+        time.sleep(0.5)
+        assert len([e for e in srv.events() if e["event"] == "worker_died"]) == 2
     assert srv.proc.returncode == 0

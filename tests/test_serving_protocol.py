@@ -93,6 +93,9 @@ def test_codec_accepts_the_documented_forms(codec):
                                rtol=1e-6, atol=1e-6)
     assert codec.options({}).slo_ms == 50.0
     assert codec.options({"slo_ms": "20", "min_accuracy": 0.5}).slo_ms == 20.0
+    assert not codec.options({"min_accuracy": 0.5}).strict
+    assert codec.options({"min_accuracy": 0.5, "min_accuracy_strict": True}).strict
+    assert codec.options({"min_accuracy_strict": "true"}).strict  # clients that send strings only
 
 
 @pytest.mark.parametrize("call", [
@@ -113,6 +116,15 @@ def test_codec_accepts_the_documented_forms(codec):
     lambda c: c.options({"min_accuracy": float("nan")}),
     lambda c: c.options([1]),
     lambda c: c.requested_outputs(["softmax"]),
+    # Integers past any float (310+ digits) were an OverflowError: HTTP 500.
+    lambda c: c.options({"slo_ms": 10 ** 310}),
+    lambda c: c.options({"slo_ms": -(10 ** 4000)}),
+    lambda c: c.options({"min_accuracy": 10 ** 309}),
+    lambda c: c.options({"min_accuracy": "9" * 400}),
+    lambda c: c.options({"min_accuracy_strict": "maybe"}),
+    lambda c: c.options({"min_accuracy_strict": 1}),
+    lambda c: c.decode_values("FP32", [10 ** 310] * 784),
+    lambda c: c.check_header("input", "FP32", [1, 10 ** 400]),
 ])
 def test_codec_refuses_bad_input(codec, call):
     with pytest.raises(ApiError) as err:
@@ -133,3 +145,52 @@ def test_config_files(tmp_path):
         ServeConfig(policy="clipper+").validate()
     with pytest.raises(ValueError, match="late"):
         ServeConfig(late="maybe").validate()
+
+
+@pytest.mark.parametrize("setting, value", [
+    ("http_port", 70000), ("http_port", -1), ("grpc_port", 65536), ("http_port", "8000"),
+    ("max_slo_ms", 0), ("max_slo_ms", float("inf")), ("max_slo_ms", float("nan")),
+    ("hang_timeout_s", 0), ("hang_timeout_s", -1.0), ("hang_timeout_s", float("nan")),
+    ("overhead_ms", -0.1), ("overhead_ms", float("inf")), ("overhead_ms", 10 ** 400),
+    ("quantile", "p95"), ("quantile", None), ("workers", True), ("queue_capacity", 0),
+    ("request_max_deaths", 0), ("restart_cooldown_s", 0), ("restart_cooldown_s", float("inf")),
+    ("policy_params", ["num_buckets", 4]), ("tls_cert", "/nonexistent.pem"),
+])
+def test_config_validation_names_the_bad_setting(setting, value):
+    """Before, ports, max_slo_ms, hang_timeout_s, overhead_ms and quantile were not checked
+    (a bad one failed later, or silently)."""
+    with pytest.raises(ValueError, match=setting.split("_")[0]):
+        ServeConfig(**{setting: value}).validate()
+
+
+def test_defaults_validate_and_tls_needs_both_files(tmp_path):
+    ServeConfig().validate()
+    ServeConfig(grpc_port=None, http_port=0, restart_cooldown_s=None).validate()
+    (tmp_path / "c.pem").write_text("x")
+    with pytest.raises(ValueError, match="both tls_cert and tls_key"):
+        ServeConfig(tls_cert=str(tmp_path / "c.pem")).validate()
+
+
+def test_an_unknown_policy_parameter_is_a_clear_error_not_a_traceback():
+    """Before: TypeError from the policy's constructor, a traceback at start (the CLI's
+    error path only reports ValueError, OSError, ...)."""
+    from superserve.serving.server import build_planner, build_policy
+
+    info = ModelInfo("m", (1, 28, 28), 10, LatencyProfile.synthetic(), None)
+    with pytest.raises(ValueError, match=r"\['num_bucketz'\] not parameters of policy 'slackfit-paper'.*num_buckets"):
+        build_policy(ServeConfig(policy="slackfit-paper", policy_params={"num_bucketz": 8}), info)
+    with pytest.raises(ValueError, match="partial"):
+        build_policy(ServeConfig(policy="slackfit-paper", policy_params={"partial": "nope"}), info)
+    with pytest.raises(ValueError, match="overhead_ms"):
+        build_planner(ServeConfig(policy_params={"overhead_ms": "fast"}), info)
+    assert build_policy(ServeConfig(policy="slackfit-paper", policy_params={"num_buckets": 8}), info)
+
+
+def test_a_non_loopback_bind_without_a_token_is_warned_about_loudly():
+    from superserve.serving.server import insecure_bind_warning
+
+    assert insecure_bind_warning(ServeConfig()) is None
+    assert insecure_bind_warning(ServeConfig(host="localhost")) is None
+    assert insecure_bind_warning(ServeConfig(host="0.0.0.0", auth_token="t0ken")) is None
+    text = insecure_bind_warning(ServeConfig(host="0.0.0.0"))
+    assert text.startswith("WARNING") and "WITHOUT an auth token" in text and "SUPERSERVE_AUTH_TOKEN" in text

@@ -2,7 +2,10 @@
 
 A binary heap keyed by (deadline, id). Removal of arbitrary requests (client cancelled,
 answered elsewhere) is lazy: the id is remembered and the entry is skipped when it reaches
-the top, so every operation stays O(log n) and ``peek`` stays O(1) amortised.
+the top, so every operation stays O(log n) and ``peek`` stays O(1) amortised. Removed
+entries never outnumber live ones by much: once they do (and there are more than a few), the
+heap is rebuilt without them, O(n) paid for by as many removals. So memory stays bounded by
+about twice the capacity even when every request is cancelled far from its deadline.
 
 The queue also keeps what a queue-aware policy needs about the stream feeding it, in O(1) per
 push: the recent arrival times (:meth:`arrival_rate`) and the latest deadline queued since the
@@ -155,16 +158,32 @@ class EdfQueue:
             out.append(self._take_top())
         return out
 
+    _COMPACT_MIN = 64  # removed entries tolerated in the heap whatever the live count
+
     def remove(self, request: Request) -> bool:
-        """Forget a queued request in O(1) (its heap entry is skipped later).
-        Returns False if it was not queued."""
+        """Forget a queued request in O(1) amortised (its heap entry is skipped later, or
+        dropped at the next compaction). Returns False if it was not queued."""
         if request.id not in self._live:
             return False
         self._live.discard(request.id)
         self._removed.add(request.id)
         if request.min_accuracy > 0.0:
             self._floors -= 1
+        if len(self._removed) > self._COMPACT_MIN and len(self._removed) > len(self._live):
+            self._compact()
         return True
+
+    def _compact(self) -> None:
+        """Rebuild the heap without its removed entries (and the requests they hold)."""
+        removed = self._removed
+        self._heap = [e for e in self._heap if e[1] not in removed]
+        heapq.heapify(self._heap)
+        removed.clear()
+
+    @property
+    def heap_size(self) -> int:
+        """Entries held, removed ones included (memory; at most ~2x the live count + 64)."""
+        return len(self._heap)
 
     def _purge(self, request_id: int) -> None:
         self._heap = [e for e in self._heap if e[1] != request_id]

@@ -45,6 +45,9 @@ def serve_command(
                                                              "at once (default 0)"),
     calibration_check_s: Optional[float] = typer.Option(None, help="seconds of the start-up check of the profile "
                                                                    "against this host (default 2; 0: none)"),
+    tls_cert: Optional[Path] = typer.Option(None, help="PEM certificate (chain): serve HTTPS and gRPC over TLS "
+                                                       "(with --tls-key)"),
+    tls_key: Optional[Path] = typer.Option(None, help="PEM private key of --tls-cert"),
 ) -> None:
     """Serve a SuperNet over KServe v2 REST and gRPC, choosing SubNet and batch per decision."""
     from superserve.serving.config import ServeConfig
@@ -57,7 +60,8 @@ def serve_command(
         late=late, response_margin_ms=response_margin_ms, model_name=model_name,
         ready_file=str(ready_file) if ready_file else None,
         auth_token=auth_token or None, restart=restart, events_file=str(events_file) if events_file else None,
-        calibrate=calibrate, calibration_check_s=calibration_check_s, standby_workers=standby_workers)
+        calibrate=calibrate, calibration_check_s=calibration_check_s, standby_workers=standby_workers,
+        tls_cert=str(tls_cert) if tls_cert else None, tls_key=str(tls_key) if tls_key else None)
     try:
         cfg = ServeConfig.from_file(config, **overrides) if config else \
             ServeConfig(**{k: v for k, v in overrides.items() if v is not None})

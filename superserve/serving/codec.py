@@ -31,7 +31,8 @@ class ApiError(Exception):
     """A request the server refuses; ``status`` is the HTTP status, ``grpc`` the gRPC code name."""
 
     _GRPC = {400: "INVALID_ARGUMENT", 404: "NOT_FOUND", 408: "DEADLINE_EXCEEDED", 413: "RESOURCE_EXHAUSTED",
-             429: "RESOURCE_EXHAUSTED", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED", 500: "INTERNAL"}
+             422: "FAILED_PRECONDITION", 429: "RESOURCE_EXHAUSTED", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED",
+             500: "INTERNAL"}
 
     def __init__(self, status: int, message: str, outcome: str | None = None) -> None:
         super().__init__(message)
@@ -45,7 +46,8 @@ class ApiError(Exception):
 
 
 # How each outcome that is not an answer maps onto HTTP (gRPC follows ApiError._GRPC).
-OUTCOME_STATUS = {Outcome.SHED: 504, Outcome.REJECTED: 429, Outcome.UNAVAILABLE: 503, Outcome.ERROR: 500}
+OUTCOME_STATUS = {Outcome.SHED: 504, Outcome.REJECTED: 429, Outcome.UNAVAILABLE: 503, Outcome.ERROR: 500,
+                  Outcome.FLOOR_UNMET: 422}
 
 
 def result_error(result: InferResult) -> ApiError:
@@ -56,6 +58,7 @@ def result_error(result: InferResult) -> ApiError:
 class RequestOptions:
     slo_ms: float
     min_accuracy: float
+    strict: bool = False  # min_accuracy_strict: the floor is hard (422 rather than a less accurate answer)
 
 
 class InputCodec:
@@ -76,17 +79,17 @@ class InputCodec:
     # --- inputs --------------------------------------------------------------------------
     def check_header(self, name: Any, datatype: Any, shape: Any) -> str:
         if name != INPUT_NAME:
-            raise ApiError(400, f"unknown input {name!r}; this model has one input named {INPUT_NAME!r}")
+            raise ApiError(400, f"unknown input {_short(name)}; this model has one input named {INPUT_NAME!r}")
         if datatype not in ("FP32", "UINT8"):
-            raise ApiError(400, f"input datatype {datatype!r} not supported; send FP32 (normalised) "
+            raise ApiError(400, f"input datatype {_short(datatype)} not supported; send FP32 (normalised) "
                                 "or UINT8 (raw pixels)")
         if not isinstance(shape, (list, tuple)) or not all(type(d) is int for d in shape):
-            raise ApiError(400, f"input shape must be a list of integers, got {shape!r}")
+            raise ApiError(400, f"input shape must be a list of integers, got {_short(shape)}")
         if tuple(shape) not in self.shapes:
             if shape and shape[0] != 1 and tuple([1] + list(shape[1:])) in self.shapes:
-                raise ApiError(400, f"one image per request (shape {list(shape)}); send {shape[0]} requests: "
-                                    "the server forms the batches")
-            raise ApiError(400, f"input shape {list(shape)} not accepted; send {self._shape_text}")
+                raise ApiError(400, f"one image per request (shape {_short(list(shape))}); send "
+                                    f"{_short(shape[0])} requests: the server forms the batches")
+            raise ApiError(400, f"input shape {_short(list(shape))} not accepted; send {self._shape_text}")
         return datatype
 
     def decode_raw(self, datatype: str, raw: bytes | memoryview) -> bytes:
@@ -139,12 +142,12 @@ class InputCodec:
             acc = 0.0
         if not 0.0 <= acc <= 1.0:  # also refuses NaN
             raise ApiError(400, f"min_accuracy must be a number in [0, 1], got {acc!r}")
-        return RequestOptions(slo, acc)
+        return RequestOptions(slo, acc, _flag(params.get("min_accuracy_strict"), "min_accuracy_strict"))
 
     def requested_outputs(self, names: list[Any]) -> tuple[str, ...]:
         for n in names:
             if n not in OUTPUT_NAMES:
-                raise ApiError(400, f"unknown output {n!r}; this model has {list(OUTPUT_NAMES)}")
+                raise ApiError(400, f"unknown output {_short(n)}; this model has {list(OUTPUT_NAMES)}")
         return tuple(names) if names else OUTPUT_NAMES
 
 
@@ -157,17 +160,40 @@ def _number(value: Any, name: str, what: str) -> float | None:
         try:
             return float(value)
         except ValueError:
-            raise ApiError(400, f"{name} must be {what}, got {value!r}") from None
+            raise ApiError(400, f"{name} must be {what}, got {_short(value)}") from None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ApiError(400, f"{name} must be {what}, got {value!r}")
-    return float(value)
+        raise ApiError(400, f"{name} must be {what}, got {_short(value)}")
+    try:
+        return float(value)
+    except OverflowError:  # an integer beyond any float (300+ digits)
+        raise ApiError(400, f"{name} must be {what}, got an integer of {len(str(abs(value)))} digits") from None
+
+
+def _flag(value: Any, name: str) -> bool:
+    """A boolean parameter: JSON / protobuf booleans, or the strings "true" / "false"."""
+    if value is None:
+        return False
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise ApiError(400, f"{name} must be true or false, got {_short(value)}")
+
+
+def _short(value: Any) -> str:
+    """``repr`` for an error message, cut short (a caller's junk can be any size)."""
+    try:
+        text = repr(value)
+    except ValueError:  # int too large to convert to str
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def result_parameters(result: InferResult) -> dict[str, Any]:
     """What an answer says about how it was served (KServe response parameters)."""
     return {"subnet_id": result.subnet_id, "accuracy": result.accuracy, "batch_size": result.batch_size,
             "queue_ms": round(result.queue_ms, 3), "compute_ms": round(result.compute_ms, 3),
-            "outcome": result.outcome.value, "worker": result.worker}
+            "outcome": result.outcome.value, "worker": result.worker, "accuracy_floor_met": result.floor_met}
 
 
 def class_index(logits: bytes) -> int:

@@ -12,11 +12,14 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from superserve.serving.restart import RestartPolicy
+
 # The embedded bundle's path without importing superserve.embedded (which imports torch): the
 # router process never needs torch.
 EMBEDDED_DIR = Path(__file__).resolve().parent.parent / "data" / "embedded"
 
 LATE_MODES = ("shed", "serve")
+QUANTILES = ("p50", "p99")  # the latency-profile columns a policy can plan with
 
 
 @dataclass
@@ -68,7 +71,19 @@ class ServeConfig:
     restart_backoff_max_s: float = 10.0
     restart_max_deaths: int = 5
     restart_window_s: float = 60.0
-    restart_warmup_nice: int = 10  # a restarted worker warms up this much nicer (CPU for the others)
+    # A slot given up (restart_max_deaths within the window) is tried again after this many
+    # seconds with a fresh window; None: given up for good (liveness fails once no slot can
+    # come back, so an orchestrator restarts the server).
+    restart_cooldown_s: float | None = 60.0
+    # A restarted worker warms up this much nicer (CPU for the serving ones), only where it can
+    # return to its siblings' priority afterwards (root or CAP_SYS_NICE or RLIMIT_NICE);
+    # elsewhere it warms at their priority rather than serve nicer for good.
+    restart_warmup_nice: int = 10
+    # A request that was running on a worker that died is re-run alone (never batched again);
+    # the request_max_deaths-th worker death while running it ends it: HTTP 500 / gRPC INTERNAL
+    # ("worker died twice running this request"), so one poison input cannot take down every
+    # worker in turn.
+    request_max_deaths: int = 2
     # Warm standby workers (loaded and warmed, not serving): a dead worker's slot is refilled
     # by one at once instead of after a spawn + torch import + load + warm-up (6-8 s here);
     # a new standby then warms in the background. Each costs one worker's memory.
@@ -86,47 +101,79 @@ class ServeConfig:
     # (None: no auth). Prefer env SUPERSERVE_AUTH_TOKEN to a flag: flags show in `ps`.
     auth_token: str | None = field(default=None, repr=False)
     events_file: str | None = None  # lifecycle events as JSON lines (worker died/restarted/ready)
+    # TLS for REST and gRPC: PEM certificate (chain) and private key paths; both or neither.
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    # Testing only (benchmarks/faults.py --poison, tests): a worker whose batch holds an input
+    # whose first value is exactly this number exits at once (SIGKILL), as a poison input would.
+    inject_crash_value: float | None = None
 
     def validate(self) -> "ServeConfig":
+        """Check every setting; raises ValueError saying which one and what is allowed."""
         if self.late not in LATE_MODES:
             raise ValueError(f"late must be one of {LATE_MODES}, not {self.late!r}")
-        if self.workers < 1:
-            raise ValueError("workers must be >= 1")
-        if not 0 <= self.standby_workers <= 8:
-            raise ValueError("standby_workers must be in [0, 8]")
-        if self.threads_per_worker < 1:
-            raise ValueError("threads_per_worker must be >= 1")
-        if self.queue_capacity < 1:
-            raise ValueError("queue_capacity must be >= 1")
-        if not 0.0 <= self.response_margin_ms < 1e4:
-            raise ValueError(f"response_margin_ms must be in [0, 10000), not {self.response_margin_ms}")
-        if self.slo_ms is not None and not (0 < self.slo_ms <= self.max_slo_ms and math.isfinite(self.slo_ms)):
-            raise ValueError(f"slo_ms must be in (0, {self.max_slo_ms}], not {self.slo_ms}")
-        if self.max_request_bytes < 4096:
-            raise ValueError("max_request_bytes must be at least 4096")
-        if self.pixel_std <= 0:
-            raise ValueError("pixel_std must be > 0")
+        _check_int("workers", self.workers, 1, 1024)
+        _check_int("standby_workers", self.standby_workers, 0, 8)
+        _check_int("threads_per_worker", self.threads_per_worker, 1, 1024)
+        _check_int("warmup_runs", self.warmup_runs, 0, 1000)
+        _check_int("queue_capacity", self.queue_capacity, 1, 10_000_000)
+        _check_int("request_max_deaths", self.request_max_deaths, 1, 100)
+        _check_int("restart_warmup_nice", self.restart_warmup_nice, 0, 19)
+        _check_int("http_port", self.http_port, 0, 65535)
+        if self.grpc_port is not None:
+            _check_int("grpc_port", self.grpc_port, 0, 65535)
+        if self.quantile not in QUANTILES:
+            raise ValueError(f"quantile must be one of {QUANTILES}, not {self.quantile!r}")
+        _check_range("max_slo_ms", self.max_slo_ms, 0.0, 86_400_000.0, low_open=True)
+        _check_range("hang_timeout_s", self.hang_timeout_s, 0.0, 3600.0, low_open=True)
+        _check_range("overhead_ms", self.overhead_ms, 0.0, 10_000.0)
+        _check_range("response_margin_ms", self.response_margin_ms, 0.0, 10_000.0, high_open=True)
+        _check_range("read_timeout_s", self.read_timeout_s, 0.0, 3600.0, low_open=True)
+        _check_range("drain_timeout_s", self.drain_timeout_s, 0.0, 3600.0)
+        if self.slo_ms is not None:
+            _check_range("slo_ms", self.slo_ms, 0.0, self.max_slo_ms, low_open=True)
+        if self.min_accuracy is not None:
+            _check_range("min_accuracy", self.min_accuracy, 0.0, 1.0)
+        if not isinstance(self.max_request_bytes, int) or self.max_request_bytes < 4096:
+            raise ValueError("max_request_bytes must be an integer of at least 4096")
+        _check_range("pixel_std", self.pixel_std, 0.0, math.inf, low_open=True, high_open=True)
+        _check_range("pixel_mean", self.pixel_mean, -math.inf, math.inf, low_open=True, high_open=True)
         if self.auth_token is not None:
             check_token(self.auth_token)
-        if self.restart_backoff_s < 0 or self.restart_backoff_max_s < self.restart_backoff_s:
-            raise ValueError("restart back-off needs 0 <= restart_backoff_s <= restart_backoff_max_s")
-        if self.restart_max_deaths < 1 or self.restart_window_s <= 0:
-            raise ValueError("restart_max_deaths must be >= 1 and restart_window_s > 0")
+        self.restart_policy()  # raises on an inconsistent back-off, limit or cool-down
         if not (0.0 <= self.calibration_check_s <= 60.0):
             raise ValueError("calibration_check_s must be in [0, 60]")
         if not (0.05 <= self.calibration_window_s <= 600.0 and 0.01 <= self.calibration_refresh_s <= 60.0):
             raise ValueError("calibration_window_s must be in [0.05, 600] and calibration_refresh_s in [0.01, 60]")
+        if not isinstance(self.policy_params, dict) or not all(isinstance(k, str) for k in self.policy_params):
+            raise ValueError("policy_params must be a table of named policy parameters, e.g. {\"num_buckets\": 4}")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("TLS needs both tls_cert and tls_key (PEM files), or neither")
+        for name in ("tls_cert", "tls_key"):
+            path = getattr(self, name)
+            if path is not None and not Path(path).is_file():
+                raise ValueError(f"{name}: no such file {path!r}")
+        if self.inject_crash_value is not None:
+            _check_range("inject_crash_value", self.inject_crash_value, -math.inf, math.inf,
+                         low_open=True, high_open=True)
         key = self.policy.lower().replace("-", "").replace("_", "")
         if key in ("clipper+", "clipperplus", "clipper", "fixed") and not self.subnet:
             raise ValueError("policy clipper+ needs a SubNet: --subnet ID (one of the profile's ids)")
         return self
 
-    def restart_policy(self):
-        from superserve.serving.supervisor import RestartPolicy
-
+    def restart_policy(self) -> RestartPolicy:
         return RestartPolicy(enabled=self.restart, backoff_s=self.restart_backoff_s,
                              backoff_max_s=self.restart_backoff_max_s, max_deaths=self.restart_max_deaths,
-                             window_s=self.restart_window_s)
+                             window_s=self.restart_window_s, cooldown_s=self.restart_cooldown_s)
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None and self.tls_key is not None
+
+    @property
+    def loopback(self) -> bool:
+        """The bind address only accepts connections from this machine."""
+        return self.host in ("localhost", "::1") or self.host.startswith("127.")
 
     def calibration_config(self):
         from superserve.scheduling.calibration import CalibrationConfig
@@ -154,7 +201,7 @@ class ServeConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"{path}: unknown settings {unknown}; known: {sorted(known)}")
-        for key in ("bundle", "profile"):
+        for key in ("bundle", "profile", "tls_cert", "tls_key"):
             if isinstance(data.get(key), str) and not Path(data[key]).is_absolute():
                 data[key] = str((path.parent / data[key]).resolve())
         data.update({k: v for k, v in overrides.items() if v is not None})
@@ -167,3 +214,24 @@ def check_token(token: str) -> str:
         raise ValueError("auth token must be a non-empty string of visible ASCII characters without spaces "
                          "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)")
     return token
+
+
+def _check_int(name: str, value: Any, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"{name} must be an integer in [{low}, {high}], not {value!r}")
+
+
+def _check_range(name: str, value: Any, low: float, high: float, *, low_open: bool = False,
+                 high_open: bool = False) -> None:
+    """A finite number in the interval (bounds open or closed as told); refuses NaN, bools, text."""
+    ok = not isinstance(value, bool) and isinstance(value, (int, float))
+    if ok:
+        try:
+            v = float(value)
+        except OverflowError:
+            ok = False
+        else:
+            ok = math.isfinite(v) and (v > low if low_open else v >= low) and (v < high if high_open else v <= high)
+    if not ok:
+        lo, hi = "(" if low_open else "[", ")" if high_open else "]"
+        raise ValueError(f"{name} must be a finite number in {lo}{low:g}, {high:g}{hi}, not {value!r}")

@@ -8,7 +8,7 @@ why tests talk to the server in its own process.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -21,7 +21,7 @@ from superserve.serving.metrics import ServingMetrics
 from superserve.serving.model_info import ModelInfo
 from superserve.serving.protos import inference_pb2 as pb
 from superserve.serving.rest import EXTENSIONS
-from superserve.serving.router import Router
+from superserve.serving.router import Origin, Router
 
 SERVICE = "inference.GRPCInferenceService"
 OPEN_METHODS = frozenset({"ServerLive", "ServerReady"})  # health: no token needed
@@ -64,9 +64,11 @@ def _lenient(req_type):
 
 class GrpcApi:
     def __init__(self, info: ModelInfo, router: Router, codec: InputCodec, metrics: ServingMetrics,
-                 auth: BearerAuth | None = None) -> None:
+                 auth: BearerAuth | None = None, live: Callable[[], bool] = lambda: True) -> None:
+        """``live``: False once no worker can come back (the supervisor's ``can_recover``)."""
         self.info, self.router, self.codec, self.metrics = info, router, codec, metrics
         self.auth = auth or BearerAuth(None)
+        self.is_live = live
         meta = model_metadata(info)
         self._metadata = pb.ModelMetadataResponse(
             name=meta["name"], versions=meta["versions"], platform=meta["platform"],
@@ -119,7 +121,7 @@ class GrpcApi:
 
     # --- health and metadata -------------------------------------------------------------
     async def server_live(self, request, context) -> pb.ServerLiveResponse:
-        return pb.ServerLiveResponse(live=True)
+        return pb.ServerLiveResponse(live=self.is_live())
 
     async def server_ready(self, request, context) -> pb.ServerReadyResponse:
         return pb.ServerReadyResponse(ready=self.router.ready)
@@ -177,7 +179,8 @@ class GrpcApi:
                 raise ApiError(400, "input has neither raw_input_contents nor contents")
             options = codec.options({k: _param_value(v) for k, v in request.parameters.items()})
             names = codec.requested_outputs([o.name for o in request.outputs])
-            result = await self.router.infer(row, options.slo_ms, options.min_accuracy)
+            result = await self.router.infer(row, options.slo_ms, options.min_accuracy, strict=options.strict,
+                                             origin=Origin(request.id, datatype, list(t.shape)))
             if not result.ok:
                 raise result_error(result)
         except ApiError as exc:

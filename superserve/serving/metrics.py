@@ -5,12 +5,16 @@ are computed at scrape time instead of being updated per request.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import CONTENT_TYPE_LATEST  # noqa: F401  (re-exported for the REST app)
 
-OUTCOMES = ("in_time", "late", "shed", "rejected", "unavailable", "error")
+if TYPE_CHECKING:  # types only: the calibration module is not needed to count
+    from superserve.scheduling.calibration import CheckReport, LatencyEstimate
+    from superserve.scheduling.policy import Policy
+
+OUTCOMES = ("in_time", "late", "shed", "rejected", "unavailable", "error", "floor_unmet")
 _MS_BUCKETS = (0.25, 0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30, 50, 75, 100, 200, 500, 1000, 5000)
 
 
@@ -37,6 +41,10 @@ class ServingMetrics:
         invalid = Counter("superserve_invalid_requests", "Requests refused before queueing (bad input, "
                           "no or wrong token, unknown model, too large), by HTTP status", ["status"], registry=r)
         self.invalid = {code: invalid.labels(str(code)) for code in (400, 401, 404, 408, 413)}
+        self.cancelled = Counter("superserve_requests_cancelled", "Requests whose caller went away before the "
+                                 "answer (their queue slot and input are freed at once)", registry=r)
+        self.poison = Counter("superserve_poison_requests", "Requests answered 500 because workers kept dying "
+                              "while running them (request_max_deaths)", registry=r)
         self.worker_deaths = Counter("superserve_worker_deaths", "Worker processes that died", registry=r)
         self.worker_restarts = Counter("superserve_worker_restarts", "Dead workers restarted by the supervisor",
                                        registry=r)
@@ -70,17 +78,17 @@ class ServingMetrics:
                                      "configured response margin plus the router loop's recent p99 lag (ms)",
                                      registry=r)
 
-    def watch_calibration(self, estimate: Callable[[], object], policy: Callable[[], object],
+    def watch_calibration(self, estimate: Callable[[], LatencyEstimate], policy: Callable[[], Policy],
                           margin: Callable[[], float] | None = None) -> None:
         if margin is not None:
             self.response_margin.set_function(margin)
-        self.speed_factor.set_function(lambda: estimate().speed)  # type: ignore[attr-defined]
-        self.overhead_ms.set_function(lambda: estimate().overhead_ms)  # type: ignore[attr-defined]
-        self.overhead_p50_ms.set_function(lambda: estimate().overhead_p50_ms)  # type: ignore[attr-defined]
-        self.calibration_samples.set_function(lambda: estimate().samples)  # type: ignore[attr-defined]
-        self.planned_speed.set_function(lambda: float(policy().profile.meta.get("calibrated_speed", 1.0)))  # type: ignore[attr-defined]
+        self.speed_factor.set_function(lambda: estimate().speed)
+        self.overhead_ms.set_function(lambda: estimate().overhead_ms)
+        self.overhead_p50_ms.set_function(lambda: estimate().overhead_p50_ms)
+        self.calibration_samples.set_function(lambda: estimate().samples)
+        self.planned_speed.set_function(lambda: float(policy().profile.meta.get("calibrated_speed", 1.0)))
 
-    def profile_checked(self, report) -> None:
+    def profile_checked(self, report: CheckReport) -> None:
         self.check_speed.set(report.speed)
         self.check_warning.set(1.0 if report.warned else 0.0)
 

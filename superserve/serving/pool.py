@@ -14,6 +14,7 @@ import enum
 import multiprocessing as mp
 import time
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
 from multiprocessing.shared_memory import SharedMemory
 from typing import Protocol, Sequence
 
@@ -33,10 +34,24 @@ class WorkerState(enum.Enum):
 
 
 class PoolListener(Protocol):
+    """What the pool reports (the supervisor implements it and forwards to the router)."""
+
     def worker_ready(self, worker: "WorkerHandle") -> None: ...
     def batch_done(self, worker: "WorkerHandle", msg: BatchDone) -> None: ...
     def batch_failed(self, worker: "WorkerHandle", msg: BatchFailed) -> None: ...
     def worker_died(self, worker: "WorkerHandle") -> None: ...
+    def standby_ready(self, worker: "WorkerHandle") -> None: ...
+
+
+class WorkerRunner(Protocol):
+    """The part of the pool the router uses: its slots, and run / kill on one of them."""
+
+    workers: list["WorkerHandle"]
+
+    @property
+    def num_alive(self) -> int: ...
+    def run(self, w: "WorkerHandle", msg: RunBatch, rows: Sequence[bytes]) -> None: ...
+    def kill(self, w: "WorkerHandle") -> None: ...
 
 
 @dataclass(eq=False)
@@ -47,14 +62,13 @@ class WorkerHandle:
     input_view: memoryview  # the router writes request rows here
     output_view: memoryview  # and reads logits from here
     process: mp.process.BaseProcess | None = None
-    conn: object | None = None  # multiprocessing Connection (router end)
+    conn: Connection | None = None  # the router's end of the pipe
     state: WorkerState = WorkerState.STARTING
     pid: int | None = None
     warmup_s: float | None = None
     startup: dict | None = None  # where the last start-up went (s): spawn, import, load, warm_up
     exitcode: int | None = None
     started_at: float = 0.0
-    inflight: object | None = None  # the router's record of the batch it is running
     deaths: int = 0
     watched: list[int] = field(default_factory=list)  # fds registered with the loop
     spare: bool = False  # a warm standby: not in a slot, not dispatched to, promoted on a death
@@ -65,10 +79,11 @@ class WorkerHandle:
 
 
 class WorkerPool:
-    def __init__(self, info: ModelInfo, config: ServeConfig, listener: PoolListener) -> None:
+    def __init__(self, info: ModelInfo, config: ServeConfig) -> None:
+        """Slots and their shared-memory slabs; no process yet (see :meth:`start`)."""
         self.info = info
         self.config = config
-        self.listener = listener
+        self.listener: PoolListener | None = None
         self.max_batch = info.profile.max_batch
         self._ctx = mp.get_context("spawn")  # fork after torch/asyncio is unsafe
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -83,11 +98,11 @@ class WorkerPool:
             outs = SharedMemory(create=True, size=self.max_batch * info.output_bytes)
             h = WorkerHandle(i, ins, outs, ins.buf, outs.buf, spare=i >= config.workers)
             (self.spares if h.spare else self.workers).append(h)
-        self.on_spare_ready = None  # optional callback(handle): a standby is warm
 
     # --- lifecycle -----------------------------------------------------------------------
-    def start(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
+    def start(self, loop: asyncio.AbstractEventLoop, listener: PoolListener) -> None:
+        """Spawn every worker; from now on their events go to ``listener`` on ``loop``."""
+        self._loop, self.listener = loop, listener
         for w in self.workers + self.spares:
             self.spawn(w)
 
@@ -101,7 +116,8 @@ class WorkerPool:
             input_shape=info.input_shape, num_classes=info.num_classes, max_batch=self.max_batch,
             input_shm=w.input_shm.name, output_shm=w.output_shm.name,
             threads=cfg.threads_per_worker, warmup_runs=cfg.warmup_runs,
-            warmup_nice=cfg.restart_warmup_nice if (w.deaths or w.spare) else 0)
+            warmup_nice=cfg.restart_warmup_nice if (w.deaths or w.spare) else 0,
+            crash_value=cfg.inject_crash_value)
         router_end, worker_end = self._ctx.Pipe(duplex=True)
         proc = self._ctx.Process(target=worker_main, args=(spec.to_json(), worker_end),
                                  name=f"superserve-worker-{w.index}", daemon=True)
@@ -109,7 +125,7 @@ class WorkerPool:
         proc.start()
         worker_end.close()  # only the child holds it now: its exit gives us EOF
         w.process, w.conn, w.pid = proc, router_end, proc.pid
-        w.state, w.exitcode, w.inflight, w.started_at = WorkerState.STARTING, None, None, t_spawn
+        w.state, w.exitcode, w.started_at = WorkerState.STARTING, None, t_spawn
         w.watched = [router_end.fileno(), proc.sentinel]
         self._loop.add_reader(router_end.fileno(), self._readable, w)
         self._loop.add_reader(proc.sentinel, self._died, w)
@@ -124,9 +140,9 @@ class WorkerPool:
                 self._unwatch(w)
                 w.state = WorkerState.STOPPED
                 w.process.kill()
-            elif w.alive:
+            elif w.alive and w.conn is not None:
                 try:
-                    w.conn.send_bytes(encode(Stop()))  # type: ignore[union-attr]
+                    w.conn.send_bytes(encode(Stop()))
                 except OSError:
                     pass
                 self._unwatch(w)
@@ -164,7 +180,9 @@ class WorkerPool:
             off += n
         w.state = WorkerState.BUSY
         try:
-            w.conn.send_bytes(encode(msg))  # type: ignore[union-attr]
+            if w.conn is None:
+                raise OSError("worker has no pipe")
+            w.conn.send_bytes(encode(msg))
         except OSError:
             self._died(w)  # broken pipe: it is gone; the death path re-queues the batch
 
@@ -175,8 +193,11 @@ class WorkerPool:
 
     # --- events from the loop ------------------------------------------------------------
     def _readable(self, w: WorkerHandle) -> None:
+        listener = self.listener
+        if listener is None or w.conn is None:
+            return
         try:
-            msg = decode(w.conn.recv_bytes())  # type: ignore[union-attr]
+            msg = decode(w.conn.recv_bytes())
         except (EOFError, OSError):
             self._died(w)
             return
@@ -188,18 +209,17 @@ class WorkerPool:
         if w.spare:
             if isinstance(msg, WorkerReady):
                 w.state, w.warmup_s = WorkerState.IDLE, msg.warmup_s
-                if self.on_spare_ready is not None:
-                    self.on_spare_ready(w)
+                listener.standby_ready(w)
             return
         if isinstance(msg, BatchDone):
             w.state = WorkerState.IDLE
-            self.listener.batch_done(w, msg)
+            listener.batch_done(w, msg)
         elif isinstance(msg, WorkerReady):
             w.state, w.warmup_s = WorkerState.IDLE, msg.warmup_s
-            self.listener.worker_ready(w)
+            listener.worker_ready(w)
         elif isinstance(msg, BatchFailed):
             w.state = WorkerState.IDLE
-            self.listener.batch_failed(w, msg)
+            listener.batch_failed(w, msg)
 
     def _unwatch(self, w: WorkerHandle) -> None:
         if self._loop is not None:
@@ -217,7 +237,8 @@ class WorkerPool:
             w.process.join(0.5)  # the sentinel fired or the pipe broke: exit is imminent
             w.exitcode = w.process.exitcode
         try:
-            w.conn.close()  # type: ignore[union-attr]
+            if w.conn is not None:
+                w.conn.close()
         except OSError:
             pass
         if w.spare:
@@ -225,7 +246,8 @@ class WorkerPool:
             if not self._stopping and self._loop is not None and w.deaths < 5:
                 self._loop.call_later(1.0, self._respawn_spare, w)
             return
-        self.listener.worker_died(w)
+        if self.listener is not None:
+            self.listener.worker_died(w)
 
     def _respawn_spare(self, w: WorkerHandle) -> None:
         if not self._stopping and w.spare and w.state is WorkerState.DEAD:
@@ -237,7 +259,7 @@ class WorkerPool:
         standby on the dead worker's slabs (nicer, in the background). Returns the handle
         now in the slot (ready to run), or None."""
         spare = next((s for s in self.spares if s.state is WorkerState.IDLE), None)
-        if spare is None or dead.alive or self._stopping:
+        if spare is None or dead.alive or self._stopping or self._loop is None:
             return None
         self.spares.remove(spare)
         slot = dead.index
@@ -246,9 +268,9 @@ class WorkerPool:
         dead.index = self.config.workers + len(self.spares)
         dead.spare, dead.deaths = True, 0
         self.spares.append(dead)
-        # Later in this loop iteration: the router still has to take the dead worker's
-        # in-flight batch off its handle (spawn() clears it).
-        self._loop.call_soon(self._respawn_spare, dead)  # type: ignore[union-attr]
+        # Later in this loop iteration: the router has yet to hear of the death (and take the
+        # dead worker's in-flight batch off its books) before this handle lives again.
+        self._loop.call_soon(self._respawn_spare, dead)
         return spare
 
     # --- inspection ----------------------------------------------------------------------

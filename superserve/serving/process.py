@@ -40,6 +40,9 @@ class ServerProcess:
         if unknown:
             raise TypeError(f"unknown server settings {unknown}; see superserve.serving.ServeConfig")
         base.update({k: (str(v) if isinstance(v, Path) else v) for k, v in settings.items()})
+        for key in ("bundle", "profile", "tls_cert", "tls_key"):  # the config file lives elsewhere
+            if isinstance(base.get(key), str):
+                base[key] = str(Path(base[key]).resolve())
         self.config = ServeConfig(**base).validate()
         self.startup_timeout_s = startup_timeout_s
         self.env = env
@@ -151,7 +154,7 @@ class ServerProcess:
 
     @property
     def http_url(self) -> str:
-        return f"http://{self.http_address}"
+        return f"{'https' if self.config.tls else 'http'}://{self.http_address}"
 
     @property
     def grpc_address(self) -> str:

@@ -9,18 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 import numpy as np
 from aiohttp import web
 
 from superserve import __version__
 from superserve.serving.auth import UNAUTHORIZED, BearerAuth
-from superserve.serving.codec import (CLASS, INPUT_NAME, LOGITS, ApiError, InputCodec, class_index,
-                                      model_config, model_metadata, result_error, result_parameters)
+from superserve.serving.codec import (CLASS, INPUT_NAME, LOGITS, ApiError, InputCodec, RequestOptions,
+                                      class_index, model_config, model_metadata, result_error,
+                                      result_parameters)
 from superserve.serving.metrics import CONTENT_TYPE_LATEST, ServingMetrics
 from superserve.serving.model_info import ModelInfo
-from superserve.serving.router import Router
+from superserve.serving.router import InferResult, Origin, Router
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 EXTENSIONS = ["binary_tensor_data", "model_configuration", "parameters"]
@@ -40,11 +41,19 @@ def _error(exc: ApiError, metrics: ServingMetrics | None = None) -> web.Response
     return _json(exc.status, body)
 
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+NOT_LIVE = ("no worker is alive and none will be restarted (restarts off, or a slot given up with no "
+            "cool-down); restart the server and read its log for the workers' error")
+
+
 class RestApi:
     def __init__(self, info: ModelInfo, router: Router, codec: InputCodec, metrics: ServingMetrics,
-                 max_request_bytes: int, auth: BearerAuth | None = None, read_timeout_s: float = 10.0) -> None:
+                 max_request_bytes: int, auth: BearerAuth | None = None, read_timeout_s: float = 10.0,
+                 live: Callable[[], bool] = lambda: True) -> None:
+        """``live``: False once no worker can come back (the supervisor's ``can_recover``)."""
         self.info, self.router, self.codec, self.metrics = info, router, codec, metrics
         self.auth = auth or BearerAuth(None)
+        self.is_live = live
         self.read_timeout_s = read_timeout_s
         self.max_request_bytes = max_request_bytes
         self._metadata = model_metadata(info)
@@ -69,7 +78,7 @@ class RestApi:
         return app
 
     @web.middleware
-    async def _check_token(self, request: web.Request, handler) -> web.StreamResponse:
+    async def _check_token(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path in OPEN_PATHS or self.auth.allows(request.headers.get("Authorization")):
             return await handler(request)
         self.metrics.refused(401)
@@ -79,7 +88,7 @@ class RestApi:
 
     # --- health and metadata -------------------------------------------------------------
     async def live(self, request: web.Request) -> web.Response:
-        return web.Response(status=200)
+        return web.Response(status=200) if self.is_live() else _json(503, {"error": NOT_LIVE})
 
     async def ready(self, request: web.Request) -> web.Response:
         return web.Response(status=200 if self.router.ready else 503)
@@ -138,15 +147,16 @@ class RestApi:
                 resp.force_close()  # the rest of that body must not be read as a new request
                 return resp
             header, binary = self._split(request, body)
-            row, options, outputs, binary_out = self._parse(header, binary)
-            result = await self.router.infer(row, options.slo_ms, options.min_accuracy)
+            row, options, outputs, binary_out, origin = self._parse(header, binary)
+            result = await self.router.infer(row, options.slo_ms, options.min_accuracy, strict=options.strict,
+                                             origin=origin)
             if not result.ok:
                 raise result_error(result)
         except ApiError as exc:
             return _error(exc, self.metrics)
         return self._answer(header.get("id"), result, outputs, binary_out)
 
-    def _split(self, request: web.Request, body: bytes) -> tuple[dict, memoryview | None]:
+    def _split(self, request: web.Request, body: bytes) -> tuple[dict[str, Any], memoryview | None]:
         length = request.headers.get(HEADER_LENGTH)
         binary = None
         if length is not None:
@@ -166,7 +176,8 @@ class RestApi:
             raise ApiError(400, "request body must be a JSON object with an 'inputs' list")
         return header, binary
 
-    def _parse(self, header: dict, binary: memoryview | None):
+    def _parse(self, header: dict[str, Any], binary: memoryview | None
+               ) -> tuple[bytes, RequestOptions, tuple[str, ...], dict[str, bool], Origin]:
         codec = self.codec
         inputs = header.get("inputs")
         if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
@@ -199,17 +210,22 @@ class RestApi:
             names = codec.requested_outputs([o.get("name") for o in outs])
             binary_out = {o.get("name"): bool((o.get("parameters") or {}).get("binary_data", binary_default))
                           for o in outs if isinstance(o.get("parameters") or {}, dict)}
-        return row, options, names, {n: binary_out.get(n, binary_default) for n in names}
+        return (row, options, names, {n: binary_out.get(n, binary_default) for n in names},
+                Origin(header.get("id"), datatype, tensor.get("shape")))
 
-    def _answer(self, request_id: Any, result, names: tuple[str, ...], binary: dict[str, bool]) -> web.Response:
+    def _answer(self, request_id: Any, result: InferResult, names: tuple[str, ...],
+                binary: dict[str, bool]) -> web.Response:
         outputs, blobs = [], []
+        logits = result.logits or b""
         for name in names:
+            values: Callable[[], list[Any]]
+            spec: dict[str, Any]
             if name == LOGITS:
-                raw = result.logits
+                raw = logits
                 spec = {"name": LOGITS, "datatype": "FP32", "shape": [1, self.info.num_classes]}
-                values = lambda: np.frombuffer(result.logits, dtype="<f4").tolist()  # noqa: E731
+                values = lambda: np.frombuffer(logits, dtype="<f4").tolist()  # noqa: E731
             else:
-                idx = class_index(result.logits)
+                idx = class_index(logits)
                 raw = np.array([idx], dtype="<i8").tobytes()
                 spec = {"name": CLASS, "datatype": "INT64", "shape": [1, 1]}
                 values = lambda: [idx]  # noqa: E731

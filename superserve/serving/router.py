@@ -22,18 +22,21 @@ from __future__ import annotations
 import asyncio
 import enum
 import itertools
+import signal
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 from superserve.scheduling import EdfQueue, Request
 from superserve.scheduling.calibration import CalibratedPlanner, CheckReport, ProfileCheck
 from superserve.scheduling.policy import Decision, Policy
 from superserve.scheduling.step import ADMITTED, SHED, SchedulingStep
+from superserve.serving.events import EventLog
 from superserve.serving.messages import BatchDone, BatchFailed, RunBatch
 from superserve.serving.metrics import ServingMetrics
 from superserve.serving.model_info import ModelInfo
-from superserve.serving.pool import WorkerHandle, WorkerPool, WorkerState
+from superserve.serving.pool import WorkerHandle, WorkerRunner
 
 
 class Outcome(str, enum.Enum):
@@ -43,6 +46,7 @@ class Outcome(str, enum.Enum):
     REJECTED = "rejected"
     UNAVAILABLE = "unavailable"
     ERROR = "error"
+    FLOOR_UNMET = "floor_unmet"  # min_accuracy_strict: no SubNet meeting the floor can serve it
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,46 +60,85 @@ class InferResult:
     compute_ms: float = 0.0
     worker: int = -1
     message: str = ""  # why, for every outcome but IN_TIME / LATE
+    floor_met: bool = True  # the serving SubNet's accuracy >= the request's min_accuracy
 
     @property
     def ok(self) -> bool:
         return self.outcome in (Outcome.IN_TIME, Outcome.LATE)
 
 
-@dataclass(slots=True)
-class Pending:
-    """The router's per-request state, carried in ``Request.payload``."""
+class Origin(NamedTuple):
+    """What the caller sent, for the logs when its request kills a worker."""
 
-    row: bytes  # the input, float32, already validated by the API layer
-    future: asyncio.Future
+    request_id: object  # the protocol's request id, if the caller set one
+    datatype: object
+    shape: object
+
+
+@dataclass(slots=True, eq=False)
+class PendingRequest:
+    """The router's record of one request from arrival to its one answer (Ray Serve's
+    ``PendingRequest``): its input, the future its caller awaits, and what the router needs
+    to judge and retry it. The scheduler carries it opaquely as ``Request.payload``."""
+
+    row: bytes  # the input, float32, already validated by the API layer (dropped on cancel)
+    future: asyncio.Future[InferResult]
     slo_ms: float
+    strict: bool = False  # min_accuracy is a hard floor: meet it or answer FLOOR_UNMET
+    origin: Origin | None = None
+    deaths: int = 0  # workers that died while running it
+
+
+def pending(r: Request) -> PendingRequest:
+    """The router's record behind a request it queued."""
+    p = r.payload
+    assert isinstance(p, PendingRequest), "a request the router did not queue"
+    return p
 
 
 @dataclass(slots=True)
-class Inflight:
+class InflightBatch:
+    """A batch a worker is running: what was decided, for whom, since when."""
+
     seq: int
     decision: Decision
     batch: list[Request]  # empty for a probe batch of the profile check
     dispatched: float
+    size: int  # rows the worker runs
     watchdog: asyncio.TimerHandle | None = None
-    size: int = 0  # rows the worker runs
+    hung: bool = False  # the watchdog killed the worker: a suspect batch, like a crash
+
+
+MAX_SEQ = 0xFFFFFFFF  # RunBatch.seq travels as uint32; sequence numbers wrap to 1 after it
+_KILLED = (None, -signal.SIGKILL)  # exit codes of a worker killed from outside (operator, OOM killer)
 
 
 class Router:
     def __init__(self, info: ModelInfo, policy: Policy | CalibratedPlanner, metrics: ServingMetrics, *,
-                 queue_capacity: int, late: str = "shed", hang_timeout_s: float = 2.0,
-                 response_margin_ms: float = 0.0, events=None) -> None:
+                 queue_capacity: int, pool: WorkerRunner | None = None,
+                 loop: asyncio.AbstractEventLoop | None = None, late: str = "shed",
+                 hang_timeout_s: float = 2.0, response_margin_ms: float = 0.0,
+                 request_max_deaths: int = 2, events: EventLog | None = None) -> None:
         """``policy``: a fixed policy, or a :class:`CalibratedPlanner` whose policy follows
-        the host's measured speed. ``events``: an EventLog for calibration points."""
+        the host's measured speed. ``pool`` and ``loop``: the workers and the event loop it
+        serves on (a router without them can only be inspected). ``request_max_deaths``: a
+        request whose worker died this many times is answered ERROR instead of re-run.
+        ``events``: the server's lifecycle log (calibration points, requests that killed a
+        worker)."""
         self.info = info
         self.planner = policy if isinstance(policy, CalibratedPlanner) else None
         self.step = SchedulingStep(self.planner.policy if self.planner else policy, shedding=late == "shed")
         self.metrics = metrics
         self.events = events
+        self.pool = pool
+        self._loop = loop
         self.shedding = late == "shed"
+        if request_max_deaths < 1:
+            raise ValueError("request_max_deaths must be >= 1")
+        self.request_max_deaths = request_max_deaths
         self.check_report: CheckReport | None = None
         self._check: ProfileCheck | None = None
-        self._check_done: asyncio.Future | None = None
+        self._check_done: asyncio.Future[None] | None = None
         self._refresh_timer: asyncio.TimerHandle | None = None
         # The router's own loop lag (a 10-ms timer's lateness): when this process is starved
         # of CPU, requests are stamped late and answers written late, outside the clock the
@@ -110,24 +153,31 @@ class Router:
         # quarter of its slo_ms): the part of the client's latency outside the router's clock.
         self.response_margin_ms = max(0.0, float(response_margin_ms))
         self.queue = EdfQueue(queue_capacity)
-        self.pool: WorkerPool | None = None
+        # Requests that run alone, outside the policy's batches: the batch of a worker that
+        # crashed (one of them may be a poison input) and strict accuracy floors the batch's
+        # SubNet missed. Few and short-lived; dispatched before the EDF queue when due first.
+        self._solo: list[Request] = []
+        self._inflight: dict[WorkerHandle, InflightBatch] = {}  # worker -> the batch it runs
         self._free: deque[WorkerHandle] = deque()
         self._ids = itertools.count()
-        self._seqs = itertools.count(1)
+        self._seq = 0
         self._pump_scheduled = False
-        self._loop: asyncio.AbstractEventLoop | None = None
         self.accepting = False  # set once every worker is warm; cleared at shutdown
+        self._stopped = False
         self._all_warm = asyncio.Event()
         self._failed_start: str | None = None
         self.completed = 0
         self._ready: set[WorkerHandle] = set()  # warm and alive; kept by events, no scan per request
         acc = {s.id: s.accuracy for s in info.profile.subnets}
         self._accuracy = [acc[sid] for sid in info.subnet_ids]
+        t = self.step.policy.table
+        self._best_accuracy = max(t.accuracy[s] for s in self.step.policy.allowed_subnets())
         self._out_bytes = info.output_bytes
-        metrics.watch(lambda: len(self.queue), lambda: len(self._ready),
-                      lambda: self.pool.num_alive if self.pool else 0)
+        metrics.watch(lambda: len(self.queue) + len(self._solo), lambda: len(self._ready),
+                      lambda: self.pool.num_alive if self.pool is not None else 0)
         if self.planner is not None:
-            metrics.watch_calibration(lambda: self.planner.estimate, lambda: self.step.policy,
+            planner = self.planner
+            metrics.watch_calibration(lambda: planner.estimate, lambda: self.step.policy,
                                       lambda: self.response_margin_ms + self.lag_margin_ms)
 
     @property
@@ -139,10 +189,17 @@ class Router:
     def _peak_rate_s(self) -> float:
         return self.step.peak_rate_s
 
-    # --- start-up / shutdown -------------------------------------------------------------
-    def attach(self, pool: WorkerPool, loop: asyncio.AbstractEventLoop) -> None:
-        self.pool, self._loop = pool, loop
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            raise RuntimeError("this router has no event loop: construct it with Router(..., loop=...)")
+        return self._loop
 
+    def in_flight(self, w: WorkerHandle) -> InflightBatch | None:
+        """The batch worker ``w`` is running (None: idle, starting or dead)."""
+        return self._inflight.get(w)
+
+    # --- start-up / shutdown -------------------------------------------------------------
     async def wait_warm(self, timeout_s: float) -> None:
         """Wait until every worker reported warm; raises if one died first."""
         try:
@@ -158,35 +215,33 @@ class Router:
         every worker for ``seconds`` (default: the calibration config's ``check_s``), feed
         the calibrator and install the policy rebuilt on what was measured. Call after
         :meth:`wait_warm` and before admitting traffic. None without a planner."""
-        if self.planner is None:
+        planner = self.planner
+        if planner is None:
             return None
-        cfg = self.planner.config
-        if seconds is not None:
-            from dataclasses import replace
-            cfg = replace(cfg, check_s=seconds)
+        cfg = planner.config if seconds is None else replace(planner.config, check_s=seconds)
         was_accepting, self.accepting = self.accepting, False
-        self._check = ProfileCheck(self.info.profile, cfg, started=time.monotonic())
-        self._check_done = self._loop.create_future()  # type: ignore[union-attr]
+        chk = self._check = ProfileCheck(self.info.profile, cfg, started=time.monotonic())
+        done = self._check_done = self.loop.create_future()
         self._probe()
         try:
-            await asyncio.wait_for(asyncio.shield(self._check_done), max(10.0, 5 * cfg.check_s))
+            await asyncio.wait_for(asyncio.shield(done), max(10.0, 5 * cfg.check_s))
         except asyncio.TimeoutError:
             pass  # a worker hung or died: report what was measured
-        chk, self._check = self._check, None
+        self._check = None
         now = time.monotonic()
-        self.planner.refresh(now, force=True)
-        self.step.set_policy(self.planner.policy)
-        self.check_report = chk.report(self.planner.estimate, now)
-        self.metrics.profile_checked(self.check_report)
+        planner.refresh(now, force=True)
+        self.step.set_policy(planner.policy)
+        report = self.check_report = chk.report(planner.estimate, now)
+        self.metrics.profile_checked(report)
         if self.events is not None:
-            fields = self.check_report.to_dict()
+            fields = report.to_dict()
             fields.pop("message")
-            self.events.emit("profile_check", ("warning: " if self.check_report.warned else "")
-                             + self.check_report.message, text=self.check_report.message, **fields)
+            self.events.emit("profile_check", ("warning: " if report.warned else "") + report.message,
+                             text=report.message, **fields)
         self.accepting = was_accepting
         self._schedule_refresh()
         self._pump()
-        return self.check_report
+        return report
 
     def _probe(self) -> None:
         """Keep every free worker busy with probe batches until the check is done."""
@@ -199,8 +254,9 @@ class Router:
             t = self.step.policy.table
             d = Decision(s, t.ids[s], b, t.latency_ms[s][b - 1] + self.step.policy.overhead_ms, t.accuracy[s])
             self._dispatch(self._free.popleft(), d, [], now, b)
-        if chk.done(now) and len(self._free) == len(self._ready) and not self._check_done.done():  # type: ignore[union-attr]
-            self._check_done.set_result(None)  # type: ignore[union-attr]
+        done = self._check_done
+        if chk.done(now) and len(self._free) == len(self._ready) and done is not None and not done.done():
+            done.set_result(None)
 
     def start_calibration(self) -> None:
         """Start the periodic refresh without a start-up check."""
@@ -213,7 +269,7 @@ class Router:
         self._lags.append((now, max(0.0, (now - self._lag_due) * 1000.0)))
         if not self._stopped:
             self._lag_due = now + self._LAG_TICK_S
-            self._lag_timer = self._loop.call_later(self._LAG_TICK_S, self._lag_tick)  # type: ignore[union-attr]
+            self._lag_timer = self.loop.call_later(self._LAG_TICK_S, self._lag_tick)
 
     def _update_lag_margin(self, now: float) -> None:
         window = self.planner.config.window_s if self.planner is not None else 3.0
@@ -231,19 +287,22 @@ class Router:
         """Timer: recompute the host estimate; install a rebuilt policy when it moved."""
         self._refresh_timer = None
         planner = self.planner
+        if planner is None:
+            return
         now = time.monotonic()
         try:
-            if planner.enabled:  # type: ignore[union-attr]
+            if planner.enabled:
                 self._update_lag_margin(now)
-            if planner.refresh(now):  # type: ignore[union-attr]
-                self.step.set_policy(planner.policy)  # type: ignore[union-attr]
+            if planner.refresh(now):
+                self.step.set_policy(planner.policy)
                 self.metrics.policy_rebuilds.inc()
         except Exception as exc:  # a bug here must not stop serving: keep the last policy, say so
             if self.events is not None:
                 self.events.emit("calibration_error", f"calibration refresh failed, planning goes on with the "
                                  f"last policy: {type(exc).__name__}: {exc}", error=str(exc))
-        if self.events is not None and planner.history:  # type: ignore[union-attr]
-            p = planner.history[-1]  # type: ignore[union-attr]
+        history = planner.history
+        if self.events is not None and history:
+            p = history[-1]
             if p.t == now:
                 self.events.emit("calibration", speed=round(p.speed, 5), plan_speed=round(p.plan_speed, 5),
                                  mean_speed=round(p.mean_speed, 5), overhead_ms=round(p.overhead_ms, 4),
@@ -251,23 +310,22 @@ class Router:
                                  overhead_mean_ms=round(p.overhead_mean_ms, 4), speed_now=round(p.speed_now, 5),
                                  overhead_now_ms=round(p.overhead_now_ms, 4), samples=p.samples,
                                  rebuilt=p.rebuilt, lag_margin_ms=round(self.lag_margin_ms, 3))
-            if len(planner.history) > 10_000:  # type: ignore[union-attr, arg-type]
-                del planner.history[:5_000]  # type: ignore[union-attr]
+            if len(history) > 10_000:
+                del history[:5_000]
         if not self._stopped:
             self._schedule_refresh()
 
-    _stopped = False
-
-    def calibration_info(self) -> dict:
+    def calibration_info(self) -> dict[str, object]:
         """The live estimate for the model's metadata."""
         if self.planner is None:
             return {"calibration": "off"}
         e = self.planner.estimate
-        out = {"latency_speed_factor": round(e.speed, 4), "latency_overhead_ms": round(e.overhead_ms, 4),
-               "latency_overhead_p50_ms": round(e.overhead_p50_ms, 4), "calibration_samples": e.samples,
-               "policy_rebuilds": self.planner.rebuilds, "response_margin_ms": round(
-                   self.response_margin_ms + self.lag_margin_ms, 3),
-               "calibration": "on" if self.planner.enabled else "measuring only"}
+        out: dict[str, object] = {
+            "latency_speed_factor": round(e.speed, 4), "latency_overhead_ms": round(e.overhead_ms, 4),
+            "latency_overhead_p50_ms": round(e.overhead_p50_ms, 4), "calibration_samples": e.samples,
+            "policy_rebuilds": self.planner.rebuilds,
+            "response_margin_ms": round(self.response_margin_ms + self.lag_margin_ms, 3),
+            "calibration": "on" if self.planner.enabled else "measuring only"}
         if self.check_report is not None:
             out["profile_check_speed_factor"] = round(self.check_report.speed, 4)
             out["profile_check"] = self.check_report.message
@@ -291,14 +349,22 @@ class Router:
         """Let queued and running requests finish (graceful shutdown), then answer what is
         left as unavailable."""
         end = time.monotonic() + timeout_s
-        while (self.queue or any(w.state is WorkerState.BUSY for w in self.pool.workers)) \
-                and time.monotonic() < end and self._ready:
+        while (self.queue or self._solo or self._inflight) and time.monotonic() < end and self._ready:
             await asyncio.sleep(0.01)
-        for r in self.queue.pop_earliest(len(self.queue)):
-            self._answer(r, InferResult(Outcome.UNAVAILABLE, message="server shutting down"))
+        self._answer_all(InferResult(Outcome.UNAVAILABLE, message="server shutting down"))
+
+    def _answer_all(self, result: InferResult) -> None:
+        """Answer every waiting request (queued or solo) with ``result``."""
+        solo, self._solo = self._solo, []
+        for r in self.queue.pop_earliest(len(self.queue)) + solo:
+            self._answer(r, result)
 
     # --- the request path ----------------------------------------------------------------
-    async def infer(self, row: bytes, slo_ms: float, min_accuracy: float = 0.0) -> InferResult:
+    async def infer(self, row: bytes, slo_ms: float, min_accuracy: float = 0.0, *, strict: bool = False,
+                    origin: Origin | None = None) -> InferResult:
+        """Queue one request and await its answer. ``strict``: ``min_accuracy`` is a hard
+        floor (served by a SubNet meeting it, or answered FLOOR_UNMET), not best effort.
+        ``origin``: what the caller sent, named in the logs if this input kills a worker."""
         if not self.accepting:
             self.metrics.by_outcome["unavailable"].inc()
             msg = "server is shutting down" if self._all_warm.is_set() else "workers are still warming up"
@@ -306,11 +372,19 @@ class Router:
         if not self._ready:
             self.metrics.by_outcome["unavailable"].inc()
             return InferResult(Outcome.UNAVAILABLE, message="no live worker; retry later")
+        if strict and min_accuracy > self._best_accuracy:
+            self.metrics.by_outcome["floor_unmet"].inc()
+            return InferResult(Outcome.FLOOR_UNMET, message=(
+                f"no served SubNet reaches min_accuracy={min_accuracy:g} (the most accurate has "
+                f"{self._best_accuracy:g}); lower min_accuracy or drop min_accuracy_strict"))
+        loop = self._loop
+        assert loop is not None, "Router(..., loop=...) serves requests"
         now = time.monotonic()
         margin = self.response_margin_ms + self.lag_margin_ms
         deadline = now + (slo_ms - (margin if margin < 0.25 * slo_ms else 0.25 * slo_ms)) / 1000.0
-        fut = self._loop.create_future()  # type: ignore[union-attr]
-        req = Request(next(self._ids), now, deadline, min_accuracy, Pending(row, fut, slo_ms))
+        fut: asyncio.Future[InferResult] = loop.create_future()
+        record = PendingRequest(row, fut, slo_ms, strict, origin)
+        req = Request(next(self._ids), now, deadline, min_accuracy, record)
         admitted = self.step.arrive(self.queue, req, now, len(self._ready))
         if admitted != ADMITTED:
             if admitted == SHED:
@@ -326,15 +400,25 @@ class Router:
         if not self._pump_scheduled:
             # Coalesce: requests arriving in the same loop iteration are seen by one decision.
             self._pump_scheduled = True
-            self._loop.call_soon(self._pump)  # type: ignore[union-attr]
+            loop.call_soon(self._pump)
         try:
             return await fut
         except asyncio.CancelledError:
-            self.queue.remove(req)  # the client went away: free its slot
+            self._cancelled(req, record)
             raise
 
+    def _cancelled(self, req: Request, record: PendingRequest) -> None:
+        """The caller went away: free its queue slot and its input now, not at its deadline."""
+        if not self.queue.remove(req):
+            try:
+                self._solo.remove(req)
+            except ValueError:
+                pass  # running (its answer is dropped) or already answered
+        record.row = b""
+        self.metrics.cancelled.inc()
+
     def _answer(self, req: Request, result: InferResult) -> None:
-        fut = req.payload.future  # type: ignore[union-attr]
+        fut = pending(req).future
         if not fut.done():
             fut.set_result(result)
         self.metrics.by_outcome[result.outcome.value].inc()
@@ -343,7 +427,7 @@ class Router:
         for r in requests:
             waited = (now - r.arrival) * 1000.0
             self._answer(r, InferResult(Outcome.SHED, queue_ms=waited, message=(
-                f"deadline cannot be met: slo_ms={r.payload.slo_ms:g}, waited {waited:.1f} ms, "  # type: ignore[union-attr]
+                f"deadline cannot be met: slo_ms={pending(r).slo_ms:g}, waited {waited:.1f} ms, "
                 f"fastest option needs {self.step.min_service_s * 1000:.1f} ms; "
                 "raise slo_ms or lower the load")))
 
@@ -351,7 +435,7 @@ class Router:
         """Dispatch to free workers while there is work."""
         self._pump_scheduled = False
         queue, step = self.queue, self.step
-        if not queue or self._check is not None:
+        if not (queue or self._solo) or self._check is not None:
             return
         now = time.monotonic()
         if not self._free:
@@ -361,37 +445,100 @@ class Router:
             if expired:
                 self._shed(expired, now)
             return
-        while self._free and queue:
+        while self._free and (queue or self._solo):
+            if self._solo and self._solo_due(queue):
+                self._run_solo(now)
+                continue
+            floors = queue.has_accuracy_floors
             out = step.schedule(queue, now, len(self._ready))
             if out.shed:
                 self._shed(out.shed, now)
             if out.decision is None:
-                break
-            self._dispatch(self._free.popleft(), out.decision, out.batch, now, len(out.batch))
+                continue
+            batch = self._strict_misfits_out(out.decision, out.batch) if floors else out.batch
+            if batch:
+                self._dispatch(self._free.popleft(), out.decision, batch, now, len(batch))
+
+    def _solo_due(self, queue: EdfQueue) -> bool:
+        """Run a solo request next: the queue is empty or due no earlier."""
+        self._solo.sort(key=lambda r: r.deadline, reverse=True)  # earliest last: pop() takes it
+        return not queue or self._solo[-1].deadline <= queue.earliest_deadline
+
+    def _strict_misfits_out(self, d: Decision, batch: list[Request]) -> list[Request]:
+        """Take out of ``batch`` the strict requests whose floor its SubNet misses: they run
+        alone on a SubNet that meets it (or are answered FLOOR_UNMET). The rest run."""
+        acc = d.accuracy
+        if all(r.min_accuracy <= acc or not pending(r).strict for r in batch):
+            return batch
+        keep = []
+        for r in batch:
+            (self._solo if r.min_accuracy > acc and pending(r).strict else keep).append(r)
+        return keep
+
+    def _run_solo(self, now: float) -> None:
+        r = self._solo.pop()
+        p = pending(r)
+        d = self._solo_decision(r, p, now)
+        if d is not None:
+            self._dispatch(self._free.popleft(), d, [r], now, 1)
+        elif p.strict and r.min_accuracy > 0.0:
+            self._answer(r, InferResult(Outcome.FLOOR_UNMET, queue_ms=(now - r.arrival) * 1000.0, message=(
+                f"no SubNet with accuracy >= min_accuracy={r.min_accuracy:g} can finish in the "
+                f"{max(0.0, (r.deadline - now) * 1000):.1f} ms left of its deadline; raise slo_ms, lower "
+                "min_accuracy or drop min_accuracy_strict")))
+        else:
+            self._answer(r, InferResult(Outcome.UNAVAILABLE, message=(
+                "a worker died while running this request and its deadline left no time to retry; retry")))
+
+    def _solo_decision(self, r: Request, p: PendingRequest, now: float) -> Decision | None:
+        """The SubNet for a request run alone: the policy's choice at batch 1 for its own
+        slack, meeting its floor where one does (always, when strict); None: nothing fits."""
+        policy = self.step.policy
+        slack_ms = (r.deadline - now) * 1000.0 - policy.overhead_ms + 1e-6
+        floor = r.min_accuracy
+        d = policy.choose_with_floor(slack_ms, 1, floor) if floor > 0.0 else None
+        if d is None and p.strict and floor > 0.0:
+            return None
+        if d is None:
+            d = policy.choose(slack_ms, 1)
+        if d is None and not self.shedding:  # serve late rather than not at all
+            t, s = policy.table, policy.fallback_subnet
+            d = Decision(s, t.ids[s], 1, t.latency_ms[s][0] + policy.overhead_ms, t.accuracy[s], True)
+        return d
+
+    def _next_seq(self) -> int:
+        self._seq = self._seq + 1 if self._seq < MAX_SEQ else 1
+        return self._seq
 
     def _dispatch(self, w: WorkerHandle, decision: Decision, batch: list[Request], now: float, size: int) -> None:
-        seq = next(self._seqs)
+        pool = self.pool
+        assert pool is not None and self._loop is not None, "Router(..., pool=..., loop=...) dispatches"
+        seq = self._next_seq()
         # A worker that neither answers nor dies (a hang) would hold its batch forever:
         # past max(hang_timeout_s, 10 x the expected latency) it is killed, and the death
         # path re-queues or answers the batch.
         limit = max(self.hang_timeout_s, decision.expected_latency_ms / 100.0)
-        w.inflight = Inflight(seq, decision, batch, now,
-                              self._loop.call_later(limit, self._hung, w, seq), size)  # type: ignore[union-attr]
-        self.pool.run(w, RunBatch(seq, decision.subnet_index, size),  # type: ignore[union-attr]
-                      [r.payload.row for r in batch])  # type: ignore[union-attr]
+        self._inflight[w] = InflightBatch(seq, decision, batch, now, size,
+                                          self._loop.call_later(limit, self._hung, w, seq))
+        pool.run(w, RunBatch(seq, decision.subnet_index, size), [pending(r).row for r in batch])
 
     def _hung(self, w: WorkerHandle, seq: int) -> None:
-        inflight: Inflight | None = w.inflight  # type: ignore[assignment]
-        if inflight is not None and inflight.seq == seq:
-            self.pool.kill(w)  # type: ignore[union-attr]
+        inflight = self._inflight.get(w)
+        if inflight is not None and inflight.seq == seq and self.pool is not None:
+            inflight.hung = True
+            self.pool.kill(w)
 
-    @staticmethod
-    def _take_inflight(w: WorkerHandle) -> "Inflight | None":
-        inflight: Inflight | None = w.inflight  # type: ignore[assignment]
-        w.inflight = None
+    def _take_inflight(self, w: WorkerHandle) -> InflightBatch | None:
+        inflight = self._inflight.pop(w, None)
         if inflight is not None and inflight.watchdog is not None:
             inflight.watchdog.cancel()
         return inflight
+
+    def _next(self) -> None:
+        if self._check is not None:
+            self._probe()
+        else:
+            self._pump()
 
     # --- events from the pool (PoolListener) ---------------------------------------------
     def worker_ready(self, w: WorkerHandle) -> None:
@@ -399,42 +546,40 @@ class Router:
         self._free.append(w)
         if self.pool is not None and len(self._ready) == len(self.pool.workers):
             self._all_warm.set()
-        if self._check is not None:
-            self._probe()
-        else:
-            self._pump()
+        self._next()
 
     def batch_done(self, w: WorkerHandle, msg: BatchDone) -> None:
         inflight = self._take_inflight(w)
         now = time.monotonic()
-        if inflight is not None and inflight.seq == msg.seq and self.planner is not None:
-            self.planner.observe(inflight.decision.subnet_index, inflight.size, msg.compute_ms,
-                                 (now - inflight.dispatched) * 1000.0, now)
-        if inflight is not None and inflight.seq == msg.seq and inflight.batch:
-            d, batch = inflight.decision, inflight.batch
-            out, ob = w.output_view, self._out_bytes
-            n = len(batch)
-            acc = self._accuracy[d.subnet_index]
-            m = self.metrics
-            m.observe_batch(d.subnet_id, acc, n, msg.compute_ms)
-            in_time, late = m.by_outcome["in_time"], m.by_outcome["late"]
-            for i, r in enumerate(batch):
-                fut = r.payload.future  # type: ignore[union-attr]
-                queue_ms = (inflight.dispatched - r.arrival) * 1000.0
-                m.queue_ms.observe(queue_ms)
-                m.accuracy.observe(acc)
-                ok = now <= r.arrival + r.payload.slo_ms / 1000.0  # the caller's deadline, margin aside
-                (in_time if ok else late).inc()
-                if not fut.done():
-                    fut.set_result(InferResult(
-                        Outcome.IN_TIME if ok else Outcome.LATE, bytes(out[i * ob:(i + 1) * ob]),
-                        d.subnet_id, acc, n, queue_ms, msg.compute_ms, w.index))
-            self.completed += n
+        if inflight is not None and inflight.seq == msg.seq:
+            if self.planner is not None:
+                self.planner.observe(inflight.decision.subnet_index, inflight.size, msg.compute_ms,
+                                     (now - inflight.dispatched) * 1000.0, now)
+            if inflight.batch:
+                self._answer_batch(w, inflight, msg.compute_ms, now)
         self._free.append(w)
-        if self._check is not None:
-            self._probe()
-        else:
-            self._pump()
+        self._next()
+
+    def _answer_batch(self, w: WorkerHandle, inflight: InflightBatch, compute_ms: float, now: float) -> None:
+        d, batch = inflight.decision, inflight.batch
+        out, ob = w.output_view, self._out_bytes
+        n = len(batch)
+        acc = self._accuracy[d.subnet_index]
+        m = self.metrics
+        m.observe_batch(d.subnet_id, acc, n, compute_ms)
+        in_time, late = m.by_outcome["in_time"], m.by_outcome["late"]
+        for i, r in enumerate(batch):
+            p = pending(r)
+            queue_ms = (inflight.dispatched - r.arrival) * 1000.0
+            m.queue_ms.observe(queue_ms)
+            m.accuracy.observe(acc)
+            ok = now <= r.arrival + p.slo_ms / 1000.0  # the caller's deadline, margin aside
+            (in_time if ok else late).inc()
+            if not p.future.done():
+                p.future.set_result(InferResult(
+                    Outcome.IN_TIME if ok else Outcome.LATE, bytes(out[i * ob:(i + 1) * ob]),
+                    d.subnet_id, acc, n, queue_ms, compute_ms, w.index, floor_met=acc >= r.min_accuracy))
+        self.completed += n
 
     def batch_failed(self, w: WorkerHandle, msg: BatchFailed) -> None:
         inflight = self._take_inflight(w)
@@ -442,13 +587,10 @@ class Router:
             for r in inflight.batch:
                 self._answer(r, InferResult(Outcome.ERROR, message=f"inference failed: {msg.message}"))
         self._free.append(w)
-        if self._check is not None:
-            self._probe()
-        else:
-            self._pump()
+        self._next()
 
     def worker_died(self, w: WorkerHandle) -> None:
-        """Forget the worker; re-queue its batch where deadlines still allow."""
+        """Forget the worker; re-run its batch where deadlines (and its requests' deaths) allow."""
         self.metrics.worker_deaths.inc()
         self._ready.discard(w)
         try:
@@ -460,16 +602,83 @@ class Router:
                                   "run `superserve serve` in the foreground to see its error")
             self._all_warm.set()
         inflight = self._take_inflight(w)
-        now = time.monotonic()
         if inflight is not None and inflight.batch:
-            for r in self.step.requeue(self.queue, inflight.batch, now, len(self._ready)):
-                self._answer(r, InferResult(Outcome.UNAVAILABLE, message=(
-                    f"worker {w.index} died while running this request (exit code {w.exitcode}) "
-                    "and its deadline left no time to retry; retry")))
+            self._rerun_after_death(w, inflight, time.monotonic())
         if not self._ready:
-            for r in self.queue.pop_earliest(len(self.queue)):
-                self._answer(r, InferResult(Outcome.UNAVAILABLE, message="no live worker left; retry later"))
-        if self._check is not None:
-            self._probe()
-        else:
-            self._pump()
+            self._answer_all(InferResult(Outcome.UNAVAILABLE, message="no live worker left; retry later"))
+        self._next()
+
+    def _rerun_after_death(self, w: WorkerHandle, inflight: InflightBatch, now: float) -> None:
+        """The batch of a dead worker. Killed from outside (operator, OOM killer): its requests
+        go back to the queue as they were. Crashed or hung: one of them may be a poison input,
+        so each re-runs alone, and a request whose worker died ``request_max_deaths`` times is
+        answered ERROR instead: one bad input costs at most that many workers, not all."""
+        batch = [r for r in inflight.batch if not pending(r).future.done()]  # not cancelled
+        suspect = inflight.hung or w.exitcode not in _KILLED
+        poisoned, again = [], []
+        for r in batch:
+            p = pending(r)
+            p.deaths += 1
+            (poisoned if p.deaths >= self.request_max_deaths else again).append(r)
+        if suspect or poisoned:
+            self._log_lost_batch(w, inflight, batch, suspect)
+        for r in poisoned:
+            self._poisoned(w, r)
+        if suspect:
+            self._solo.extend(again)
+            return
+        for r in self.step.requeue(self.queue, again, now, len(self._ready)):
+            self._answer(r, InferResult(Outcome.UNAVAILABLE, message=(
+                f"worker {w.index} died while running this request (exit code {w.exitcode}) "
+                "and its deadline left no time to retry; retry")))
+
+    def _poisoned(self, w: WorkerHandle, r: Request) -> None:
+        p = pending(r)
+        self.metrics.poison.inc()
+        self._answer(r, InferResult(Outcome.ERROR, message=(
+            f"worker died {_times(p.deaths)} running this request (last: worker {w.index}, exit code "
+            f"{w.exitcode}); this input may crash the model, so it is not run again")))
+        if self.events is not None:
+            self.events.emit("poison_request", f"request {_describe(r)} was running on {p.deaths} workers that "
+                             f"died (last: worker {w.index}, exit code {w.exitcode}); answered 500, not retried",
+                             worker=w.index, exitcode=w.exitcode, **_fields(r))
+
+    def _log_lost_batch(self, w: WorkerHandle, inflight: InflightBatch, batch: list[Request],
+                        suspect: bool) -> None:
+        if self.events is None:
+            return
+        why = "hung" if inflight.hung else f"exit code {w.exitcode}"
+        alone = len(inflight.batch) == 1
+        self.events.emit(
+            "worker_died_running", f"worker {w.index} died ({why}) running "
+            + (f"request {_describe(batch[0])}" if alone and batch else
+               f"a batch of {len(inflight.batch)} ({', '.join(_describe(r) for r in batch[:4])}"
+               f"{', ...' if len(batch) > 4 else ''})")
+            + ("; they re-run one by one" if suspect and not alone else ""),
+            worker=w.index, exitcode=w.exitcode, hung=inflight.hung, subnet_id=inflight.decision.subnet_id,
+            batch_size=len(inflight.batch), requests=[_fields(r) for r in batch[:16]])
+
+
+def _times(n: int) -> str:
+    return {1: "once", 2: "twice"}.get(n, f"{n} times")
+
+
+def _fields(r: Request) -> dict[str, object]:
+    """A request as the event log names it (JSON-safe)."""
+    o = pending(r).origin
+    out: dict[str, object] = {"request": r.id, "deaths": pending(r).deaths, "min_accuracy": r.min_accuracy}
+    if o is not None:
+        out.update(id=o.request_id[:256] if isinstance(o.request_id, str) else None,
+                   datatype=str(o.datatype), shape=[d for d in o.shape if isinstance(d, int)]
+                   if isinstance(o.shape, (list, tuple)) else None)
+    return out
+
+
+def _describe(r: Request) -> str:
+    f = _fields(r)
+    text = f"#{r.id}"
+    if f.get("id"):
+        text += f" id={str(f['id'])[:64]!r}"
+    if f.get("shape") is not None:
+        text += f" {f.get('datatype')}{f['shape']}"
+    return text

@@ -8,16 +8,21 @@ up to ``drain_timeout_s`` (the rest are answered 503), stop the workers and exit
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import os
 import signal
+import ssl
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from superserve.scheduling import make_policy
+from superserve.scheduling.calibration import CalibratedPlanner
+from superserve.scheduling.policy import Policy
 from superserve.serving.auth import BearerAuth
 from superserve.serving.codec import InputCodec
 from superserve.serving.config import ServeConfig
@@ -30,12 +35,19 @@ from superserve.serving.router import Router
 from superserve.serving.supervisor import Supervisor
 from superserve.sim.defaults import default_slo_ms
 
+if TYPE_CHECKING:
+    import grpc
+
+    from superserve.profiling.latency_profile import LatencyProfile
+
 WARMUP_TIMEOUT_S = 300.0
 
 
-def build_policy(config: ServeConfig, info: ModelInfo, profile=None, overhead_ms: float | None = None):
+def build_policy(config: ServeConfig, info: ModelInfo, profile: LatencyProfile | None = None,
+                 overhead_ms: float | None = None) -> Policy:
     """The configured policy on ``profile`` (default: the served one) planning with
-    ``overhead_ms`` per batch (default: the configured one)."""
+    ``overhead_ms`` per batch (default: the configured one). Raises ValueError naming the
+    setting at fault (an unknown policy parameter, a value the policy refuses)."""
     params = dict(config.policy_params)
     params.setdefault("quantile", config.quantile)
     params.setdefault("overhead_ms", config.overhead_ms)
@@ -49,15 +61,35 @@ def build_policy(config: ServeConfig, info: ModelInfo, profile=None, overhead_ms
         params["subnet_id"] = config.subnet
     if key == "infaas" and config.min_accuracy is not None:
         params["min_accuracy"] = config.min_accuracy
-    return make_policy(config.policy, profile if profile is not None else info.profile, **params)
+    profile = profile if profile is not None else info.profile
+    try:
+        return make_policy(config.policy, profile, **params)
+    except TypeError as exc:
+        accepted = _policy_parameters(config.policy, profile, params)
+        unknown = sorted(set(config.policy_params) - accepted)
+        if unknown:
+            raise ValueError(f"policy_params: {unknown} not parameters of policy {config.policy!r}; it takes "
+                             f"{sorted(accepted - {'subnet_id'})}") from None
+        raise ValueError(f"policy_params {config.policy_params}: {exc}") from None
+    except ValueError as exc:
+        raise ValueError(f"policy {config.policy!r} with policy_params {config.policy_params}: {exc}") from None
 
 
-def build_planner(config: ServeConfig, info: ModelInfo, now: float = 0.0):
+def _policy_parameters(name: str, profile: LatencyProfile, params: dict[str, object]) -> set[str]:
+    """The keyword parameters policy ``name`` accepts (from its class's signature)."""
+    required = {k: params[k] for k in ("subnet_id",) if k in params}
+    cls = type(make_policy(name, profile, **required))
+    return {p.name for p in inspect.signature(cls.__init__).parameters.values()
+            if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name not in ("self", "profile")}
+
+
+def build_planner(config: ServeConfig, info: ModelInfo, now: float = 0.0) -> CalibratedPlanner:
     """The calibrated planner: the policy rebuilt from the profile rescaled to this host.
     The simulator builds the very same object for its twin of a live run."""
-    from superserve.scheduling.calibration import CalibratedPlanner
-
-    base = float(config.policy_params.get("overhead_ms", config.overhead_ms))
+    base = config.policy_params.get("overhead_ms", config.overhead_ms)
+    if isinstance(base, bool) or not isinstance(base, (int, float)) or not 0 <= base < 10_000:
+        raise ValueError(f"policy_params overhead_ms must be a number of ms in [0, 10000), not {base!r}")
+    base = float(base)
     return CalibratedPlanner(info.profile, lambda prof, over: build_policy(config, info, prof, over),
                              config.calibration_config(), base_overhead_ms=base, enabled=config.calibrate,
                              now=now)
@@ -77,27 +109,29 @@ async def serve(config: ServeConfig) -> int:
     slo_ms = config.slo_ms if config.slo_ms is not None else default_slo_ms(info.profile)
     metrics = ServingMetrics({s.id: s.accuracy for s in info.profile.subnets}, info.profile.max_batch)
     events = EventLog(config.events_file)
-    router = Router(info, planner, metrics, queue_capacity=config.queue_capacity, late=config.late,
-                    response_margin_ms=config.response_margin_ms,
-                    hang_timeout_s=config.hang_timeout_s, events=events)
-    supervisor = Supervisor(router, config.restart_policy(), metrics, events)
-    pool = WorkerPool(info, config, supervisor)  # pool events pass through the supervisor
-    router.attach(pool, loop)
-    supervisor.attach(pool, loop)
+    pool = WorkerPool(info, config)
+    router = Router(info, planner, metrics, queue_capacity=config.queue_capacity, pool=pool, loop=loop,
+                    late=config.late, response_margin_ms=config.response_margin_ms,
+                    hang_timeout_s=config.hang_timeout_s, request_max_deaths=config.request_max_deaths,
+                    events=events)
+    supervisor = Supervisor(router, pool, config.restart_policy(), metrics, events, loop)
     codec = InputCodec(info, config, slo_ms)
     auth = BearerAuth(config.auth_token)
+    warning = insecure_bind_warning(config)
+    if warning is not None:
+        events.emit("insecure_bind", warning, host=config.host, tls=config.tls)
 
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
     rest = RestApi(info, router, codec, metrics, config.max_request_bytes, auth,
-                   config.read_timeout_s)
+                   config.read_timeout_s, live=supervisor.can_recover)
     # handler_cancellation: aiohttp >= 3.9 no longer cancels a handler whose client went
     # away; without it a disconnected client's request would keep its queue slot and be run.
     runner = web.AppRunner(rest.app(), access_log=None, handle_signals=False, handler_cancellation=True)
     await runner.setup()
-    site = web.TCPSite(runner, config.host, config.http_port, backlog=1024)
+    site = web.TCPSite(runner, config.host, config.http_port, backlog=1024, ssl_context=_ssl_context(config))
     grpc_server = None
     try:
         await site.start()
@@ -111,17 +145,21 @@ async def serve(config: ServeConfig) -> int:
             grpc_server = grpc.aio.server(options=[
                 ("grpc.max_receive_message_length", config.max_request_bytes),
                 ("grpc.so_reuseport", 0)])
-            grpc_server.add_generic_rpc_handlers((GrpcApi(info, router, codec, metrics, auth).handler(),))
-            grpc_port = grpc_server.add_insecure_port(f"{config.host}:{config.grpc_port}")
+            grpc_server.add_generic_rpc_handlers(
+                (GrpcApi(info, router, codec, metrics, auth, live=supervisor.can_recover).handler(),))
+            address = f"{config.host}:{config.grpc_port}"
+            grpc_port = (grpc_server.add_secure_port(address, _grpc_credentials(config)) if config.tls
+                         else grpc_server.add_insecure_port(address))
             if grpc_port == 0:
                 raise OSError(f"cannot bind gRPC to {config.host}:{config.grpc_port} (port in use?)")
             await grpc_server.start()
-        _log(f"http://{config.host}:{http_port} grpc={grpc_port} model={info.name!r} "
+        _log(f"{'https' if config.tls else 'http'}://{config.host}:{http_port} grpc={grpc_port}"
+             f"{' (TLS)' if config.tls else ''} model={info.name!r} "
              f"policy={policy!r} workers={config.workers}x{config.threads_per_worker} threads, "
              f"slo_ms={slo_ms:g}, {len(info.subnet_ids)} SubNets, auth={'bearer' if auth.enabled else 'none'}; "
              "warming up")
         t0 = time.monotonic()
-        pool.start(loop)
+        pool.start(loop, supervisor)  # pool events pass through the supervisor to the router
         warm = asyncio.ensure_future(router.wait_warm(WARMUP_TIMEOUT_S))
         stopper = asyncio.ensure_future(stop.wait())
         await asyncio.wait([warm, stopper], return_when=asyncio.FIRST_COMPLETED)
@@ -156,6 +194,36 @@ async def serve(config: ServeConfig) -> int:
         await runner.cleanup()
         events.emit("stopped", "stopped")
         events.close()
+
+
+def insecure_bind_warning(config: ServeConfig) -> str | None:
+    """What to shout at start when the server is reachable from other machines without a
+    token (None: loopback only, or a token is required)."""
+    if config.loopback or config.auth_token:
+        return None
+    return (f"WARNING: listening on {config.host}, reachable from other machines, WITHOUT an auth token: "
+            "anyone who can reach this port can run the model and read its metrics. Set SUPERSERVE_AUTH_TOKEN "
+            f"{'' if config.tls else '(and tls_cert / tls_key) '}or bind 127.0.0.1")
+
+
+def _ssl_context(config: ServeConfig) -> ssl.SSLContext | None:
+    """The REST server's TLS context from the configured PEM certificate and key (None: plain HTTP)."""
+    if config.tls_cert is None or config.tls_key is None:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        ctx.load_cert_chain(config.tls_cert, config.tls_key)
+    except (ssl.SSLError, OSError) as exc:
+        raise ValueError(f"cannot load TLS certificate {config.tls_cert!r} / key {config.tls_key!r}: {exc}") from None
+    return ctx
+
+
+def _grpc_credentials(config: ServeConfig) -> grpc.ServerCredentials:
+    import grpc
+
+    assert config.tls_cert is not None and config.tls_key is not None
+    return grpc.ssl_server_credentials([(Path(config.tls_key).read_bytes(), Path(config.tls_cert).read_bytes())])
 
 
 def _write_ready_file(path: Path, http_port: int, grpc_port: int | None, pool: WorkerPool,

@@ -1,4 +1,5 @@
-"""Restarting dead workers: exponential back-off, re-admission only when warm, and a limit.
+"""Restarting dead workers: exponential back-off, re-admission only when warm, a limit and a
+cool-down.
 
 The :class:`Supervisor` sits between the :class:`~superserve.serving.pool.WorkerPool` and
 the router as a pass-through :class:`~superserve.serving.pool.PoolListener`: the router
@@ -7,74 +8,51 @@ it at once), and the supervisor additionally schedules ``pool.spawn`` for the de
 The restarted process loads and warms every SubNet before it reports ready, and only that
 report puts it back in the router's ready set, so no request ever waits on a cold worker.
 
-A slot that dies ``max_deaths`` times within ``window_s`` (a crash on load, a poisoned
-batch, the OOM killer) is given up: restarting it forever would burn the CPU the
-surviving workers need. That is logged with what to do and counted in metrics.
+A slot that dies ``max_deaths`` times within ``window_s`` (a crash on load, the OOM killer)
+is given up for ``cooldown_s``: restarting it at once would burn the CPU the surviving
+workers need. Then it is tried again with a fresh window, so a burst of deaths is never a
+permanent outage (a poison input is stopped earlier, per request, by the router). With no
+cool-down (None) or restarts off, a slot can be lost for good; :meth:`Supervisor.can_recover`
+says when no slot can come back, and the server's liveness probe fails on it.
 """
 from __future__ import annotations
 
 import asyncio
 import time
 from collections import deque
-from dataclasses import dataclass
 from typing import Callable
 
 from superserve.serving.events import EventLog
 from superserve.serving.messages import BatchDone, BatchFailed
 from superserve.serving.metrics import ServingMetrics
-from superserve.serving.pool import PoolListener, WorkerHandle, WorkerPool, WorkerState
+from superserve.serving.pool import WorkerHandle, WorkerPool, WorkerState
+from superserve.serving.restart import RestartPolicy
+from superserve.serving.router import Router
 
-
-@dataclass(frozen=True)
-class RestartPolicy:
-    enabled: bool = True
-    backoff_s: float = 0.1  # delay before the first restart of a slot
-    backoff_factor: float = 2.0  # each further death within the window multiplies it
-    backoff_max_s: float = 10.0
-    max_deaths: int = 5  # this many deaths of one slot within window_s: give up on it
-    window_s: float = 60.0
-
-    def __post_init__(self) -> None:
-        if self.backoff_s < 0 or self.backoff_max_s < self.backoff_s or self.backoff_factor < 1:
-            raise ValueError("restart back-off needs 0 <= backoff_s <= backoff_max_s and factor >= 1")
-        if self.max_deaths < 1 or self.window_s <= 0:
-            raise ValueError("restart limit needs max_deaths >= 1 and window_s > 0")
-
-    def delay(self, recent_deaths: int) -> float | None:
-        """Seconds to wait before restarting a slot that died ``recent_deaths`` times within
-        the window (this death included); None: do not restart it."""
-        if not self.enabled or recent_deaths >= self.max_deaths:
-            return None
-        return min(self.backoff_max_s, self.backoff_s * self.backoff_factor ** (recent_deaths - 1))
+__all__ = ["RestartPolicy", "Supervisor"]
 
 
 class Supervisor:
-    """A :class:`PoolListener` that forwards to ``inner`` (the router) and restarts dead
-    workers. Deaths before :meth:`arm` (start-up) are only forwarded: a worker that cannot
-    start is a configuration error the server reports and exits on."""
+    """A :class:`~superserve.serving.pool.PoolListener` that forwards to the router and
+    restarts dead workers. Deaths before :meth:`arm` (start-up) are only forwarded: a worker
+    that cannot start is a configuration error the server reports and exits on."""
 
-    def __init__(self, inner: PoolListener, policy: RestartPolicy, metrics: ServingMetrics,
-                 events: EventLog, clock: Callable[[], float] = time.monotonic) -> None:
-        self.inner = inner
+    def __init__(self, router: Router, pool: WorkerPool, policy: RestartPolicy, metrics: ServingMetrics,
+                 events: EventLog, loop: asyncio.AbstractEventLoop,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.router = router
+        self.pool = pool
         self.policy = policy
         self.metrics = metrics
         self.events = events
         self.clock = clock
-        self.pool: WorkerPool | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop = loop
         self._armed = False
         self._deaths: dict[int, deque[float]] = {}  # slot -> death times within the window
         self._down_since: dict[int, float] = {}  # slot -> when its death was seen
-        self._timers: dict[int, asyncio.TimerHandle] = {}
-        self.given_up: set[int] = set()
+        self._timers: dict[int, asyncio.TimerHandle] = {}  # slot -> its pending restart
+        self.given_up: set[int] = set()  # slots waiting out a cool-down (or lost for good)
         self.restarts = 0
-
-    def attach(self, pool: WorkerPool, loop: asyncio.AbstractEventLoop) -> None:
-        self.pool, self._loop = pool, loop
-        pool.on_spare_ready = self._spare_ready
-
-    def _spare_ready(self, w: WorkerHandle) -> None:
-        self.events.emit("standby_ready", pid=w.pid, warmup_s=w.warmup_s, **(w.startup or {}))
 
     def arm(self) -> None:
         self._armed = True
@@ -85,6 +63,13 @@ class Supervisor:
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()
+
+    def can_recover(self) -> bool:
+        """False only when, armed, no worker is alive (serving or warming up) and none has a
+        restart pending: nothing short of restarting the server brings one back."""
+        if not self._armed:
+            return True  # starting up (a failed start exits the server) or shutting down
+        return bool(self._timers) or any(w.alive for w in self.pool.workers)
 
     # --- PoolListener --------------------------------------------------------------------
     def worker_ready(self, w: WorkerHandle) -> None:
@@ -97,17 +82,20 @@ class Supervisor:
             self.events.emit("worker_ready", f"worker {w.index} (pid {w.pid}) is warm again and re-admitted, "
                              f"{down_s:.2f} s after its death", worker=w.index, pid=w.pid,
                              warmup_s=w.warmup_s, restarted=True, down_s=down_s, startup=w.startup)
-        self.inner.worker_ready(w)
+        self.router.worker_ready(w)
+
+    def standby_ready(self, w: WorkerHandle) -> None:
+        self.events.emit("standby_ready", pid=w.pid, warmup_s=w.warmup_s, **(w.startup or {}))
 
     def batch_done(self, w: WorkerHandle, msg: BatchDone) -> None:
-        self.inner.batch_done(w, msg)
+        self.router.batch_done(w, msg)
 
     def batch_failed(self, w: WorkerHandle, msg: BatchFailed) -> None:
-        self.inner.batch_failed(w, msg)
+        self.router.batch_failed(w, msg)
 
     def worker_died(self, w: WorkerHandle) -> None:
-        inflight = getattr(w.inflight, "batch", None)
-        in_batch = len(inflight) if inflight is not None else 0
+        inflight = self.router.in_flight(w)
+        in_batch = len(inflight.batch) if inflight is not None else 0
         slot, pid = w.index, w.pid
         now = self.clock()
         recent = self._deaths.setdefault(slot, deque())
@@ -117,7 +105,7 @@ class Supervisor:
         delay = self.policy.delay(len(recent)) if self._armed else None
         # A warm standby takes the slot before the router hears of the death, so the dead
         # worker's batch is re-queued onto a live worker even when it was the only one.
-        replacement = self.pool.promote(w) if delay is not None else None  # type: ignore[union-attr]
+        replacement = self.pool.promote(w) if delay is not None else None
         self._down_since.setdefault(slot, now)
         self.events.emit("worker_died", f"worker {slot} (pid {pid}) died, exit code {w.exitcode}; "
                          f"{in_batch} requests in flight", worker=slot, pid=pid, exitcode=w.exitcode,
@@ -129,7 +117,7 @@ class Supervisor:
                              f"{replacement.pid}; a new standby is warming up", worker=slot,
                              pid=replacement.pid, standby=True)
             self.worker_ready(replacement)
-        self.inner.worker_died(w)  # the router re-queues or answers its batch at once
+        self.router.worker_died(w)  # the router re-queues or answers its batch at once
         if replacement is not None or not self._armed:
             return
         if delay is None:
@@ -137,26 +125,42 @@ class Supervisor:
             return
         self.events.emit("worker_restart_scheduled", f"restarting worker {w.index} in {delay:.2f} s",
                          worker=w.index, delay_s=delay)
-        self._timers[w.index] = self._loop.call_later(delay, self._restart, w)  # type: ignore[union-attr]
+        self._timers[w.index] = self._loop.call_later(delay, self._restart, w)
 
     # --- internals -----------------------------------------------------------------------
     def _give_up(self, w: WorkerHandle, deaths: int) -> None:
         self.given_up.add(w.index)
         self._down_since.pop(w.index, None)
         self.metrics.worker_give_ups.inc()
-        reason = "restarts are disabled" if not self.policy.enabled else (
-            f"it died {deaths} times within {self.policy.window_s:g} s")
-        self.events.emit("worker_given_up", f"worker {w.index} is not restarted: {reason} (last exit code "
-                         f"{w.exitcode}). The server keeps serving with the other workers; read this log "
-                         "for the worker's error, fix it and restart the server", worker=w.index,
-                         exitcode=w.exitcode, deaths_in_window=deaths)
+        cooldown = self.policy.cooldown_s if self.policy.enabled else None
+        if not self.policy.enabled:
+            reason = "restarts are disabled"
+        else:
+            reason = f"it died {deaths} times within {self.policy.window_s:g} s"
+        if cooldown is not None:
+            then = f"it is tried again in {cooldown:g} s; the other workers serve meanwhile"
+            self._timers[w.index] = self._loop.call_later(cooldown, self._cooled_down, w)
+        else:
+            then = ("it stays down (no cool-down set); the other workers serve, and once none is left the "
+                    "liveness probe fails")
+        self.events.emit("worker_given_up", f"worker {w.index} is not restarted now: {reason} (last exit code "
+                         f"{w.exitcode}); {then}. Read this log for the worker's error", worker=w.index,
+                         exitcode=w.exitcode, deaths_in_window=deaths, cooldown_s=cooldown)
+
+    def _cooled_down(self, w: WorkerHandle) -> None:
+        self.given_up.discard(w.index)
+        self._deaths.pop(w.index, None)  # a fresh window
+        self._down_since.setdefault(w.index, self.clock())
+        self.events.emit("worker_cooldown_over", f"worker {w.index}: cool-down over, restarting it",
+                         worker=w.index)
+        self._restart(w)
 
     def _restart(self, w: WorkerHandle) -> None:
         self._timers.pop(w.index, None)
         if not self._armed or w.state is not WorkerState.DEAD:
             return
         try:
-            self.pool.spawn(w)  # type: ignore[union-attr]
+            self.pool.spawn(w)
         except OSError as exc:  # cannot fork now (memory, process limits): counts as a death
             self.events.emit("worker_spawn_failed", f"worker {w.index} could not be started: {exc}",
                              worker=w.index, error=str(exc))

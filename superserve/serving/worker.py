@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import time
 from dataclasses import asdict, dataclass
@@ -31,8 +32,9 @@ class WorkerSpec:
     warmup_runs: int = 2
     # A restarted worker loads and warms while the others serve: on a small machine its
     # start-up (import, load, warm-up passes) would take CPU from them. It runs this much
-    # nicer until it is warm, then goes back where the OS allows it.
+    # nicer until it is warm, then returns to its siblings' priority (see WarmupPriority).
     warmup_nice: int = 0
+    crash_value: float | None = None  # testing only: ServeConfig.inject_crash_value
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -43,6 +45,62 @@ class WorkerSpec:
         d["subnet_ids"] = tuple(d["subnet_ids"])
         d["input_shape"] = tuple(d["input_shape"])
         return cls(**d)
+
+
+_CAP_SYS_NICE = 23  # linux/capability.h
+
+
+def can_restore_priority(base: int) -> bool:
+    """Whether this process may lower its nice value back to ``base`` after raising it:
+    with CAP_SYS_NICE (root outside a container that drops it), or when RLIMIT_NICE allows
+    nice values down to ``base`` (Linux: the lowest is 20 - the soft limit)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("CapEff:"):
+                    if int(line.split()[1], 16) >> _CAP_SYS_NICE & 1:
+                        return True
+                    break
+    except (OSError, ValueError):
+        pass
+    try:
+        soft, _ = resource.getrlimit(resource.RLIMIT_NICE)
+    except (AttributeError, ValueError, OSError):
+        return False
+    return soft == resource.RLIM_INFINITY or 20 - soft <= base
+
+
+def _set_priority(value: int) -> None:
+    """Set the nice value of every thread of this process (Linux applies it per thread, and
+    threads started while nicer, such as torch's, keep the value they were born with)."""
+    try:
+        tids = [int(t) for t in os.listdir("/proc/self/task")]
+    except OSError:
+        tids = [0]
+    for tid in tids:
+        try:
+            os.setpriority(os.PRIO_PROCESS, tid, value)
+        except ProcessLookupError:
+            pass  # that thread has exited
+
+
+class WarmupPriority:
+    """Warm up ``nice`` steps nicer than now, then return to the priority the worker started
+    with, the one its siblings serve at. Where the return is not allowed (unprivileged,
+    RLIMIT_NICE 0) the warm-up runs at the normal priority instead: warming a little slower
+    beats serving nicer than the siblings for the rest of the worker's life."""
+
+    def __init__(self, nice: int) -> None:
+        self.base = os.getpriority(os.PRIO_PROCESS, 0)
+        self.nice = nice if nice > 0 and can_restore_priority(self.base) else 0
+
+    def enter(self) -> None:
+        if self.nice:
+            _set_priority(min(19, self.base + self.nice))
+
+    def leave(self) -> None:
+        if self.nice:
+            _set_priority(self.base)
 
 
 def attach_shm(name: str) -> SharedMemory:
@@ -61,9 +119,8 @@ def worker_main(spec_json: str, conn: Connection) -> None:
     # Ctrl-C goes to the whole process group; the router decides when workers stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     spec = WorkerSpec.from_json(spec_json)
-    base_priority = os.getpriority(os.PRIO_PROCESS, 0)
-    if spec.warmup_nice > 0:
-        os.nice(spec.warmup_nice)
+    priority = WarmupPriority(spec.warmup_nice)
+    priority.enter()
     os.environ.setdefault("OMP_NUM_THREADS", str(spec.threads))
     t_import = time.perf_counter()
     import torch
@@ -82,6 +139,7 @@ def worker_main(spec_json: str, conn: Connection) -> None:
     outputs = torch.frombuffer(out_shm.buf, dtype=torch.float32, count=spec.max_batch * spec.num_classes)
     outputs = outputs.view(spec.max_batch, spec.num_classes)
     ids = spec.subnet_ids
+    crash = None if spec.crash_value is None else torch.tensor(spec.crash_value, dtype=torch.float32)
     try:
         with torch.inference_mode():
             # Warm every served SubNet at every batch size: the first passes of a shape pay for
@@ -91,11 +149,7 @@ def worker_main(spec_json: str, conn: Connection) -> None:
                 for b in range(1, spec.max_batch + 1):
                     for _ in range(spec.warmup_runs):
                         model(inputs[:b])
-            if spec.warmup_nice > 0:
-                try:
-                    os.setpriority(os.PRIO_PROCESS, 0, base_priority)
-                except PermissionError:
-                    pass  # unprivileged: stays nicer than its siblings (serves, a little slower under contention)
+            priority.leave()
             conn.send_bytes(encode(WorkerReady(os.getpid(), time.perf_counter() - t_start, import_s, load_s,
                                                entered_at)))
             while True:
@@ -108,6 +162,9 @@ def worker_main(spec_json: str, conn: Connection) -> None:
                 if not isinstance(msg, RunBatch):
                     continue
                 t0 = time.perf_counter()
+                if crash is not None and bool((inputs[:msg.batch_size].reshape(msg.batch_size, -1)[:, 0]
+                                               == crash).any()):
+                    os.kill(os.getpid(), signal.SIGKILL)  # the injected poison input (testing only)
                 try:
                     model.actuate(ids[msg.subnet_index])
                     outputs[:msg.batch_size].copy_(model(inputs[:msg.batch_size]))
