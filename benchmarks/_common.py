@@ -15,10 +15,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from superserve.profiling.latency_profile import LatencyProfile  # noqa: E402
+from superserve.scheduling.profile import LatencyProfile  # noqa: E402
 from superserve.scheduling import INFaaS, ClipperPlus, MaxAcc, MaxBatch, Policy, SlackFit, SlackFitPaper  # noqa: E402
 from superserve.sim import simulate  # noqa: E402
-from superserve.sim.defaults import capacity_qps, default_slo_ms, resolve_profile, spanning_subnets  # noqa: E402
+from superserve.scheduling.conventions import capacity_qps, default_slo_ms, resolve_profile, spanning_subnets  # noqa: E402
 from superserve.workload import Trace  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"

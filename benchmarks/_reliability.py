@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT))
 from superserve.loadgen import SenderConfig, payloads_from_bundle, replay, summarize  # noqa: E402
 from superserve.loadgen.records import (CONN_ERROR, HTTP_ERROR, OVERLOADED, SHED, TIMEOUT,  # noqa: E402
                                         ReplayRecords)
-from superserve.profiling.latency_profile import LatencyProfile  # noqa: E402
+from superserve.scheduling.profile import LatencyProfile  # noqa: E402
 from superserve.serving import ServerProcess  # noqa: E402
 from superserve.workload import Trace, poisson  # noqa: E402
 
@@ -31,7 +31,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 def default_bundle() -> str:
     import os
 
-    from superserve.serving.config import EMBEDDED_DIR
+    from superserve.bundle_layout import EMBEDDED_DIR
     return os.environ.get("SUPERSERVE_BUNDLE", str(EMBEDDED_DIR))
 
 

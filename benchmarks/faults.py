@@ -41,8 +41,8 @@ from typing import Any
 import numpy as np
 
 from _reliability import (RESULTS, ServerProcess, accounting, default_bundle, measure_sustainable, run_trace)
-from superserve.profiling.latency_profile import LatencyProfile
-from superserve.sim.defaults import default_slo_ms
+from superserve.scheduling.profile import LatencyProfile
+from superserve.scheduling.conventions import default_slo_ms
 from superserve.workload import bursty
 
 

@@ -31,10 +31,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from superserve.profiling.latency_profile import LatencyProfile  # noqa: E402
+from superserve.scheduling.profile import LatencyProfile  # noqa: E402
 from superserve.scheduling import INFaaS, ClipperPlus, MaxAcc, MaxBatch, Policy, SlackFit, SlackFitPaper  # noqa: E402
 from superserve.sim import simulate  # noqa: E402
-from superserve.sim.defaults import resolve_profile  # noqa: E402
+from superserve.scheduling.conventions import resolve_profile  # noqa: E402
 from superserve.workload import Trace, poisson  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -38,10 +38,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from superserve.loadgen import experiment as ex  # noqa: E402
+from superserve.experiments import comparison as ex  # noqa: E402
+from superserve.experiments.raw_rate import measure_raw_rate  # noqa: E402
 from superserve.loadgen.cli import run_bench  # noqa: E402
 from superserve.loadgen.payloads import payloads_from_bundle  # noqa: E402
-from superserve.loadgen.raw_rate import measure_raw_rate  # noqa: E402
 from superserve.loadgen.report import clean_nans, summarize  # noqa: E402
 from superserve.loadgen.runner import replay  # noqa: E402
 from superserve.loadgen.sender import SenderConfig  # noqa: E402

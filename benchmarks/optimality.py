@@ -36,10 +36,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, write_json  # noqa: E402
 
-from superserve.profiling.latency_profile import LatencyProfile  # noqa: E402
+from superserve.scheduling.profile import LatencyProfile  # noqa: E402
 from superserve.scheduling import ClipperPlus, Policy, make_policy  # noqa: E402
 from superserve.sim import simulate  # noqa: E402
-from superserve.sim.defaults import default_slo_ms, resolve_profile  # noqa: E402
+from superserve.scheduling.conventions import default_slo_ms, resolve_profile  # noqa: E402
 from superserve.sim.optimum import offline_optimum, pareto_options, utility  # noqa: E402
 from superserve.workload import Trace, gamma, ipp_cv2, onoff  # noqa: E402
 

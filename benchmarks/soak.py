@@ -24,8 +24,8 @@ from typing import Any
 
 from _reliability import (RESULTS, ServerProcess, accounting, default_bundle, growth_pct, measure_sustainable,
                           rss, run_trace)
-from superserve.profiling.latency_profile import LatencyProfile
-from superserve.sim.defaults import default_slo_ms
+from superserve.scheduling.profile import LatencyProfile
+from superserve.scheduling.conventions import default_slo_ms
 from superserve.workload import poisson
 
 

@@ -19,7 +19,7 @@ import torch
 
 from superserve.embedded import EMBEDDED_DIR, load_bundle
 from superserve.profiling.measure import percentile, time_batches
-from superserve.sim.defaults import spanning_subnets
+from superserve.scheduling.conventions import spanning_subnets
 from superserve.supernet import (SuperResNet, calibrate, extract, imagenet_resnet50_spec, load_extracted,
                                   save_extracted, subnet_cost)
 

@@ -5,6 +5,8 @@ from pathlib import Path
 
 import typer
 
+from .bundle_layout import PROFILE
+
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Serve weight-shared SuperNets: SubNetAct actuation + SlackFit scheduling.")
 
@@ -83,12 +85,12 @@ def search(
 @app.command()
 def profile(
     bundle: Path = typer.Option(None, help="bundle directory (default: the embedded SuperNet)"),
-    out: Path = typer.Option(Path("profile.json"), help="profile file to write"),
+    out: Path = typer.Option(Path(PROFILE), help="profile file to write"),
     threads: int = typer.Option(1, help="torch threads, as one serving worker gets"),
     repeats: int = 15,
 ) -> None:
     """Measure the latency profile of a bundle's SubNets (batch 1..16) on this device."""
-    from .embedded import EMBEDDED_DIR
+    from .bundle_layout import EMBEDDED_DIR
     from .profiling.measure import check_properties
     from .profiling.pipeline import reprofile
 
@@ -120,7 +122,7 @@ _mount_bench()
 
 
 def _mount_demo() -> None:
-    from .loadgen.demo import demo_command
+    from .experiments.demo import demo_command
 
     app.command("demo", help="Start the server; replay a bursty trace under SlackFit, two Clipper+ versions and "
                              "INFaaS; print the comparison and write the plot (what `make demo` runs).")(demo_command)

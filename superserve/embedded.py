@@ -1,11 +1,5 @@
-"""The embedded default: a trained Fashion-MNIST SuperNet shipped inside the package.
-
-A bundle is a directory with
-  weights.safetensors     SuperNet weights (spec in the metadata)
-  subnetnorm.safetensors  SubnetNorm table of the served (Pareto) SubNets
-  profile.json            latency profile of those SubNets (LatencyProfile format)
-  subset.safetensors      a labelled 2,000-image subset of the test set (uint8 images)
-A user's own SuperNet is a bundle with the same layout (`superserve serve --bundle DIR`).
+"""The embedded default: a trained Fashion-MNIST SuperNet shipped inside the package, and
+loading any bundle (the files are listed in superserve/bundle_layout.py) into a model.
 """
 from __future__ import annotations
 
@@ -15,13 +9,13 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from .bundle_layout import EMBEDDED_DIR, SUBSET_FORMAT, BundleLayout
 from .datasets import Split
-from .profiling.latency_profile import LatencyProfile
+from .scheduling.profile import LatencyProfile
 from .supernet import SubNetConfig, SuperResNet, load_supernet
 from .supernet.checkpoint import read_safetensors
 
-EMBEDDED_DIR = Path(__file__).parent / "data" / "embedded"
-SUBSET_FORMAT = "superserve-subset/1"
+__all__ = ["EMBEDDED_DIR", "SUBSET_FORMAT", "Bundle", "load_bundle", "save_subset", "load_subset"]
 
 
 @dataclass
@@ -31,20 +25,24 @@ class Bundle:
     profile: LatencyProfile
 
     @property
+    def layout(self) -> BundleLayout:
+        return BundleLayout(self.root)
+
+    @property
     def weights_path(self) -> Path:
-        return self.root / "weights.safetensors"
+        return self.layout.weights
 
     @property
     def norm_path(self) -> Path:
-        return self.root / "subnetnorm.safetensors"
+        return self.layout.norm
 
     @property
     def profile_path(self) -> Path:
-        return self.root / "profile.json"
+        return self.layout.profile
 
     @property
     def subset_path(self) -> Path:
-        return self.root / "subset.safetensors"
+        return self.layout.subset
 
     def configs(self) -> list[SubNetConfig]:
         return [SubNetConfig.from_id(s.id) for s in self.profile.subnets]
@@ -54,18 +52,13 @@ class Bundle:
 
 
 def load_bundle(root: str | Path = EMBEDDED_DIR) -> Bundle:
-    root = Path(root)
-    if not (root / "weights.safetensors").exists():
-        raise FileNotFoundError(
-            f"no SuperNet bundle at {root} (weights.safetensors missing). The embedded default is "
-            "built by `superserve train` then `superserve search`; your own needs the files listed in "
-            "superserve/embedded.py")
-    model = load_supernet(root / "weights.safetensors", root / "subnetnorm.safetensors")
-    profile = LatencyProfile.load(root / "profile.json")
+    layout = BundleLayout(root).require()
+    model = load_supernet(layout.weights, layout.norm)
+    profile = LatencyProfile.load(layout.profile)
     missing = [s.id for s in profile.subnets if s.id not in model.norm_rows]
     if missing:
-        raise ValueError(f"{root}: profile lists SubNets without SubnetNorm statistics: {missing[:3]}")
-    return Bundle(root, model, profile)
+        raise ValueError(f"{layout.root}: profile lists SubNets without SubnetNorm statistics: {missing[:3]}")
+    return Bundle(layout.root, model, profile)
 
 
 def save_subset(split: Split, path: str | Path) -> None:

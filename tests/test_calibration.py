@@ -8,7 +8,7 @@ import urllib.request
 import numpy as np
 import pytest
 
-from superserve.profiling.latency_profile import LatencyProfile
+from superserve.scheduling.profile import LatencyProfile
 from superserve.scheduling import make_policy
 from superserve.scheduling.calibration import (CalibratedPlanner, CalibrationConfig, LatencyCalibrator,
                                                ProfileCheck, probe_plan)

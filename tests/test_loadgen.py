@@ -202,7 +202,7 @@ def test_response_head_parsing():
 def test_demo_acceptance_requires_slackfits_own_attainment():
     """The demo's verdict is not only a comparison: a SlackFit that beats every rival but
     misses 0.99 itself does not pass."""
-    from superserve.loadgen.experiment import acceptance
+    from superserve.experiments.comparison import acceptance
 
     def rows(sf):
         return [{"policy": "SlackFit", "slo_attainment": sf, "mean_accuracy": 0.92},
@@ -219,7 +219,7 @@ def test_demo_acceptance_requires_slackfits_own_attainment():
 def test_host_timeline_replays_the_speed_of_each_interval():
     """The simulator's twin of a live run replays the host as the server measured it: each
     calibration point holds for the batches finished since the previous one."""
-    from superserve.loadgen.experiment import host_timeline
+    from superserve.experiments.comparison import host_timeline
 
     ev = [{"event": "profile_check", "t": 100.0, "speed": 1.2, "overhead_p50_ms": 0.1},
           {"event": "calibration", "t": 100.5, "speed": 1.2, "speed_now": 1.5, "overhead_now_ms": 0.4,

@@ -10,7 +10,7 @@ from itertools import combinations
 import numpy as np
 import pytest
 
-from superserve.profiling.latency_profile import LatencyProfile, SubnetProfile
+from superserve.scheduling.profile import LatencyProfile, SubnetProfile
 from superserve.scheduling import ClipperPlus, make_policy, POLICY_NAMES
 from superserve.sim import simulate
 from superserve.sim.optimum import all_options, independent_windows, offline_optimum, pareto_options, utility

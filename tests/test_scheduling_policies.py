@@ -5,7 +5,7 @@ from bisect import bisect_right
 import pytest
 from hypothesis import assume, given, settings, strategies as st
 
-from superserve.profiling.latency_profile import LatencyProfile, SubnetProfile
+from superserve.scheduling.profile import LatencyProfile, SubnetProfile
 from superserve.scheduling import (INFaaS, ClipperPlus, EdfQueue, MaxAcc, MaxBatch, Request, SlackFit,
                                    SlackFitPaper, make_policy, take_batch)
 

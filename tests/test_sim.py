@@ -2,10 +2,11 @@
 import numpy as np
 import pytest
 
-from superserve.profiling.latency_profile import LatencyProfile, SubnetProfile
+from superserve.scheduling.profile import LatencyProfile, SubnetProfile
 from superserve.scheduling import ClipperPlus, MaxAcc, MaxBatch, SlackFit
 from superserve.scheduling.slackfit_paper import SlackFitPaper  # the hand-computed cases follow the paper's rule
 from superserve.sim import IN_TIME, LATE, SHED, simulate
+from superserve.sim.simulator import Tie
 from superserve.workload import Trace, bursty
 
 PROFILE = LatencyProfile.synthetic()
@@ -62,6 +63,19 @@ def test_worker_failure_requeues_in_flight_batch():
     assert r.count(IN_TIME) == 2
     assert sorted(r.finish.tolist()) == pytest.approx([0.006, 0.012])
     assert set(r.batch_worker.tolist()) == {0, 1}
+
+
+def test_ties_failures_then_arrivals_then_completions():
+    assert list(Tie) == [Tie.FAILURE, Tie.ARRIVAL, Tie.COMPLETION]
+    p = tiny_profile()
+    # big@1 completes at exactly 6 ms, when a request arrives: the arrival is queued first,
+    # so it joins the next batch with the one that came at 3 ms.
+    r = simulate(np.array([0.0, 0.003, 0.006]), p, SlackFitPaper(p, None), slo_ms=10)
+    assert r.batch_size_log.tolist() == [1, 2]
+    # A worker that fails at the very instant its batch completes has not completed it: the
+    # request goes back to the queue and the other worker serves it.
+    r = simulate(np.array([0.0]), p, SlackFitPaper(p, None), num_workers=2, slo_ms=30, failures=[(0.006, 0)])
+    assert r.batch_worker.tolist() == [0, 1] and r.finish[0] == pytest.approx(0.012)
 
 
 def test_all_workers_dead_leaves_requests_shed():

@@ -2,7 +2,7 @@
 decision and the pop, and that both callers really run it."""
 import numpy as np
 
-from superserve.profiling.latency_profile import LatencyProfile, SubnetProfile
+from superserve.scheduling.profile import LatencyProfile, SubnetProfile
 from superserve.scheduling import EdfQueue, Request, make_policy
 from superserve.scheduling.step import ADMITTED, REJECTED, SHED, SchedulingStep, StepOutput
 from superserve.sim import IN_TIME, SHED as SIM_SHED, simulate

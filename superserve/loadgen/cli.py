@@ -12,6 +12,7 @@ from typing import Any, Callable, Optional
 
 import typer
 
+from superserve.bundle_layout import BundleLayout
 from superserve.loadgen.kserve import infer_path
 from superserve.loadgen.payloads import payloads_from_bundle
 from superserve.loadgen.report import default_bin_s, plot_run, summarize, time_series, write_json
@@ -89,13 +90,10 @@ def run_bench(trace: Trace, *, url: str, model: str, slo_ms: float, bundle: Opti
 
 
 def default_slo(bundle: Optional[Path]) -> float:
-    """The experiments' SLO rule (superserve.sim.defaults) applied to the bundle's profile."""
-    from superserve.profiling.latency_profile import LatencyProfile
-    from superserve.sim.defaults import default_slo_ms, resolve_profile
+    """The experiments' SLO rule (superserve.scheduling.conventions) applied to the bundle's profile."""
+    from superserve.scheduling.conventions import default_slo_ms, resolve_profile
 
-    if bundle is not None:
-        return default_slo_ms(LatencyProfile.load(Path(bundle) / "profile.json"))
-    return default_slo_ms(resolve_profile(None)[0])
+    return default_slo_ms(resolve_profile(BundleLayout(bundle).profile if bundle is not None else None)[0])
 
 
 def bench_command(

@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+from safetensors import safe_open
 
+from superserve.bundle_layout import EMBEDDED, SUBSET_FORMAT, BundleLayout
 from superserve.loadgen.kserve import encode_binary_request
 
 # The SuperNet's input normalisation (superserve.datasets.MEAN / STD), repeated here so that
@@ -69,14 +71,22 @@ def build_payloads(images_u8: np.ndarray, labels: np.ndarray, *, slo_ms: float |
 def payloads_from_bundle(root: str | Path | None, *, slo_ms: float | None, input_name: str = "input",
                          limit: int | None = None, outputs: Sequence[str] | None = None) -> PayloadSet:
     """Payloads from a bundle's labelled subset (default: the embedded bundle)."""
-    from superserve.embedded import EMBEDDED_DIR, load_subset
-
-    root = Path(root) if root is not None else EMBEDDED_DIR
-    path = root / "subset.safetensors"
+    path = BundleLayout(root).subset if root is not None else EMBEDDED.subset
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: give --bundle DIR of a SuperNet bundle with a labelled subset")
-    split = load_subset(path)
-    p = build_payloads(split.images.numpy(), split.labels.numpy(), slo_ms=slo_ms, input_name=input_name,
-                       limit=limit, outputs=outputs)
+    images, labels = read_subset(path)
+    p = build_payloads(images, labels, slo_ms=slo_ms, input_name=input_name, limit=limit, outputs=outputs)
     p.meta["source"] = str(path)
     return p
+
+
+def read_subset(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(uint8 N x H x W images, N labels) of a bundle's subset file, read without torch."""
+    with safe_open(str(path), framework="numpy") as f:
+        fmt = (f.metadata() or {}).get("format")
+        if fmt != SUBSET_FORMAT:
+            raise ValueError(f"{path}: format {fmt!r}, expected {SUBSET_FORMAT!r} (wrong file?)")
+        images, labels = f.get_tensor("images"), f.get_tensor("labels")
+    if images.dtype != np.uint8 or images.ndim != 3 or images.shape[0] != labels.shape[0]:
+        raise ValueError(f"{path}: expected uint8 N x H x W images with N labels")
+    return images, labels

@@ -13,23 +13,31 @@ from typing import Any
 
 import numpy as np
 
-# Client-side outcome codes. NOT_SENT must never survive a finished run (tests check it).
-IN_TIME, LATE, SHED, OVERLOADED, REFUSED, HTTP_ERROR, TIMEOUT, CONN_ERROR, NOT_SENT = range(9)
-OUTCOME_NAMES = ("in_time", "late", "shed", "overloaded", "refused", "http_error", "timeout",
-                 "conn_error", "not_sent")
+from superserve.outcome import Outcome
+
+# The client's outcomes are superserve.outcome.Outcome codes 0..8 (UNAVAILABLE, 9, is the
+# server's: the client counts a 503 with the 504s as shed, "not served now"). NOT_SENT must
+# never survive a finished run (tests check it).
+CLIENT_OUTCOMES = tuple(o for o in Outcome if o is not Outcome.UNAVAILABLE)
+IN_TIME, LATE, SHED, REJECTED, REFUSED, ERROR, TIMEOUT, CONN_ERROR, NOT_SENT = CLIENT_OUTCOMES
+# The report labels two of them by what the client saw: a 429 "overloaded", any other failing
+# status "http_error" (saved runs, benchmarks and docs read these labels).
+REPORT_LABELS = {REJECTED: "overloaded", ERROR: "http_error"}
+OUTCOME_NAMES = tuple(REPORT_LABELS.get(o, o.label) for o in CLIENT_OUTCOMES)
+OVERLOADED, HTTP_ERROR = REJECTED, ERROR  # the report's names for them
 # Pseudo HTTP statuses for answers that never came.
 STATUS_TIMEOUT, STATUS_CONN_ERROR, STATUS_NOT_SENT = -1, -2, 0
 
 
 def classify(status: np.ndarray, latency_s: np.ndarray, slo_s: float) -> np.ndarray:
     """Outcome code per request from its HTTP status and client-measured latency."""
-    out = np.full(status.shape, HTTP_ERROR, dtype=np.int8)
+    out = np.full(status.shape, ERROR, dtype=np.int8)
     ok = status == 200
     out[ok & (latency_s <= slo_s)] = IN_TIME
     out[ok & ~(latency_s <= slo_s)] = LATE
-    out[(status == 503) | (status == 504)] = SHED
-    out[status == 429] = OVERLOADED
-    out[(status >= 400) & (status < 500) & (status != 429)] = REFUSED
+    out[(status == Outcome.UNAVAILABLE.http_status) | (status == Outcome.SHED.http_status)] = SHED
+    out[status == REJECTED.http_status] = REJECTED
+    out[(status >= 400) & (status < 500) & (status != REJECTED.http_status)] = REFUSED
     out[status == STATUS_TIMEOUT] = TIMEOUT
     out[status == STATUS_CONN_ERROR] = CONN_ERROR
     out[status == STATUS_NOT_SENT] = NOT_SENT

@@ -10,8 +10,8 @@ from typing import Callable, Sequence
 
 import torch
 
+from ..scheduling.profile import LatencyProfile, SubnetProfile
 from ..supernet import SubNetConfig, SuperResNet, subnet_cost
-from .latency_profile import LatencyProfile, SubnetProfile
 
 
 def device_name() -> str:

@@ -10,11 +10,12 @@ from typing import Callable
 
 import torch
 
+from ..bundle_layout import BundleLayout
 from ..datasets import DEFAULT_FMNIST, Split, load_fashion_mnist, normalize, train_val_split
-from ..embedded import save_subset
+from ..embedded import load_bundle, save_subset
+from ..scheduling.profile import LatencyProfile
 from ..supernet import SubNetConfig, calibrate, load_supernet, save_norm_table, save_weights
 from .accuracy import accuracy, calibration_batches, top1_correct
-from .latency_profile import LatencyProfile
 from .measure import check_properties, measure_profile
 from .search import Candidate, evolutionary_search, measured_candidate, pareto_front
 
@@ -88,12 +89,12 @@ def build_bundle(weights: Path, out: Path, settings: BuildSettings, report: Path
     profile = LatencyProfile(profile.subnets, profile.device, meta)
 
     out.mkdir(parents=True, exist_ok=True)
-    save_weights(model, out / "weights.safetensors", {"source": str(weights)})
-    save_norm_table(model, out / "subnetnorm.safetensors")
-    profile.save(out / "profile.json")
-    save_subset(subset, out / "subset.safetensors")
-    (out / "subset_accuracy.json").write_text(json.dumps(
-        {"images": len(subset), "correct": subset_correct}, indent=1))
+    layout = BundleLayout(out)
+    save_weights(model, layout.weights, {"source": str(weights)})
+    save_norm_table(model, layout.norm)
+    profile.save(layout.profile)
+    save_subset(subset, layout.subset)
+    layout.subset_accuracy.write_text(json.dumps({"images": len(subset), "correct": subset_correct}, indent=1))
 
     # The space's largest SubNet, whether or not the search kept it (its accuracy on the
     # validation images the search ranked on can fall below a smaller SubNet's); measured
@@ -162,8 +163,6 @@ def _batches(split: Split, size: int = 500):
 def reprofile(bundle_dir: Path, out: Path, threads: int = 1, max_batch: int = 16, repeats: int = 15,
               progress: Callable[[int, int], None] | None = None) -> LatencyProfile:
     """Re-measure a bundle's latency profile on this device, keeping its accuracies."""
-    from ..embedded import load_bundle
-
     bundle = load_bundle(bundle_dir)
     accs = {s.id: {"val": s.val_accuracy, "test": s.test_accuracy} for s in bundle.profile.subnets}
     torch.set_num_threads(threads)

@@ -35,7 +35,7 @@ from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
-from superserve.profiling.latency_profile import LatencyProfile
+from superserve.scheduling.profile import LatencyProfile
 from superserve.scheduling.policy import Policy
 
 PolicyFactory = Callable[[LatencyProfile, float], Policy]  # (planning profile, overhead_ms) -> policy

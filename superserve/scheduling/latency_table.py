@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from superserve.profiling.latency_profile import LatencyProfile
+from superserve.scheduling.profile import LatencyProfile
 
 
 @dataclass(frozen=True)

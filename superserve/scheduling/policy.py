@@ -28,18 +28,49 @@ Conventions every policy follows (all parameters, measured in docs/scheduling.md
 """
 from __future__ import annotations
 
+import enum
 from abc import ABC, abstractmethod
 from bisect import bisect_right
 from dataclasses import dataclass
 from typing import Literal
 
-from superserve.profiling.latency_profile import LatencyProfile
 from superserve.scheduling.edf_queue import EdfQueue
 from superserve.scheduling.latency_table import LatencyTable
+from superserve.scheduling.profile import LatencyProfile
 from superserve.scheduling.request import Request
 
 WhenLate = Literal["fastest", "drain"]
 ShedRule = Literal["hopeless", "backlog"]
+
+
+class PolicyKind(str, enum.Enum):
+    """The policies by name; :meth:`parse` is the one place a user's spelling is read."""
+
+    SLACKFIT = "slackfit"
+    SLACKFIT_PAPER = "slackfit-paper"
+    MAXBATCH = "maxbatch"
+    MAXACC = "maxacc"
+    CLIPPER_PLUS = "clipper+"  # one fixed SubNet (needs its id)
+    INFAAS = "infaas"
+
+    @classmethod
+    def parse(cls, name: "str | PolicyKind") -> "PolicyKind":
+        """Case, '-' and '_' do not matter; "clipperplus", "clipper" and "fixed" mean clipper+."""
+        if isinstance(name, PolicyKind):
+            return name
+        key = str(name).lower().replace("_", "").replace("-", "")
+        kind = _POLICY_ALIASES.get(key)
+        if kind is None:
+            raise ValueError(f"unknown policy {name!r}; choose one of {', '.join(k.value for k in cls)}")
+        return kind
+
+    @property
+    def needs_subnet(self) -> bool:
+        return self is PolicyKind.CLIPPER_PLUS
+
+
+_POLICY_ALIASES = {k.value.replace("-", ""): k for k in PolicyKind} | {
+    "clipperplus": PolicyKind.CLIPPER_PLUS, "clipper": PolicyKind.CLIPPER_PLUS, "fixed": PolicyKind.CLIPPER_PLUS}
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,7 +32,7 @@ from __future__ import annotations
 from bisect import bisect_right
 from dataclasses import dataclass
 
-from superserve.profiling.latency_profile import LatencyProfile
+from superserve.scheduling.profile import LatencyProfile
 from superserve.scheduling.edf_queue import EdfQueue
 from superserve.scheduling.policy import Decision, Policy, ShedRule, WhenLate
 

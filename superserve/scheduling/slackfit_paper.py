@@ -31,7 +31,7 @@ from __future__ import annotations
 from bisect import bisect_right
 from typing import Literal
 
-from superserve.profiling.latency_profile import LatencyProfile
+from superserve.scheduling.profile import LatencyProfile
 from superserve.scheduling.policy import Decision, Policy, ShedRule, WhenLate
 
 Partial = Literal["upgrade", "paper"]

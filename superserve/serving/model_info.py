@@ -1,19 +1,20 @@
 """What the router knows about the served model, read without loading any tensor.
 
 The router process never imports torch: it reads the SuperNet's spec from the weights
-file's safetensors header and the SubNets from the latency profile.
+file's safetensors metadata (``safe_open`` with the numpy framework reads the header only)
+and the SubNets from the latency profile.
 """
 from __future__ import annotations
 
 import json
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from superserve.profiling.latency_profile import LatencyProfile
-from superserve.serving.config import ServeConfig
+from safetensors import SafetensorError, safe_open
 
-WEIGHTS_FORMAT = "superserve-supernet/1"  # as superserve.supernet.checkpoint writes it
+from superserve.bundle_layout import WEIGHTS_FORMAT, BundleLayout
+from superserve.scheduling.profile import LatencyProfile
+from superserve.serving.config import ServeConfig
 
 
 @dataclass(frozen=True)
@@ -43,31 +44,25 @@ class ModelInfo:
 
 
 def read_safetensors_metadata(path: Path) -> dict[str, str]:
-    """The __metadata__ of a safetensors file: an 8-byte little-endian header length, then
-    a JSON header. Reading it directly keeps torch out of the router."""
-    with open(path, "rb") as f:
-        head = f.read(8)
-        if len(head) != 8:
-            raise ValueError(f"{path}: not a safetensors file (too short)")
-        (n,) = struct.unpack("<Q", head)
-        if n > 100_000_000:
-            raise ValueError(f"{path}: not a safetensors file (header length {n})")
-        header = json.loads(f.read(n))
-    return header.get("__metadata__") or {}
+    """The __metadata__ of a safetensors file, without reading its tensors (or importing torch)."""
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            return f.metadata() or {}
+    except (SafetensorError, OSError) as exc:
+        raise ValueError(f"{path}: not a readable safetensors file ({exc})") from None
 
 
 def read_model_info(config: ServeConfig) -> ModelInfo:
-    bundle = Path(config.bundle)
-    weights = bundle / "weights.safetensors"
-    if not weights.exists():
+    layout = BundleLayout(config.bundle)
+    if not layout.weights.exists():
         raise FileNotFoundError(
-            f"no SuperNet bundle at {bundle} (weights.safetensors missing); pass --bundle DIR with "
-            "weights.safetensors, subnetnorm.safetensors and profile.json (see superserve/embedded.py)")
-    if not (bundle / "subnetnorm.safetensors").exists():
-        raise FileNotFoundError(f"{bundle}: subnetnorm.safetensors missing (SubnetNorm statistics)")
-    meta = read_safetensors_metadata(weights)
+            f"no SuperNet bundle at {layout.root} ({layout.weights.name} missing); pass --bundle DIR with "
+            f"{layout.weights.name}, {layout.norm.name} and {layout.profile.name} (see superserve/bundle_layout.py)")
+    if not layout.norm.exists():
+        raise FileNotFoundError(f"{layout.root}: {layout.norm.name} missing (SubnetNorm statistics)")
+    meta = read_safetensors_metadata(layout.weights)
     if meta.get("format") != WEIGHTS_FORMAT:
-        raise ValueError(f"{weights}: format {meta.get('format')!r}, expected {WEIGHTS_FORMAT!r}")
+        raise ValueError(f"{layout.weights}: format {meta.get('format')!r}, expected {WEIGHTS_FORMAT!r}")
     spec = json.loads(meta["spec"])
     profile = LatencyProfile.load(config.profile_path)
     if config.subnets:
@@ -78,5 +73,5 @@ def read_model_info(config: ServeConfig) -> ModelInfo:
                      int(spec.get("input_size", 28))),
         num_classes=int(spec.get("num_classes", 10)),
         profile=profile,
-        bundle=bundle,
+        bundle=layout.root,
     )

@@ -33,7 +33,7 @@ from superserve.serving.pool import WorkerPool
 from superserve.serving.rest import RestApi
 from superserve.serving.router import Router
 from superserve.serving.supervisor import Supervisor
-from superserve.sim.defaults import default_slo_ms
+from superserve.scheduling.conventions import default_slo_ms
 
 if TYPE_CHECKING:
     import grpc

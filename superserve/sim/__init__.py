@@ -1,5 +1,5 @@
 """Discrete-event simulation of the router with the very same queue and policy objects."""
-from superserve.sim.result import IN_TIME, LATE, OUTCOME_NAMES, SHED, SimResult
-from superserve.sim.simulator import simulate
+from superserve.sim.result import IN_TIME, LATE, OUTCOME_NAMES, REJECTED, SHED, SimResult
+from superserve.sim.simulator import Simulation, Tie, simulate
 
-__all__ = ["simulate", "SimResult", "IN_TIME", "LATE", "SHED", "OUTCOME_NAMES"]
+__all__ = ["simulate", "Simulation", "Tie", "SimResult", "IN_TIME", "LATE", "SHED", "REJECTED", "OUTCOME_NAMES"]

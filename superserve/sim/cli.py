@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import Any, Callable, Optional
 
 import typer
 
-from superserve.scheduling import make_policy
-from superserve.sim.defaults import default_slo_ms, resolve_profile
-from superserve.sim.simulator import simulate
+from superserve.scheduling import Policy, PolicyKind, make_policy
+from superserve.scheduling.conventions import default_slo_ms, resolve_profile
+from superserve.scheduling.profile import LatencyProfile
+from superserve.sim.simulator import LATE_MODES, LATENCY_MODELS, simulate
 from superserve.workload import Trace, azure_functions, bursty, gamma, poisson, time_varying, timestamped
 
 WORKLOADS = ("poisson", "gamma", "bursty", "timevarying", "azure-functions", "timestamped", "file")
@@ -41,8 +42,45 @@ def build_trace(workload: str, *, rate: float, duration: float, cv2: float, base
     raise typer.BadParameter(f"unknown workload {workload!r}; choose one of {', '.join(WORKLOADS)}")
 
 
+def policy_params(kind: PolicyKind, profile: LatencyProfile, *, overhead_ms: float, subnet: Optional[str],
+                  buckets: Optional[int], min_accuracy: Optional[float]) -> dict[str, object]:
+    """The keyword arguments of ``kind`` that the command's options set."""
+    params: dict[str, object] = {"overhead_ms": overhead_ms}
+    if kind in (PolicyKind.SLACKFIT, PolicyKind.SLACKFIT_PAPER) and buckets is not None:
+        params["num_buckets"] = buckets
+    if kind.needs_subnet:
+        params["subnet_id"] = subnet or profile.subnets[len(profile) // 2].id
+    if kind is PolicyKind.INFAAS and min_accuracy is not None:
+        params["min_accuracy"] = min_accuracy
+    return params
+
+
+def host_speed_fn(host_speed: float, after: Optional[str]) -> float | Callable[[float], float]:
+    """A constant host speed, or one that drifts to FACTOR from T_S on (``after`` = "T_S:FACTOR")."""
+    if not after:
+        return host_speed
+    t_s, _, f = after.partition(":")
+    t_drift, f_drift = float(t_s), float(f)
+    return lambda t: host_speed if t < t_drift else f_drift
+
+
+def parse_failures(specs: list[str]) -> list[tuple[float, int]]:
+    """(time_s, worker) pairs from "TIME_S:WORKER" strings (worker 0 when omitted)."""
+    out = []
+    for f in specs:
+        t, _, w = f.partition(":")
+        out.append((float(t), int(w or 0)))
+    return out
+
+
+def _choice(value: str, allowed: tuple[str, ...]) -> Any:
+    if value not in allowed:
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(allowed)}")
+    return value
+
+
 def simulate_command(
-    policy: str = typer.Option("slackfit", help="slackfit, maxbatch, maxacc, clipper+, infaas"),
+    policy: str = typer.Option("slackfit", help="slackfit, slackfit-paper, maxbatch, maxacc, clipper+, infaas"),
     profile: Optional[Path] = typer.Option(None, help="latency profile JSON (default: embedded, else synthetic)"),
     workload: str = typer.Option("bursty", help=", ".join(WORKLOADS)),
     rate: float = typer.Option(2000.0, help="mean rate (bursty: the Gamma stream's rate; timevarying: start rate), req/s"),
@@ -82,35 +120,24 @@ def simulate_command(
                      rate_end=rate_end, tau=tau, trace=trace, seed=seed)
     if save_trace:
         typer.echo(f"trace saved to {tr.save(save_trace)}")
-    params: dict[str, object] = {"overhead_ms": overhead_ms}
-    key = policy.lower()
-    if key.startswith("slackfit") and buckets is not None:
-        params["num_buckets"] = buckets
-    if key.startswith("clipper"):
-        params["subnet_id"] = subnet or prof.subnets[len(prof) // 2].id
-    if key == "infaas" and min_accuracy is not None:
-        params["min_accuracy"] = min_accuracy
-    pol = make_policy(policy, prof, **params)
-    speed: float | object = host_speed
-    if host_speed_after:
-        t_s, _, f = host_speed_after.partition(":")
-        t_drift, f_drift = float(t_s), float(f)
-        speed = lambda t: host_speed if t < t_drift else f_drift  # noqa: E731
+    try:
+        kind = PolicyKind.parse(policy)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    params = policy_params(kind, prof, overhead_ms=overhead_ms, subnet=subnet, buckets=buckets,
+                           min_accuracy=min_accuracy)
+    pol = make_policy(kind, prof, **params)
     planner = None
     if calibrate:
         from superserve.scheduling.calibration import CalibratedPlanner
 
-        def factory(p, over):
-            return make_policy(policy, p, **{**params, "overhead_ms": max(overhead_ms, over)})
+        def factory(p: LatencyProfile, over: float) -> Policy:
+            return make_policy(kind, p, **{**params, "overhead_ms": max(overhead_ms, over)})
         planner = CalibratedPlanner(prof, factory, base_overhead_ms=overhead_ms)
     slo = slo_ms if slo_ms is not None else default_slo_ms(prof)
-    failures = []
-    for f in fail:
-        t, _, w = f.partition(":")
-        failures.append((float(t), int(w or 0)))
-    res = simulate(tr, prof, planner or pol, num_workers=workers, slo_ms=slo, latency=latency,  # type: ignore[arg-type]
-                   overhead_ms=overhead_ms, failures=failures, late=late, seed=seed,  # type: ignore[arg-type]
-                   host_speed=speed, queue_capacity=queue_capacity)  # type: ignore[arg-type]
+    res = simulate(tr, prof, planner or pol, num_workers=workers, slo_ms=slo, latency=_choice(latency, LATENCY_MODELS),
+                   overhead_ms=overhead_ms, failures=parse_failures(fail), late=_choice(late, LATE_MODES), seed=seed,
+                   host_speed=host_speed_fn(host_speed, host_speed_after), queue_capacity=queue_capacity)
     summary = {"trace": tr.summary(), **res.summary(), "slo_ms": slo}
     for k in ("requests", "slo_attainment", "mean_accuracy", "in_time", "late", "shed", "goodput_rps",
               "mean_batch_size", "sim_requests_per_s"):

@@ -93,7 +93,7 @@ import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, linprog, milp
 from scipy.sparse import coo_matrix
 
-from superserve.profiling.latency_profile import LatencyProfile
+from superserve.scheduling.profile import LatencyProfile
 from superserve.sim.result import IN_TIME, SimResult
 
 _EPS = 1e-9

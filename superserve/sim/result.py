@@ -6,8 +6,10 @@ from typing import Any
 
 import numpy as np
 
-IN_TIME, LATE, SHED, REJECTED = 0, 1, 2, 3
-OUTCOME_NAMES = ("in_time", "late", "shed", "rejected")
+from superserve.outcome import SIM_OUTCOMES, Outcome
+
+IN_TIME, LATE, SHED, REJECTED = SIM_OUTCOMES
+OUTCOME_NAMES = tuple(o.label for o in SIM_OUTCOMES)
 
 
 @dataclass
@@ -24,7 +26,7 @@ class SimResult:
     finish: np.ndarray  # answer time (shed: when it was shed); nan if never answered
     subnet: np.ndarray  # SubNet index that served it, -1 when shed
     batch_size: np.ndarray  # size of the batch it ran in, 0 when shed
-    outcome: np.ndarray  # int8: IN_TIME / LATE / SHED / REJECTED
+    outcome: np.ndarray  # int8 Outcome codes: IN_TIME / LATE / SHED / REJECTED
     batch_start: np.ndarray
     batch_subnet: np.ndarray
     batch_size_log: np.ndarray
@@ -44,7 +46,7 @@ class SimResult:
     def duration_s(self) -> float:
         return float(self.arrival[-1] - self.arrival[0]) if self.arrival.size > 1 else 0.0
 
-    def count(self, outcome: int) -> int:
+    def count(self, outcome: Outcome | int) -> int:
         return int(np.count_nonzero(self.outcome == outcome))
 
     @property
@@ -122,7 +124,7 @@ class SimResult:
         return [{"id": i, "arrival": float(self.arrival[i]), "deadline": float(self.deadline[i]),
                  "finish": float(self.finish[i]),
                  "subnet": self.subnet_ids[self.subnet[i]] if self.subnet[i] >= 0 else None,
-                 "batch": int(self.batch_size[i]), "outcome": OUTCOME_NAMES[self.outcome[i]]}
+                 "batch": int(self.batch_size[i]), "outcome": Outcome(int(self.outcome[i])).label}
                 for i in range(self.num_requests)]
 
     def save_records(self, path: str) -> None:

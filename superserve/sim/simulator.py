@@ -1,12 +1,13 @@
 """Discrete-event simulator: the router's EDF queue and policy objects on a virtual clock.
 
-Events are arrivals (read in order from the trace), batch completions (a heap keyed by
-time) and worker failures (a sorted list). The scheduling itself is the router's: one
+Events are arrivals (read in order from the trace), batch completions and worker failures
+(one heap keyed by time, then :class:`Tie`); :class:`Simulation` has one method per event.
+The scheduling itself is the router's: one
 :class:`~superserve.scheduling.step.SchedulingStep` admits every arrival (queue bound,
 hopeless-at-arrival refusal), and whenever a worker is free and the queue is not empty it
-sheds, decides and pops; while every worker is busy it expires the hopeless. Ties are
-processed failures first, then arrivals, then completions, so runs are deterministic and an
-arrival at the very instant a batch completes can join the next batch.
+sheds, decides and pops; while every worker is busy it expires the hopeless. Ties at one
+instant are processed failures first, then arrivals, then completions (:class:`Tie`), so runs
+are deterministic and an arrival at the very instant a batch completes can join the next batch.
 
 Semantics (parameters):
 * ``late="shed"``: before each decision, ``policy.shed(queue, now)`` answers at once, as
@@ -31,6 +32,7 @@ Semantics (parameters):
 """
 from __future__ import annotations
 
+import enum
 import heapq
 import math
 import time
@@ -38,10 +40,10 @@ from typing import Callable, Literal, Sequence
 
 import numpy as np
 
-from superserve.profiling.latency_profile import LatencyProfile
 from superserve.scheduling.calibration import CalibratedPlanner, ProfileCheck
 from superserve.scheduling.edf_queue import EdfQueue
 from superserve.scheduling.policy import Policy
+from superserve.scheduling.profile import LatencyProfile
 from superserve.scheduling.request import Request
 from superserve.scheduling.step import ADMITTED, REJECTED as STEP_REJECTED, SchedulingStep
 from superserve.sim.result import IN_TIME, LATE, REJECTED, SHED, SimResult
@@ -49,6 +51,8 @@ from superserve.workload.trace import Trace
 
 LatencyModel = Literal["p50", "p99", "uniform", "lognormal"]
 LateMode = Literal["shed", "serve"]
+LATENCY_MODELS: tuple[LatencyModel, ...] = ("p50", "p99", "uniform", "lognormal")
+LATE_MODES: tuple[LateMode, ...] = ("shed", "serve")
 _Z99 = 2.3263478740408408  # standard normal 99th percentile
 _EPS_S = 1e-9  # float slack when comparing finish times with deadlines
 
@@ -57,7 +61,7 @@ class _LatencySampler:
     """Batch latency in seconds for (SubNet, batch size), drawn per the latency model."""
 
     def __init__(self, profile: LatencyProfile, model: LatencyModel, seed: int | None) -> None:
-        if model not in ("p50", "p99", "uniform", "lognormal"):
+        if model not in LATENCY_MODELS:
             raise ValueError(f"latency model must be p50, p99, uniform or lognormal, not {model!r}")
         self.model = model
         self.p50 = [[v / 1000.0 for v in s.latency_p50_ms] for s in profile.subnets]
@@ -98,6 +102,198 @@ def _as_fn(v: float | TimeFn) -> tuple[float, TimeFn | None]:
     return (0.0, v) if callable(v) else (float(v), None)
 
 
+class Tie(enum.IntEnum):
+    """Which of several events at the same instant runs first (lower first). A worker that
+    fails at t starts nothing at t; an arrival at the instant a batch completes is queued
+    before that worker looks at the queue again, so it can join the next batch."""
+
+    FAILURE = 0
+    ARRIVAL = 1
+    COMPLETION = 2
+
+
+_FAILURE, _ARRIVAL, _COMPLETION = int(Tie.FAILURE), int(Tie.ARRIVAL), int(Tie.COMPLETION)
+_IN_TIME, _LATE, _SHED, _REJECTED = (int(o) for o in (IN_TIME, LATE, SHED, REJECTED))
+BatchTime = Callable[[int, int, float], tuple[float, float]]
+
+
+class Simulation:
+    """One run on a virtual clock, shaped like SimPy's core: a heap of timed events (worker
+    failures and batch completions, ordered by (time, :class:`Tie`, sequence)), the sorted
+    arrival stream beside it, and one method per event. Arrivals stay out of the heap: they
+    are already in time order, and while every worker is busy a whole run of them is admitted
+    in one call (:meth:`arrive_while_busy`), the simulator's fast path.
+
+    Per-request results are lists indexed by request id (``finish``, ``subnet``, ``bsize``,
+    ``outcome``); per-batch ones are appended at each decision (``b_*``).
+    """
+
+    def __init__(self, arrivals: list[float], deadlines: list[float], floors: list[float] | None,
+                 step: SchedulingStep, batch_time: BatchTime, *, num_workers: int, admit: bool,
+                 queue_capacity: int | None, failures: Sequence[tuple[float, int]],
+                 planner: CalibratedPlanner | None = None) -> None:
+        n = len(arrivals)
+        self.arr, self.dl, self.fl, self.n = arrivals, deadlines, floors, n
+        self.step, self.batch_time, self.planner = step, batch_time, planner
+        self.num_workers, self.live = num_workers, num_workers  # live: workers not failed
+        self.admit, self.bounded = admit, queue_capacity is not None
+        self.queue = EdfQueue(queue_capacity)
+        self.finish = [math.nan] * n
+        self.subnet = [-1] * n
+        self.bsize = [0] * n
+        self.outcome = [_SHED] * n
+        self.b_start: list[float] = []
+        self.b_subnet: list[int] = []
+        self.b_size: list[int] = []
+        self.b_qlen: list[int] = []
+        self.b_worker: list[int] = []
+        self.idle = list(range(num_workers - 1, -1, -1))  # a stack; worker 0 is used first
+        self.alive = [True] * num_workers
+        self.epoch = [0] * num_workers  # a failure bumps it: the pending completion is stale
+        # (batch, SubNet, start, compute seconds) per worker
+        self.running: list[tuple[list[Request], int, float, float] | None] = [None] * num_workers
+        # (time, tie, sequence, worker, epoch); failures never at infinity (they never happen)
+        self.events: list[tuple[float, int, int, int, int]] = []
+        self.seq = 0
+        for t, w in sorted((float(t), int(w)) for t, w in failures):
+            if t < math.inf:
+                self._schedule(t, _FAILURE, w, -1)
+        self.next_refresh = planner.next_refresh if planner is not None else math.inf
+
+    def _schedule(self, t: float, tie: int, worker: int, epoch: int) -> None:
+        self.seq += 1
+        heapq.heappush(self.events, (t, tie, self.seq, worker, epoch))
+
+    # --- the loop ------------------------------------------------------------------------
+    def run(self) -> None:
+        arr, n, events, inf = self.arr, self.n, self.events, math.inf
+        heappop, arrive, busy, fail, complete = (heapq.heappop, self.arrive, self.arrive_while_busy, self.fail,
+                                                 self.complete)
+        idle = self.idle
+        i = 0
+        while True:
+            if events:
+                top = events[0]
+                t_evt, tie = top[0], top[1]
+            elif i < n:
+                t_evt, tie = inf, _COMPLETION
+            else:
+                break
+            if i < n and (arr[i] < t_evt or (arr[i] == t_evt and _ARRIVAL < tie)):
+                if idle:
+                    arrive(i, arr[i])
+                    i += 1
+                else:
+                    # Nothing is decided before the next event: admit every arrival up to it.
+                    i = busy(i, t_evt if _ARRIVAL < tie else math.nextafter(t_evt, -inf))
+                continue
+            t, tie, _, w, ep = heappop(events)
+            if tie == _COMPLETION:
+                complete(t, w, ep)
+            else:
+                fail(t, w)
+
+    # --- events --------------------------------------------------------------------------
+    def arrive(self, k: int, t: float) -> None:
+        """Request ``k`` arrives while a worker is free: admit it, then schedule."""
+        self._admit(k, t)
+        self.dispatch(t)
+
+    def arrive_while_busy(self, i: int, limit: float) -> int:
+        """Every worker is busy: admit (or refuse) the arrivals from ``i`` up to ``limit``
+        and expire the hopeless; returns the index of the first arrival not taken."""
+        arr, n, admit, step, queue, finish = self.arr, self.n, self._admit, self.step, self.queue, self.finish
+        shedding = step.shedding
+        while i < n and arr[i] <= limit:
+            t = arr[i]
+            admit(i, t)
+            i += 1
+            if shedding:
+                for r in step.expire(queue, t):
+                    finish[r.id] = t
+        return i
+
+    def complete(self, now: float, w: int, epoch: int) -> None:
+        """Worker ``w``'s batch completes at ``now`` (unless the worker failed meanwhile)."""
+        if epoch != self.epoch[w]:
+            return  # the worker failed while this batch ran
+        job = self.running[w]
+        self.running[w] = None
+        assert job is not None
+        batch, s, started, compute = job
+        b = len(batch)
+        finish, subnet, bsize, outcome = self.finish, self.subnet, self.bsize, self.outcome
+        for r in batch:
+            rid = r.id
+            finish[rid] = now
+            subnet[rid] = s
+            bsize[rid] = b
+            outcome[rid] = _IN_TIME if now <= r.deadline + _EPS_S else _LATE
+        self.idle.append(w)
+        planner = self.planner
+        if planner is not None:
+            planner.observe(s, b, compute * 1000.0, (now - started) * 1000.0, now)
+            if now >= self.next_refresh:
+                if planner.refresh(now):
+                    self.step.set_policy(planner.policy)
+                self.next_refresh = planner.next_refresh
+        self.dispatch(now)
+
+    def fail(self, t: float, w: int) -> None:
+        """Worker ``w`` stops for good at ``t``; its batch goes back to the queue. The batch
+        log keeps the aborted batch: it was decided."""
+        if not (0 <= w < self.num_workers and self.alive[w]):
+            return
+        self.alive[w] = False
+        self.live -= 1
+        self.epoch[w] += 1
+        if w in self.idle:
+            self.idle.remove(w)
+        job = self.running[w]
+        self.running[w] = None
+        if job is not None:
+            for r in self.step.requeue(self.queue, job[0], t, self.live):
+                self.finish[r.id] = t
+        self.dispatch(t)
+
+    # --- scheduling ----------------------------------------------------------------------
+    def _admit(self, k: int, t: float) -> None:
+        r = Request(k, t, self.dl[k], self.fl[k] if self.fl else 0.0)
+        if self.admit:
+            res = self.step.arrive(self.queue, r, t, self.live)
+        elif self.bounded:
+            res = ADMITTED if self.queue.try_push(r) else STEP_REJECTED
+        else:
+            self.queue.push(r)
+            return
+        if res != ADMITTED:
+            self.finish[k] = t
+            if res == STEP_REJECTED:
+                self.outcome[k] = _REJECTED
+
+    def dispatch(self, now: float) -> None:
+        """While a worker is free and the queue is not empty: shed, decide, pop, start."""
+        idle, queue, step, finish = self.idle, self.queue, self.step, self.finish
+        while idle and queue:
+            out = step.schedule(queue, now, self.live)
+            for r in out.shed:
+                finish[r.id] = now  # answered at once: "cannot make the deadline"
+            d = out.decision
+            if d is None:
+                return
+            batch = out.batch
+            w = idle.pop()
+            s, b = d.subnet_index, len(batch)
+            c, o = self.batch_time(s, b, now)
+            self._schedule(now + c + o, _COMPLETION, w, self.epoch[w])
+            self.running[w] = (batch, s, now, c)
+            self.b_start.append(now)
+            self.b_subnet.append(s)
+            self.b_size.append(b)
+            self.b_qlen.append(out.queue_len)
+            self.b_worker.append(w)
+
+
 def simulate(trace: Trace | np.ndarray, profile: LatencyProfile, policy: Policy | CalibratedPlanner, *,
              num_workers: int = 1, slo_ms: float | np.ndarray = 36.0,
              latency: LatencyModel = "p50", overhead_ms: float | TimeFn = 0.0,
@@ -110,7 +306,7 @@ def simulate(trace: Trace | np.ndarray, profile: LatencyProfile, policy: Policy 
     ``slo_ms`` is the per-request latency budget (deadline = arrival + slo), one number or
     one per request; ``min_accuracy`` likewise (per-request accuracy floors).
     """
-    if late not in ("shed", "serve"):
+    if late not in LATE_MODES:
         raise ValueError(f"late must be 'shed' or 'serve', not {late!r}")
     if num_workers < 1:
         raise ValueError("num_workers must be >= 1")
@@ -118,179 +314,63 @@ def simulate(trace: Trace | np.ndarray, profile: LatencyProfile, policy: Policy 
     policy0 = planner.policy if planner is not None else policy
     if policy0.profile is not profile and [s.id for s in policy0.profile.subnets] != [s.id for s in profile.subnets]:
         raise ValueError("the policy was built for a different profile (SubNet indices would not match)")
-    arrivals_np = np.asarray(trace.arrivals if isinstance(trace, Trace) else trace, dtype=np.float64)
-    n = int(arrivals_np.size)
-    deadline_np = arrivals_np + np.asarray(slo_ms, dtype=np.float64) / 1000.0
-    if deadline_np.shape != arrivals_np.shape:
-        deadline_np = np.broadcast_to(deadline_np, arrivals_np.shape).copy()
-    floors_np = np.broadcast_to(np.asarray(min_accuracy, dtype=np.float64), arrivals_np.shape)
-    has_floors = bool(np.any(floors_np > 0))
-    arr = arrivals_np.tolist()
-    dl = deadline_np.tolist()
-    fl = floors_np.tolist() if has_floors else None
+    arrivals, deadlines, floors = _request_arrays(trace, slo_ms, min_accuracy)
+    batch_time = _batch_timer(_LatencySampler(profile, latency, seed), overhead_ms, host_speed)
+    step = SchedulingStep(policy0, shedding=late == "shed")
+    admit = admission and late == "shed"
+    sim = Simulation(arrivals.tolist(), deadlines.tolist(), floors.tolist() if np.any(floors > 0) else None,
+                     step, batch_time, num_workers=num_workers, admit=admit, queue_capacity=queue_capacity,
+                     failures=failures, planner=planner)
+    check_s = 0.0
+    if planner is not None and profile_check and planner.config.check_s > 0 and sim.n:
+        check_s = _profile_check(planner, step, batch_time, num_workers, sim.arr[0])
+        sim.next_refresh = planner.next_refresh
+    wall0 = time.perf_counter()
+    sim.run()
+    wall = time.perf_counter() - wall0
+    # Requests still queued (every worker died) stay SHED with no answer time.
+    params = {"policy": repr(step.policy), "num_workers": num_workers, "latency": latency,
+              "overhead_ms": "f(t)" if callable(overhead_ms) else overhead_ms, "late_mode": late, "seed": seed,
+              "slo_ms": float(np.mean(slo_ms)), "failures": len(failures), "queue_capacity": queue_capacity,
+              "admission": admit, "host_speed": "f(t)" if callable(host_speed) else float(host_speed)}
+    if planner is not None:
+        params["calibration"] = {"rebuilds": planner.rebuilds, "check_s": round(check_s, 3),
+                                 "final": planner.estimate.to_dict()}
+    return SimResult(
+        arrival=arrivals, deadline=deadlines, finish=np.array(sim.finish), subnet=np.array(sim.subnet),
+        batch_size=np.array(sim.bsize), outcome=np.array(sim.outcome, dtype=np.int8),
+        batch_start=np.array(sim.b_start), batch_subnet=np.array(sim.b_subnet, dtype=np.int64),
+        batch_size_log=np.array(sim.b_size, dtype=np.int64), batch_queue_len=np.array(sim.b_qlen, dtype=np.int64),
+        batch_worker=np.array(sim.b_worker, dtype=np.int64),
+        subnet_accuracy=np.array([s.accuracy for s in profile.subnets]),
+        subnet_ids=tuple(s.id for s in profile.subnets), wall_s=wall, params=params)
 
-    sample = _LatencySampler(profile, latency, seed)
+
+def _request_arrays(trace: Trace | np.ndarray, slo_ms: float | np.ndarray, min_accuracy: float | np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(arrival, deadline, accuracy floor) per request, in seconds and [0, 1]."""
+    arrivals = np.asarray(trace.arrivals if isinstance(trace, Trace) else trace, dtype=np.float64)
+    deadlines = arrivals + np.asarray(slo_ms, dtype=np.float64) / 1000.0
+    if deadlines.shape != arrivals.shape:
+        deadlines = np.broadcast_to(deadlines, arrivals.shape).copy()
+    floors = np.broadcast_to(np.asarray(min_accuracy, dtype=np.float64), arrivals.shape)
+    return arrivals, deadlines, floors
+
+
+def _batch_timer(sample: _LatencySampler, overhead_ms: float | TimeFn, host_speed: float | TimeFn) -> BatchTime:
+    """(compute, overhead) seconds of a batch (SubNet s, size b) started at t on the simulated host."""
     over_ms, over_fn = _as_fn(overhead_ms)
     speed_c, speed_fn = _as_fn(host_speed)
     if speed_fn is None and not speed_c > 0:
         raise ValueError("host_speed must be > 0")
 
     def batch_time(s: int, b: int, t: float) -> tuple[float, float]:
-        """(compute, overhead) seconds of a batch started at ``t`` on the simulated host."""
         c = sample(s, b) * (speed_fn(t) if speed_fn is not None else speed_c)
         return c, (over_fn(t) if over_fn is not None else over_ms) / 1000.0
-
-    step = SchedulingStep(policy0, shedding=late == "shed")
-    admit = admission and late == "shed"
-
-    finish = [math.nan] * n
-    subnet = [-1] * n
-    bsize = [0] * n
-    outcome = [SHED] * n
-    b_start: list[float] = []
-    b_subnet: list[int] = []
-    b_size: list[int] = []
-    b_qlen: list[int] = []
-    b_worker: list[int] = []
-
-    queue = EdfQueue(queue_capacity)
-    push = queue.push
-    events: list[tuple[float, int, int, int]] = []  # (finish time, seq, worker, epoch)
-    seq = 0
-    idle = list(range(num_workers - 1, -1, -1))  # a stack; worker 0 is used first
-    alive = [True] * num_workers
-    epoch = [0] * num_workers
-    # (batch, SubNet, start, compute seconds) per worker
-    running: list[tuple[list[Request], int, float, float] | None] = [None] * num_workers
-    fails = sorted((float(t), int(w)) for t, w in failures)
-    fi = 0
-    inf = math.inf
-    check_s = 0.0
-
-    if planner is not None and profile_check and planner.config.check_s > 0 and n:
-        check_s = _profile_check(planner, step, batch_time, num_workers, arr[0])
-
-    live = num_workers  # workers not failed: rate-aware policies plan per worker
-
-    def dispatch(now: float) -> None:
-        nonlocal seq
-        while idle and queue:
-            out = step.schedule(queue, now, live)
-            for r in out.shed:
-                finish[r.id] = now  # answered at once: "cannot make the deadline"
-            d = out.decision
-            if d is None:
-                return
-            batch = out.batch
-            w = idle.pop()
-            s, b = d.subnet_index, len(batch)
-            c, o = batch_time(s, b, now)
-            seq += 1
-            heapq.heappush(events, (now + c + o, seq, w, epoch[w]))
-            running[w] = (batch, s, now, c)
-            b_start.append(now)
-            b_subnet.append(s)
-            b_size.append(b)
-            b_qlen.append(out.queue_len)
-            b_worker.append(w)
-
-    def arrive(k: int, t: float) -> None:
-        r = Request(k, t, dl[k], fl[k] if fl else 0.0)
-        if admit or queue_capacity is not None:
-            res = step.arrive(queue, r, t, sum(alive)) if admit else (
-                ADMITTED if queue.try_push(r) else STEP_REJECTED)
-            if res != ADMITTED:
-                finish[k] = t
-                if res == STEP_REJECTED:
-                    outcome[k] = REJECTED
-        else:
-            push(r)
-
-    next_refresh = planner.next_refresh if planner is not None else inf
-
-    wall0 = time.perf_counter()
-    i = 0
-    while True:
-        t_arr = arr[i] if i < n else inf
-        t_evt = events[0][0] if events else inf
-        t_fail = fails[fi][0] if fi < len(fails) else inf
-        if t_fail <= t_arr and t_fail <= t_evt and t_fail < inf:
-            fi += 1
-            w = fails[fi - 1][1]
-            if 0 <= w < num_workers and alive[w]:
-                alive[w] = False
-                live -= 1
-                epoch[w] += 1  # its pending completion becomes stale
-                if w in idle:
-                    idle.remove(w)
-                job = running[w]
-                running[w] = None
-                if job is not None:  # the batch log keeps the aborted batch: it was decided
-                    for r in step.requeue(queue, job[0], t_fail, sum(alive)):
-                        finish[r.id] = t_fail
-                dispatch(t_fail)
-            continue
-        if t_arr <= t_evt:
-            if t_arr == inf:
-                break
-            if idle:
-                arrive(i, t_arr)
-                i += 1
-                dispatch(t_arr)
-            else:
-                # Every worker is busy: nothing is decided until the next completion or
-                # failure; arrivals are admitted (or refused) and the hopeless expired.
-                limit = t_evt if t_evt < t_fail else t_fail
-                while i < n and arr[i] <= limit:
-                    t = arr[i]
-                    arrive(i, t)
-                    i += 1
-                    if step.shedding:
-                        for r in step.expire(queue, t):
-                            finish[r.id] = t
-            continue
-        now, _, w, ep = heapq.heappop(events)
-        if ep != epoch[w]:
-            continue  # the worker failed while this batch ran
-        job = running[w]
-        running[w] = None
-        assert job is not None
-        batch, s, started, compute = job
-        b = len(batch)
-        for r in batch:
-            rid = r.id
-            finish[rid] = now
-            subnet[rid] = s
-            bsize[rid] = b
-            outcome[rid] = IN_TIME if now <= r.deadline + _EPS_S else LATE
-        idle.append(w)
-        if planner is not None:
-            planner.observe(s, b, compute * 1000.0, (now - started) * 1000.0, now)
-            if now >= next_refresh:
-                if planner.refresh(now):
-                    step.set_policy(planner.policy)
-                next_refresh = planner.next_refresh
-        dispatch(now)
-    wall = time.perf_counter() - wall0
-    # Requests still queued (every worker died) stay SHED with no answer time.
-    params = {"policy": repr(step.policy), "num_workers": num_workers, "latency": latency,
-              "overhead_ms": overhead_ms if over_fn is None else "f(t)", "late_mode": late, "seed": seed,
-              "slo_ms": float(np.mean(slo_ms)), "failures": len(fails), "queue_capacity": queue_capacity,
-              "admission": admit, "host_speed": speed_c if speed_fn is None else "f(t)"}
-    if planner is not None:
-        params["calibration"] = {"rebuilds": planner.rebuilds, "check_s": round(check_s, 3),
-                                 "final": planner.estimate.to_dict()}
-    return SimResult(
-        arrival=arrivals_np, deadline=deadline_np, finish=np.array(finish), subnet=np.array(subnet),
-        batch_size=np.array(bsize), outcome=np.array(outcome, dtype=np.int8),
-        batch_start=np.array(b_start), batch_subnet=np.array(b_subnet, dtype=np.int64),
-        batch_size_log=np.array(b_size, dtype=np.int64), batch_queue_len=np.array(b_qlen, dtype=np.int64),
-        batch_worker=np.array(b_worker, dtype=np.int64),
-        subnet_accuracy=np.array([s.accuracy for s in profile.subnets]),
-        subnet_ids=tuple(s.id for s in profile.subnets), wall_s=wall, params=params)
+    return batch_time
 
 
-def _profile_check(planner: CalibratedPlanner, step: SchedulingStep, batch_time, num_workers: int,
+def _profile_check(planner: CalibratedPlanner, step: SchedulingStep, batch_time: BatchTime, num_workers: int,
                    first_arrival: float) -> float:
     """The live server's start-up check on the virtual clock: probe batches on every worker
     for ``check_s`` before the first arrival, then the policy rebuilt on what was measured.

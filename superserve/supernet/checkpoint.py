@@ -12,11 +12,9 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from ..bundle_layout import NORM_FORMAT, WEIGHTS_FORMAT
 from .config import SuperNetSpec
 from .resnet import SuperResNet
-
-WEIGHTS_FORMAT = "superserve-supernet/1"
-NORM_FORMAT = "superserve-subnetnorm/1"
 
 
 class CheckpointError(ValueError):

@@ -29,10 +29,12 @@ def _loop(bundle: str, subnet_id: str, batch: int, threads: int, seconds: float,
     os.environ["OMP_NUM_THREADS"] = str(threads)
     import torch
 
+    from superserve.bundle_layout import BundleLayout
     from superserve.supernet import load_supernet
 
     torch.set_num_threads(threads)
-    model = load_supernet(os.path.join(bundle, "weights.safetensors"), os.path.join(bundle, "subnetnorm.safetensors"))
+    layout = BundleLayout(bundle)
+    model = load_supernet(layout.weights, layout.norm)
     inputs = torch.randn(batch, 1, 28, 28)
     with torch.inference_mode():
         model.actuate(subnet_id)

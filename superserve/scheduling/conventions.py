@@ -1,12 +1,14 @@
-"""Shared experiment conventions: which profile, which SLO, how rates relate to capacity."""
+"""Conventions read from a latency profile, shared by the server, the simulator, the load
+client and the experiments: which profile, which SLO, how rates relate to capacity."""
 from __future__ import annotations
 
 import math
 from pathlib import Path
 
-from superserve.profiling.latency_profile import LatencyProfile
+from superserve.bundle_layout import EMBEDDED
+from superserve.scheduling.profile import LatencyProfile
 
-EMBEDDED_PROFILE = Path(__file__).resolve().parent.parent / "data" / "embedded" / "profile.json"
+EMBEDDED_PROFILE = EMBEDDED.profile
 
 # SLO rule: the paper's 36 ms SLO leaves a GPU room for a full batch of a large SubNet plus
 # queueing. We state ours relative to the profile in use: twice the p50 latency of the most

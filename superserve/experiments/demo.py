@@ -3,7 +3,7 @@
 For each of SlackFit, Clipper+ (low accuracy), Clipper+ (most accurate) and INFaaS: start a
 real server (embedded bundle), replay the trace with the open-loop client, stop it. Prints
 the comparison table, writes ``demo.json`` and ``demo.png`` (accuracy on x, SLO attainment
-on y) under the output directory. Rules: superserve/loadgen/experiment.py.
+on y) under the output directory. Rules: superserve/experiments/comparison.py.
 """
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-
 
 
 def demo_command(
@@ -26,7 +25,7 @@ def demo_command(
     quiet: bool = typer.Option(False, help="no progress bars"),
 ) -> None:
     """Start the server, replay a bursty trace under SlackFit, two Clipper+ versions and INFaaS; compare."""
-    from superserve.loadgen import experiment as ex
+    from superserve.experiments import comparison as ex
     from superserve.loadgen.report import clean_nans
 
     t0 = time.monotonic()

@@ -3,10 +3,10 @@ policy, with the simulator's prediction for each. Shared by `superserve demo` an
 benchmarks/live.py so both state (and use) the same rules.
 
 Rules (all measured or derived on the machine that runs it):
-* SLO: the experiments' rule (superserve.sim.defaults.default_slo_ms): 2 x p50 of the most
+* SLO: the experiments' rule (superserve.scheduling.conventions.default_slo_ms): 2 x p50 of the most
   accurate SubNet at the largest batch, from the bundle's profile.
 * Capacity: C_large = workers x B / t(largest SubNet, batch B), with t measured now by
-  running that SubNet at max batch B in the worker configuration (loadgen.raw_rate), not
+  running that SubNet at max batch B in the worker configuration (experiments.raw_rate), not
   taken from the profile (profiles age; the machine may be shared). By default
   (``capacity="served"``) C_large is then the throughput a live server running that SubNet
   alone (Clipper+) actually reaches under a saturating Poisson load (1.5 x the raw figure, a
@@ -42,12 +42,13 @@ from typing import Any, Callable
 
 import numpy as np
 
+from superserve.bundle_layout import EMBEDDED_DIR, PROFILE, REQUIRED, SUBSET, BundleLayout
+from superserve.experiments.raw_rate import measure_raw_rate
 from superserve.loadgen.cli import run_bench
-from superserve.loadgen.raw_rate import measure_raw_rate
 from superserve.loadgen.report import default_bin_s, summarize, time_series
-from superserve.profiling.latency_profile import LatencyProfile
-from superserve.serving.config import EMBEDDED_DIR, ServeConfig
-from superserve.sim.defaults import default_slo_ms, spanning_subnets
+from superserve.scheduling.conventions import default_slo_ms, spanning_subnets
+from superserve.scheduling.profile import LatencyProfile
+from superserve.serving.config import ServeConfig
 from superserve.workload import Trace, bursty
 
 Echo = Callable[[str], None]
@@ -98,13 +99,9 @@ def plan(bundle: Path | None = None, *, workers: int = 1, threads_per_worker: in
          base_frac: float = 0.5, variant_frac: float = 0.5, cv2: float = 8.0, max_mean_rate: float = 1500.0,
          seed: int = 0, measure_s: float = 1.5, echo: Echo = print,
          profile_speed_factor: float = 1.0, capacity: str = "served", probe_s: float = 4.0) -> ExperimentPlan:
-    bundle = Path(bundle) if bundle is not None else EMBEDDED_DIR
-    missing = [f for f in ("weights.safetensors", "subnetnorm.safetensors", "profile.json", "subset.safetensors")
-               if not (bundle / f).exists()]
-    if missing:
-        raise FileNotFoundError(f"{bundle} is not a complete SuperNet bundle (missing {', '.join(missing)}); "
-                                "build one with `superserve train` and `superserve search` or pass --bundle DIR")
-    profile = LatencyProfile.load(bundle / "profile.json")
+    layout = BundleLayout(bundle if bundle is not None else EMBEDDED_DIR).require(REQUIRED + (SUBSET,))
+    bundle = layout.root
+    profile = LatencyProfile.load(layout.profile)
     slo = default_slo_ms(profile)
     largest = profile.largest
     echo(f"measuring capacity: {largest.id} at batch {profile.max_batch} on {workers} worker(s) x "
@@ -127,7 +124,7 @@ def plan(bundle: Path | None = None, *, workers: int = 1, threads_per_worker: in
     trace = bursty(base, variant, cv2, duration_s, seed)
     rules = {
         "slo": f"2 x p50({largest.id}, batch {profile.max_batch}) = 2 x {largest.latency_p50_ms[-1]:.3f} ms "
-               f"-> {slo} ms (superserve.sim.defaults.default_slo_ms)",
+               f"-> {slo} ms (superserve.scheduling.conventions.default_slo_ms)",
         "capacity": (f"C_large = {c_large:.0f} req/s: what a live server running {largest.id} alone (Clipper+, "
                      f"{workers} worker(s)) answered per second under a saturating Poisson load of "
                      f"{1.5 * c_raw:.0f} req/s for {probe_s:g} s (its raw loop: {workers} x {profile.max_batch} / "
@@ -139,7 +136,7 @@ def plan(bundle: Path | None = None, *, workers: int = 1, threads_per_worker: in
     }
     served = None
     if profile_speed_factor != 1.0:
-        served = Path(tempfile.mkdtemp(prefix="superserve-profile-")) / "profile.json"
+        served = Path(tempfile.mkdtemp(prefix="superserve-profile-")) / PROFILE
         profile.scaled(profile_speed_factor).save(served)
         rules["profile"] = (f"servers load the bundle's profile x {profile_speed_factor:g} (it claims the host "
                             f"{100 * (1 / profile_speed_factor - 1):.0f} % faster than profiled); SLO and trace unchanged")
