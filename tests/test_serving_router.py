@@ -387,3 +387,31 @@ def test_a_strict_request_batched_below_its_floor_runs_alone_on_a_subnet_that_me
         assert r.ok and r.accuracy >= 0.79 and r.floor_met and r.batch_size == 1
         assert (await urgent).ok and (await busy).ok
     asyncio.run(main())
+
+
+def test_a_poison_input_retried_by_its_client_is_counted_across_requests():
+    """A crash with no time left to re-run answers 503 (retry); the retry of the same input
+    starts from the deaths it already caused, so it costs two workers in all, and once it has,
+    the same input is refused at once without a run."""
+    async def main():
+        router, pool = make_router(workers=3)
+        poison, good = bytes([1]) * (4 * 784), bytes([2]) * (4 * 784)
+        task = asyncio.ensure_future(router.infer(poison, 3.0))
+        await settle()
+        await asyncio.sleep(0.004)  # past its deadline: no time to re-run it
+        crash(router, pool, pool.runs[0][0])
+        r = await task
+        assert r.outcome is Outcome.UNAVAILABLE and "retry" in r.message
+        task = asyncio.ensure_future(router.infer(poison, 5000.0))  # the client retries
+        await settle()
+        crash(router, pool, pool.runs[-1][0])
+        r = await task
+        assert r.outcome is Outcome.ERROR and "twice" in r.message
+        runs = len(pool.runs)
+        r = await asyncio.wait_for(router.infer(poison, 5000.0), 1)  # and again: refused, not run
+        assert r.outcome is Outcome.ERROR and "not run again" in r.message and len(pool.runs) == runs
+        task = asyncio.ensure_future(router.infer(good, 5000.0))  # other inputs are served
+        await settle()
+        finish(router, pool, pool.runs[-1][0])
+        assert (await task).ok
+    asyncio.run(main())

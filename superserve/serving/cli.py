@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -53,7 +53,7 @@ def serve_command(
     from superserve.serving.config import ServeConfig
     from superserve.serving.server import run
 
-    overrides = dict(
+    overrides: dict[str, Any] = dict(
         bundle=str(bundle) if bundle else None, profile=str(profile) if profile else None, policy=policy,
         subnet=subnet, min_accuracy=min_accuracy, workers=workers, threads_per_worker=threads_per_worker,
         host=host, http_port=http_port, grpc_port=grpc_port, slo_ms=slo_ms, queue_capacity=queue_capacity,

@@ -105,7 +105,7 @@ class ServeConfig:
     tls_cert: str | None = None
     tls_key: str | None = None
     # Testing only (benchmarks/faults.py --poison, tests): a worker whose batch holds an input
-    # whose first value is exactly this number exits at once (SIGKILL), as a poison input would.
+    # whose first value is exactly this number dies at once (SIGSEGV), as a poison input would.
     inject_crash_value: float | None = None
 
     def validate(self) -> "ServeConfig":

@@ -189,6 +189,7 @@ class GrpcApi:
             await self._abort(context, exc)
             raise  # not reached: abort raises
         resp = pb.ModelInferResponse(model_name=self.info.name, model_version="1", id=request.id)
+        logits = result.logits or b""
         for k, v in result_parameters(result).items():
             _set_param(resp.parameters[k], v)
         for name in names:
@@ -196,8 +197,8 @@ class GrpcApi:
             out.name = name
             if name == LOGITS:
                 out.datatype, out.shape[:] = "FP32", [1, self.info.num_classes]
-                resp.raw_output_contents.append(result.logits)
+                resp.raw_output_contents.append(logits)
             elif name == CLASS:
                 out.datatype, out.shape[:] = "INT64", [1, 1]
-                resp.raw_output_contents.append(class_index(result.logits).to_bytes(8, "little", signed=True))
+                resp.raw_output_contents.append(class_index(logits).to_bytes(8, "little", signed=True))
         return resp

@@ -96,6 +96,7 @@ class WorkerPool:
         for i in range(config.workers + config.standby_workers):
             ins = SharedMemory(create=True, size=self.max_batch * info.input_bytes)
             outs = SharedMemory(create=True, size=self.max_batch * info.output_bytes)
+            assert ins.buf is not None and outs.buf is not None  # freshly created segments
             h = WorkerHandle(i, ins, outs, ins.buf, outs.buf, spare=i >= config.workers)
             (self.spares if h.spare else self.workers).append(h)
 

@@ -34,7 +34,7 @@ class ServerProcess:
                  env: dict[str, str] | None = None, **settings: Any) -> None:
         """``settings`` are ServeConfig fields (bundle, policy, workers, ...), applied on top
         of ``config``. Unlike the CLI defaults, ports default to 0 (free ports)."""
-        base = dict(config.to_dict()) if config else {"http_port": 0, "grpc_port": 0}
+        base: dict[str, Any] = dict(config.to_dict()) if config else {"http_port": 0, "grpc_port": 0}
         known = {f.name for f in fields(ServeConfig)}
         unknown = sorted(set(settings) - known)
         if unknown:
@@ -66,7 +66,7 @@ class ServerProcess:
         env.pop(AUTH_ENV, None)
         if token:
             env[AUTH_ENV] = token
-        self.events_path = Path(cfg.events_file)
+        self.events_path = Path(cfg.events_file or self._dir / "events.jsonl")
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "superserve.cli", "serve", "--config", str(self._dir / "config.json")],

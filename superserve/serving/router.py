@@ -110,6 +110,8 @@ class InflightBatch:
 
 
 MAX_SEQ = 0xFFFFFFFF  # RunBatch.seq travels as uint32; sequence numbers wrap to 1 after it
+CRASHED_INPUT_TTL_S = 600.0  # how long an input that was running in a worker crash is remembered
+CRASHED_INPUTS_MAX = 4096
 _KILLED = (None, -signal.SIGKILL)  # exit codes of a worker killed from outside (operator, OOM killer)
 
 
@@ -127,7 +129,8 @@ class Router:
         worker)."""
         self.info = info
         self.planner = policy if isinstance(policy, CalibratedPlanner) else None
-        self.step = SchedulingStep(self.planner.policy if self.planner else policy, shedding=late == "shed")
+        first = policy.policy if isinstance(policy, CalibratedPlanner) else policy
+        self.step = SchedulingStep(first, shedding=late == "shed")
         self.metrics = metrics
         self.events = events
         self.pool = pool
@@ -158,6 +161,11 @@ class Router:
         # SubNet missed. Few and short-lived; dispatched before the EDF queue when due first.
         self._solo: list[Request] = []
         self._inflight: dict[WorkerHandle, InflightBatch] = {}  # worker -> the batch it runs
+        # Inputs that were running when a worker crashed: hash(row) -> (deaths, until when). A
+        # caller that retries one (a 503 when no time was left to re-run it) starts from its
+        # count, so a poison input retried by its client still costs request_max_deaths
+        # workers in all, and is refused without a run once it has. Empty in normal running.
+        self._crashed_inputs: dict[int, tuple[int, float]] = {}
         self._free: deque[WorkerHandle] = deque()
         self._ids = itertools.count()
         self._seq = 0
@@ -384,6 +392,14 @@ class Router:
         deadline = now + (slo_ms - (margin if margin < 0.25 * slo_ms else 0.25 * slo_ms)) / 1000.0
         fut: asyncio.Future[InferResult] = loop.create_future()
         record = PendingRequest(row, fut, slo_ms, strict, origin)
+        if self._crashed_inputs:  # only in the minutes after a worker crashed
+            record.deaths = self._crash_count(row, now)
+            if record.deaths >= self.request_max_deaths:
+                self.metrics.by_outcome["error"].inc()
+                self.metrics.poison.inc()
+                return InferResult(Outcome.ERROR, message=(
+                    f"this input crashed {record.deaths} workers in the last {CRASHED_INPUT_TTL_S / 60:g} minutes "
+                    "(see the server log); it is not run again"))
         req = Request(next(self._ids), now, deadline, min_accuracy, record)
         admitted = self.step.arrive(self.queue, req, now, len(self._ready))
         if admitted != ADMITTED:
@@ -470,7 +486,7 @@ class Router:
         acc = d.accuracy
         if all(r.min_accuracy <= acc or not pending(r).strict for r in batch):
             return batch
-        keep = []
+        keep: list[Request] = []
         for r in batch:
             (self._solo if r.min_accuracy > acc and pending(r).strict else keep).append(r)
         return keep
@@ -575,6 +591,8 @@ class Router:
             m.accuracy.observe(acc)
             ok = now <= r.arrival + p.slo_ms / 1000.0  # the caller's deadline, margin aside
             (in_time if ok else late).inc()
+            if p.deaths and self._crashed_inputs:  # it ran fine after all: not a poison input
+                self._crashed_inputs.pop(hash(p.row), None)
             if not p.future.done():
                 p.future.set_result(InferResult(
                     Outcome.IN_TIME if ok else Outcome.LATE, bytes(out[i * ob:(i + 1) * ob]),
@@ -615,10 +633,13 @@ class Router:
         answered ERROR instead: one bad input costs at most that many workers, not all."""
         batch = [r for r in inflight.batch if not pending(r).future.done()]  # not cancelled
         suspect = inflight.hung or w.exitcode not in _KILLED
-        poisoned, again = [], []
+        poisoned: list[Request] = []
+        again: list[Request] = []
         for r in batch:
             p = pending(r)
             p.deaths += 1
+            if suspect:
+                self._remember_crash(p, now)
             (poisoned if p.deaths >= self.request_max_deaths else again).append(r)
         if suspect or poisoned:
             self._log_lost_batch(w, inflight, batch, suspect)
@@ -631,6 +652,26 @@ class Router:
             self._answer(r, InferResult(Outcome.UNAVAILABLE, message=(
                 f"worker {w.index} died while running this request (exit code {w.exitcode}) "
                 "and its deadline left no time to retry; retry")))
+
+    def _crash_count(self, row: bytes, now: float) -> int:
+        """Worker deaths an identical input was recently part of (0: none known)."""
+        known = self._crashed_inputs.get(hash(row))
+        if known is None:
+            return 0
+        if known[1] < now:
+            del self._crashed_inputs[hash(row)]
+            return 0
+        return known[0]
+
+    def _remember_crash(self, p: PendingRequest, now: float) -> None:
+        if not p.row:
+            return
+        crashed = self._crashed_inputs
+        if len(crashed) >= CRASHED_INPUTS_MAX:  # bounded: forget the oldest
+            del crashed[next(iter(crashed))]
+        key = hash(p.row)
+        crashed.pop(key, None)  # re-insert: newest last
+        crashed[key] = (p.deaths, now + CRASHED_INPUT_TTL_S)
 
     def _poisoned(self, w: WorkerHandle, r: Request) -> None:
         p = pending(r)

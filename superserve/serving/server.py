@@ -132,27 +132,13 @@ async def serve(config: ServeConfig) -> int:
     runner = web.AppRunner(rest.app(), access_log=None, handle_signals=False, handler_cancellation=True)
     await runner.setup()
     site = web.TCPSite(runner, config.host, config.http_port, backlog=1024, ssl_context=_ssl_context(config))
-    grpc_server = None
+    grpc_server: grpc.aio.Server | None = None
     try:
         await site.start()
         http_port = runner.addresses[0][1]
         grpc_port = None
         if config.grpc_port is not None:
-            import grpc
-
-            from superserve.serving.grpc_api import GrpcApi
-
-            grpc_server = grpc.aio.server(options=[
-                ("grpc.max_receive_message_length", config.max_request_bytes),
-                ("grpc.so_reuseport", 0)])
-            grpc_server.add_generic_rpc_handlers(
-                (GrpcApi(info, router, codec, metrics, auth, live=supervisor.can_recover).handler(),))
-            address = f"{config.host}:{config.grpc_port}"
-            grpc_port = (grpc_server.add_secure_port(address, _grpc_credentials(config)) if config.tls
-                         else grpc_server.add_insecure_port(address))
-            if grpc_port == 0:
-                raise OSError(f"cannot bind gRPC to {config.host}:{config.grpc_port} (port in use?)")
-            await grpc_server.start()
+            grpc_server, grpc_port = await _start_grpc(config, info, router, codec, metrics, auth, supervisor)
         _log(f"{'https' if config.tls else 'http'}://{config.host}:{http_port} grpc={grpc_port}"
              f"{' (TLS)' if config.tls else ''} model={info.name!r} "
              f"policy={policy!r} workers={config.workers}x{config.threads_per_worker} threads, "
@@ -165,16 +151,7 @@ async def serve(config: ServeConfig) -> int:
         await asyncio.wait([warm, stopper], return_when=asyncio.FIRST_COMPLETED)
         if warm.done():
             warm.result()  # raises if a worker died during start-up
-            supervisor.arm()  # from now on a dead worker is restarted
-            if config.calibration_check_s > 0:
-                report = await router.check_profile()
-                if report is not None and not config.calibrate:
-                    _log("calibration is off (--no-calibrate): planning on the profile as shipped")
-            else:
-                router.start_calibration()
-            events.emit("server_ready", worker_pids=[w.pid for w in pool.workers])
-            _log(f"ready in {time.monotonic() - t0:.1f} s (warm-up per worker: "
-                 f"{', '.join(f'{w.warmup_s:.1f} s' for w in pool.workers)})")
+            await _admit_traffic(config, router, supervisor, pool, events, t0)
             if config.ready_file:
                 _write_ready_file(Path(config.ready_file), http_port, grpc_port, pool, slo_ms)
             await stopper
@@ -194,6 +171,41 @@ async def serve(config: ServeConfig) -> int:
         await runner.cleanup()
         events.emit("stopped", "stopped")
         events.close()
+
+
+async def _start_grpc(config: ServeConfig, info: ModelInfo, router: Router, codec: InputCodec,
+                      metrics: ServingMetrics, auth: BearerAuth,
+                      supervisor: Supervisor) -> tuple[grpc.aio.Server, int]:
+    import grpc
+
+    from superserve.serving.grpc_api import GrpcApi
+
+    server = grpc.aio.server(options=[("grpc.max_receive_message_length", config.max_request_bytes),
+                                      ("grpc.so_reuseport", 0)])
+    api = GrpcApi(info, router, codec, metrics, auth, live=supervisor.can_recover)
+    server.add_generic_rpc_handlers((api.handler(),))
+    address = f"{config.host}:{config.grpc_port}"
+    port = (server.add_secure_port(address, _grpc_credentials(config)) if config.tls
+            else server.add_insecure_port(address))
+    if port == 0:
+        raise OSError(f"cannot bind gRPC to {config.host}:{config.grpc_port} (port in use?)")
+    await server.start()
+    return server, port
+
+
+async def _admit_traffic(config: ServeConfig, router: Router, supervisor: Supervisor, pool: WorkerPool,
+                         events: EventLog, t0: float) -> None:
+    """Every worker is warm: arm restarts, check the profile against this host, say so."""
+    supervisor.arm()  # from now on a dead worker is restarted
+    if config.calibration_check_s > 0:
+        report = await router.check_profile()
+        if report is not None and not config.calibrate:
+            _log("calibration is off (--no-calibrate): planning on the profile as shipped")
+    else:
+        router.start_calibration()
+    events.emit("server_ready", worker_pids=[w.pid for w in pool.workers])
+    _log(f"ready in {time.monotonic() - t0:.1f} s (warm-up per worker: "
+         f"{', '.join(f'{w.warmup_s:.1f} s' for w in pool.workers)})")
 
 
 def insecure_bind_warning(config: ServeConfig) -> str | None:

@@ -103,6 +103,13 @@ class WarmupPriority:
             _set_priority(self.base)
 
 
+def _crash() -> None:
+    """Die as a native crash would (SIGSEGV, no core file): ServeConfig.inject_crash_value."""
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    signal.signal(signal.SIGSEGV, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGSEGV)
+
+
 def attach_shm(name: str) -> SharedMemory:
     """Attach to one of the router's slabs. Spawned workers share the router's resource
     tracker, where the segment is already registered (a set: attaching again is a no-op),
@@ -164,7 +171,7 @@ def worker_main(spec_json: str, conn: Connection) -> None:
                 t0 = time.perf_counter()
                 if crash is not None and bool((inputs[:msg.batch_size].reshape(msg.batch_size, -1)[:, 0]
                                                == crash).any()):
-                    os.kill(os.getpid(), signal.SIGKILL)  # the injected poison input (testing only)
+                    _crash()  # the injected poison input (testing only)
                 try:
                     model.actuate(ids[msg.subnet_index])
                     outputs[:msg.batch_size].copy_(model(inputs[:msg.batch_size]))
