@@ -24,7 +24,19 @@ is reported from the workers' own timings (``startup_s``).
 Keys: requests_sent, responses_received (must be equal: every request got an HTTP answer),
 slo_attainment, slo_attainment_no_faults, recovery_ms_p50, detection_ms_p50, kills,
 restarts, standby_promotions, startup_s, outcomes of both runs.
+
+``--poison [N]`` runs the poison-input scenario instead (a few seconds; key ``poison`` of the
+same JSON, the other keys kept): a Poisson stream at ``--rate`` (default 10 % of the profile's
+capacity) and N (default 1) inputs that crash the worker running them (the server's
+``inject_crash_value`` test hook: a SIGSEGV in the worker, as a kernel bug would raise),
+spread over the run. Per request the router re-runs a crashed batch one request at a time and
+answers a request whose worker died ``request_max_deaths`` (2) times with HTTP 500, so each
+poison input costs two workers (refilled by the standby and a restart), not all of them.
+Reported: every request answered once, the poison inputs' answers, worker deaths, and the
+other requests' outcomes and SLO attainment.
+
 Usage: python benchmarks/faults.py [--bundle DIR] [--seconds 60] [--kill-every 12] [--workers 2] [--standby 1]
+       python benchmarks/faults.py --poison [N] [--seconds 6] [--rate RPS]
 Writes benchmarks/results/faults.json.
 """
 from __future__ import annotations
@@ -35,6 +47,8 @@ import os
 import signal
 import threading
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +57,7 @@ import numpy as np
 from _reliability import (RESULTS, ServerProcess, accounting, default_bundle, measure_sustainable, run_trace)
 from superserve.scheduling.profile import LatencyProfile
 from superserve.scheduling.conventions import default_slo_ms
-from superserve.workload import bursty
+from superserve.workload import bursty, poisson
 
 
 class Killer(threading.Thread):
@@ -183,6 +197,109 @@ def faults_experiment(bundle: str, *, seconds: float, kill_every_s: float, worke
     }
 
 
+# --- a poison input ------------------------------------------------------------------------------
+POISON_VALUE = 1234.5  # ServeConfig.inject_crash_value: an input whose first value is this crashes its worker
+
+
+class Poisoner(threading.Thread):
+    """POST one poison input at each of ``at_s`` (seconds after start); keep each answer."""
+
+    def __init__(self, srv: ServerProcess, at_s: list[float], slo_ms: float) -> None:
+        super().__init__(daemon=True)
+        self.srv, self.at_s = srv, at_s
+        self.body = json.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 784],
+                                            "data": [POISON_VALUE] + [0.0] * 783}],
+                                "parameters": {"slo_ms": slo_ms}}).encode()
+        self.answers: list[dict[str, Any]] = []
+
+    def run(self) -> None:
+        t0 = time.monotonic()
+        for i, at in enumerate(self.at_s):
+            time.sleep(max(0.0, t0 + at - time.monotonic()))
+            req = urllib.request.Request(self.srv.http_url + "/v2/models/supernet/infer", data=self.body,
+                                         method="POST", headers={"Content-Type": "application/json",
+                                                                 "X-Poison": str(i), **self.srv.auth_headers})
+            t = time.monotonic()
+            try:
+                with urllib.request.urlopen(req, timeout=30) as r:
+                    status, text = r.status, r.read().decode()
+            except urllib.error.HTTPError as e:
+                status, text = e.code, e.read().decode()
+            except OSError as e:
+                status, text = 0, f"no answer: {e}"
+            try:
+                error = json.loads(text).get("error")
+            except ValueError:
+                error = text[:200]
+            self.answers.append({"at_s": at, "status": status, "error": error,
+                                 "latency_ms": round((time.monotonic() - t) * 1000.0, 1)})
+
+
+def _health(srv: ServerProcess, path: str) -> int:
+    try:
+        with urllib.request.urlopen(srv.http_url + path, timeout=10) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def poison_experiment(bundle: str, *, seconds: float, workers: int, standby: int, poisons: int,
+                      rate: float | None = None, margin_ms: float = 0.0, log=print) -> dict[str, Any]:
+    profile = LatencyProfile.load(Path(bundle) / "profile.json")
+    slo = default_slo_ms(profile)
+    profile_capacity = workers * profile.max_batch / (profile.largest.latency_ms(profile.max_batch, "p50") / 1000)
+    rate = rate if rate is not None else 0.1 * profile_capacity
+    trace = poisson(rate, seconds, seed=11)
+    at_s = [round(seconds * (i + 1) / (poisons + 1), 3) for i in range(poisons)]
+    with ServerProcess(bundle=bundle, workers=workers, warmup_runs=1, restart_backoff_s=0.1,
+                       standby_workers=standby, inject_crash_value=POISON_VALUE) as srv:
+        end = time.monotonic() + 120  # the standbys warm up after the serving workers
+        while sum(e["event"] == "standby_ready" for e in srv.events()) < standby and time.monotonic() < end:
+            time.sleep(0.2)
+        log(f"SLO {slo:.1f} ms; Poisson {rate:.0f} req/s for {seconds:g} s ({len(trace)} requests), "
+            f"{poisons} poison input(s) at {at_s} s; {workers} workers + {standby} standby")
+        poisoner = Poisoner(srv, at_s, slo)
+        poisoner.start()
+        rec, summary = run_trace(srv, trace, slo_ms=slo, margin_ms=margin_ms)
+        poisoner.join(60)
+        time.sleep(0.5)
+        events = srv.events()
+        ready_after, live_after = _health(srv, "/v2/health/ready"), _health(srv, "/v2/health/live")
+    acct = accounting(rec)
+    answers = poisoner.answers
+    deaths = [e for e in events if e["event"] == "worker_died"]
+    res = {
+        "config": {"bundle": _rel(bundle), "workers": workers, "standby_workers": standby, "policy": "slackfit",
+                   "late": "shed", "slo_ms": slo, "request_max_deaths": 2, "restart_backoff_s": 0.1,
+                   "poison": "inject_crash_value: the worker SIGSEGVs on an input whose first value is "
+                             f"{POISON_VALUE}"},
+        "trace": {"kind": "poisson", "rps": round(rate, 1), "seconds": seconds, "requests": len(trace),
+                  "rate_vs_profile_capacity": round(rate / profile_capacity, 3)},
+        "poison_inputs": poisons,
+        "poison_answers": answers,
+        "poison_all_answered_500": len(answers) == poisons and all(
+            a["status"] == 500 and "worker died twice" in (a["error"] or "") for a in answers),
+        "worker_deaths": len(deaths),
+        "worker_deaths_per_poison": round(len(deaths) / poisons, 2) if poisons else None,
+        "poison_request_events": sum(e["event"] == "poison_request" for e in events),
+        "standby_promotions": sum(1 for e in events if e["event"] == "worker_restarted" and e.get("standby")),
+        "given_up": sum(1 for e in events if e["event"] == "worker_given_up"),
+        "requests_sent": acct["requests_sent"],
+        "responses_received": acct["responses_received"],
+        "http_errors": acct["http_errors"],  # other requests answered 5xx other than 503/504: must be 0
+        "slo_attainment": summary["slo_attainment"],
+        "mean_accuracy": summary["mean_accuracy"],
+        "outcomes": summary["counts"],
+        "ready_after": ready_after,
+        "live_after": live_after,
+        "server_exit_code": srv.proc.returncode,
+    }
+    log(f"poison answers {[(a['status'], a['latency_ms']) for a in answers]}; {len(deaths)} worker deaths; "
+        f"others: {acct['responses_received']}/{acct['requests_sent']} answered, attainment "
+        f"{summary['slo_attainment']}, outcomes {summary['counts']}")
+    return res
+
+
 def _rel(path: str) -> str:
     """A bundle inside the repository as a relative path (no machine path in results)."""
     try:
@@ -194,15 +311,36 @@ def _rel(path: str) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--bundle", default=default_bundle())
-    p.add_argument("--seconds", type=float, default=60.0)
+    p.add_argument("--seconds", type=float, default=None, help="trace length (default 60; --poison: 6)")
     p.add_argument("--kill-every", type=float, default=12.0)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--load", type=float, default=0.5, help="trace mean as a fraction of the measured sustainable rate")
     p.add_argument("--margin-ms", type=float, default=0.0,
                    help="send slo_ms minus this to the server (room for the HTTP path); attainment still vs slo_ms")
     p.add_argument("--standby", type=int, default=1, help="warm standby workers (0: cold restarts only)")
+    p.add_argument("--poison", type=int, nargs="?", const=1, default=0, metavar="N",
+                   help="run the poison-input scenario instead: N (default 1) inputs that crash their worker")
+    p.add_argument("--rate", type=float, default=None,
+                   help="poison scenario: Poisson rate (default 10%% of the profile's capacity)")
     p.add_argument("--out", type=Path, default=RESULTS / "faults.json")
     args = p.parse_args()
+    if args.poison:
+        seconds = args.seconds if args.seconds is not None else 6.0
+        res = poison_experiment(args.bundle, seconds=seconds, workers=args.workers, standby=args.standby,
+                                poisons=args.poison, rate=args.rate, margin_ms=args.margin_ms)
+        res["command"] = (f"python benchmarks/faults.py --poison {args.poison} --bundle {_rel(args.bundle)} "
+                          f"--seconds {seconds:g} --workers {args.workers} --standby {args.standby}"
+                          + (f" --rate {args.rate:g}" if args.rate is not None else ""))
+        out = json.loads(args.out.read_text()) if args.out.exists() else {}
+        out["poison"] = res  # the kill scenario's keys stay as they were
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(out, indent=1))
+        print(json.dumps({k: res[k] for k in ("requests_sent", "responses_received", "poison_answers",
+                                              "worker_deaths", "slo_attainment", "outcomes", "ready_after",
+                                              "live_after")}, indent=1))
+        print(f"wrote {args.out} (key 'poison')")
+        return
+    args.seconds = args.seconds if args.seconds is not None else 60.0
     res = faults_experiment(args.bundle, seconds=args.seconds, kill_every_s=args.kill_every, workers=args.workers,
                             load=args.load, margin_ms=args.margin_ms, standby=args.standby)
     res["command"] = (f"python benchmarks/faults.py --bundle {_rel(args.bundle)} --seconds {args.seconds:g} "
