@@ -27,12 +27,13 @@ restarts, standby_promotions, startup_s, outcomes of both runs.
 
 ``--poison [N]`` runs the poison-input scenario instead (a few seconds; key ``poison`` of the
 same JSON, the other keys kept): a Poisson stream at ``--rate`` (default 10 % of the profile's
-capacity) and N (default 1) inputs that crash the worker running them (the server's
+capacity) and N (default 1) distinct inputs that crash the worker running them (the server's
 ``inject_crash_value`` test hook: a SIGSEGV in the worker, as a kernel bug would raise),
-spread over the run. Per request the router re-runs a crashed batch one request at a time and
-answers a request whose worker died ``request_max_deaths`` (2) times with HTTP 500, so each
+spread over the run, each sent by a client that retries a 503 up to twice. The router re-runs
+a crashed batch one request at a time and answers an input whose workers died
+``request_max_deaths`` (2) times with HTTP 500 (counted across the client's retries), so each
 poison input costs two workers (refilled by the standby and a restart), not all of them.
-Reported: every request answered once, the poison inputs' answers, worker deaths, and the
+Reported: every request answered once, each poison attempt's answer, worker deaths, and the
 other requests' outcomes and SLO attainment.
 
 Usage: python benchmarks/faults.py [--bundle DIR] [--seconds 60] [--kill-every 12] [--workers 2] [--standby 1]
@@ -57,6 +58,7 @@ import numpy as np
 from _reliability import (RESULTS, ServerProcess, accounting, default_bundle, measure_sustainable, run_trace)
 from superserve.scheduling.profile import LatencyProfile
 from superserve.scheduling.conventions import default_slo_ms
+from superserve.outcome import Outcome
 from superserve.workload import bursty, poisson
 
 
@@ -202,37 +204,57 @@ POISON_VALUE = 1234.5  # ServeConfig.inject_crash_value: an input whose first va
 
 
 class Poisoner(threading.Thread):
-    """POST one poison input at each of ``at_s`` (seconds after start); keep each answer."""
+    """POST one poison input at each of ``at_s`` (seconds after start), as a client that
+    retries a 503 ("retry") up to ``retries`` times; keep every attempt's answer."""
 
-    def __init__(self, srv: ServerProcess, at_s: list[float], slo_ms: float) -> None:
+    def __init__(self, srv: ServerProcess, at_s: list[float], slo_ms: float, retries: int = 2) -> None:
         super().__init__(daemon=True)
-        self.srv, self.at_s = srv, at_s
-        self.body = json.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 784],
-                                            "data": [POISON_VALUE] + [0.0] * 783}],
-                                "parameters": {"slo_ms": slo_ms}}).encode()
+        self.srv, self.at_s, self.slo_ms, self.retries = srv, at_s, slo_ms, retries
         self.answers: list[dict[str, Any]] = []
+
+    def body(self, i: int) -> bytes:
+        """Poison input ``i``: crashes its worker, and differs from the others (a new input)."""
+        data = [POISON_VALUE, float(i)] + [0.0] * 782
+        return json.dumps({"id": f"poison-{i}", "inputs": [{"name": "input", "datatype": "FP32",
+                                                             "shape": [1, 784], "data": data}],
+                           "parameters": {"slo_ms": self.slo_ms}}).encode()
+
+    def send(self, body: bytes) -> dict[str, Any]:
+        req = urllib.request.Request(self.srv.http_url + "/v2/models/supernet/infer", data=body, method="POST",
+                                     headers={"Content-Type": "application/json", **self.srv.auth_headers})
+        t = time.monotonic()
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                status, text = r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            status, text = e.code, e.read().decode()
+        except OSError as e:
+            status, text = 0, f"no answer: {e}"
+        try:
+            error = json.loads(text).get("error")
+        except ValueError:
+            error = text[:200]
+        return {"status": status, "error": error, "latency_ms": round((time.monotonic() - t) * 1000.0, 1)}
 
     def run(self) -> None:
         t0 = time.monotonic()
         for i, at in enumerate(self.at_s):
             time.sleep(max(0.0, t0 + at - time.monotonic()))
-            req = urllib.request.Request(self.srv.http_url + "/v2/models/supernet/infer", data=self.body,
-                                         method="POST", headers={"Content-Type": "application/json",
-                                                                 "X-Poison": str(i), **self.srv.auth_headers})
-            t = time.monotonic()
-            try:
-                with urllib.request.urlopen(req, timeout=30) as r:
-                    status, text = r.status, r.read().decode()
-            except urllib.error.HTTPError as e:
-                status, text = e.code, e.read().decode()
-            except OSError as e:
-                status, text = 0, f"no answer: {e}"
-            try:
-                error = json.loads(text).get("error")
-            except ValueError:
-                error = text[:200]
-            self.answers.append({"at_s": at, "status": status, "error": error,
-                                 "latency_ms": round((time.monotonic() - t) * 1000.0, 1)})
+            attempts = [self.send(self.body(i))]
+            while attempts[-1]["status"] == 503 and len(attempts) <= self.retries:
+                time.sleep(0.1)
+                attempts.append(self.send(self.body(i)))
+            self.answers.append({"at_s": at, "final_status": attempts[-1]["status"],
+                                 "final_error": attempts[-1]["error"], "attempts": attempts})
+
+
+def _attainment(rec, lo: float | None = None, hi: float | None = None) -> float | None:
+    """In-time fraction of the requests scheduled in [lo, hi) seconds into the replay."""
+    t = rec.scheduled_s - rec.scheduled_s[0]
+    sel = np.ones(len(t), bool) if lo is None else t >= lo
+    if hi is not None:
+        sel &= t < hi
+    return round(float(np.mean(rec.outcome[sel] == Outcome.IN_TIME)), 4) if sel.any() else None
 
 
 def _health(srv: ServerProcess, path: str) -> int:
@@ -278,7 +300,8 @@ def poison_experiment(bundle: str, *, seconds: float, workers: int, standby: int
         "poison_inputs": poisons,
         "poison_answers": answers,
         "poison_all_answered_500": len(answers) == poisons and all(
-            a["status"] == 500 and "worker died twice" in (a["error"] or "") for a in answers),
+            a["final_status"] == 500 and "not run again" in (a["final_error"] or "") for a in answers),
+        "poison_attempts": sum(len(a["attempts"]) for a in answers),
         "worker_deaths": len(deaths),
         "worker_deaths_per_poison": round(len(deaths) / poisons, 2) if poisons else None,
         "poison_request_events": sum(e["event"] == "poison_request" for e in events),
@@ -288,13 +311,18 @@ def poison_experiment(bundle: str, *, seconds: float, workers: int, standby: int
         "responses_received": acct["responses_received"],
         "http_errors": acct["http_errors"],  # other requests answered 5xx other than 503/504: must be 0
         "slo_attainment": summary["slo_attainment"],
+        # Split at the first poison input (send times on the replay's clock, which starts within
+        # a few ms of the poisoner's): what two worker deaths and the restarts behind them cost.
+        "slo_attainment_before_first_poison": _attainment(rec, hi=at_s[0] if at_s else None),
+        "slo_attainment_from_first_poison": _attainment(rec, lo=at_s[0]) if at_s else None,
         "mean_accuracy": summary["mean_accuracy"],
         "outcomes": summary["counts"],
         "ready_after": ready_after,
         "live_after": live_after,
         "server_exit_code": srv.proc.returncode,
     }
-    log(f"poison answers {[(a['status'], a['latency_ms']) for a in answers]}; {len(deaths)} worker deaths; "
+    log(f"poison answers {[[(t['status'], t['latency_ms']) for t in a['attempts']] for a in answers]}; "
+        f"{len(deaths)} worker deaths; "
         f"others: {acct['responses_received']}/{acct['requests_sent']} answered, attainment "
         f"{summary['slo_attainment']}, outcomes {summary['counts']}")
     return res
@@ -336,8 +364,8 @@ def main() -> None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(out, indent=1))
         print(json.dumps({k: res[k] for k in ("requests_sent", "responses_received", "poison_answers",
-                                              "worker_deaths", "slo_attainment", "outcomes", "ready_after",
-                                              "live_after")}, indent=1))
+                                              "poison_all_answered_500", "worker_deaths", "slo_attainment",
+                                              "outcomes", "ready_after", "live_after")}, indent=1))
         print(f"wrote {args.out} (key 'poison')")
         return
     args.seconds = args.seconds if args.seconds is not None else 60.0
