@@ -5,22 +5,19 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
+from superserve.scheduling import INFaaS, ClipperPlus, MaxAcc, MaxBatch, Policy, SlackFit, SlackFitPaper
+from superserve.scheduling.conventions import capacity_qps, default_slo_ms, resolve_profile, spanning_subnets
+from superserve.scheduling.profile import LatencyProfile
+from superserve.sim import simulate
+from superserve.workload import Trace
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from superserve.scheduling.profile import LatencyProfile  # noqa: E402
-from superserve.scheduling import INFaaS, ClipperPlus, MaxAcc, MaxBatch, Policy, SlackFit, SlackFitPaper  # noqa: E402
-from superserve.sim import simulate  # noqa: E402
-from superserve.scheduling.conventions import capacity_qps, default_slo_ms, resolve_profile, spanning_subnets  # noqa: E402
-from superserve.workload import Trace  # noqa: E402
-
 RESULTS = ROOT / "benchmarks" / "results"
 NUM_WORKERS = 8  # the paper's 8 GPUs; all rates below are stated relative to their capacity
 
@@ -37,13 +34,13 @@ def parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
-SLACKFIT_KW: dict[str, Any] = {}  # set from --lookahead by setup()
+def slackfit_kw(args: argparse.Namespace) -> dict[str, Any]:
+    """SlackFit's keyword arguments the command line sets (--lookahead)."""
+    return {} if getattr(args, "lookahead", None) is None else {"lookahead": args.lookahead}
 
 
 def setup(args: argparse.Namespace) -> tuple[LatencyProfile, str, float]:
     profile, which = resolve_profile(args.profile)
-    if getattr(args, "lookahead", None) is not None:
-        SLACKFIT_KW["lookahead"] = args.lookahead
     slo = args.slo_ms if args.slo_ms is not None else default_slo_ms(profile)
     print(which)
     print(f"SLO {slo} ms = 2 x p50 of {profile.largest.id} at batch {profile.max_batch} "
@@ -55,10 +52,12 @@ def mid_index(profile: LatencyProfile) -> int:
     return len(profile) // 2
 
 
-def lineup(profile: LatencyProfile, workers: int = 1, **kw: Any) -> list[tuple[str, Policy]]:
+def lineup(profile: LatencyProfile, workers: int = 1, slackfit: dict[str, Any] | None = None,
+           **kw: Any) -> list[tuple[str, Policy]]:
     """SlackFit, the paper's rule, the paper's baselines and six Clipper+ versions spanning the
-    accuracy range. ``workers``: how many workers the queue feeds (SlackFit's demand per worker)."""
-    pols: list[tuple[str, Policy]] = [("SlackFit", SlackFit(profile, num_workers=workers, **{**SLACKFIT_KW, **kw})),
+    accuracy range. ``workers``: how many workers the queue feeds (SlackFit's demand per worker);
+    ``slackfit``: SlackFit's own keyword arguments (:func:`slackfit_kw`); ``kw``: every policy's."""
+    pols: list[tuple[str, Policy]] = [("SlackFit", SlackFit(profile, num_workers=workers, **{**(slackfit or {}), **kw})),
                                       ("SlackFit-paper", SlackFitPaper(profile, **kw)),
                                       ("MaxBatch", MaxBatch(profile, **kw)), ("MaxAcc", MaxAcc(profile, **kw)),
                                       ("INFaaS", INFaaS(profile, **kw))]
@@ -67,9 +66,10 @@ def lineup(profile: LatencyProfile, workers: int = 1, **kw: Any) -> list[tuple[s
     return pols
 
 
-def run_lineup(trace: Trace, profile: LatencyProfile, slo: float, workers: int, **sim_kw: Any) -> list[dict]:
+def run_lineup(trace: Trace, profile: LatencyProfile, slo: float, workers: int, slackfit: dict[str, Any] | None = None,
+               **sim_kw: Any) -> list[dict]:
     rows = []
-    for name, pol in lineup(profile, workers):
+    for name, pol in lineup(profile, workers, slackfit):
         r = simulate(trace, profile, pol, num_workers=workers, slo_ms=slo, **sim_kw)
         rows.append({"policy": name, "slo_attainment": r.slo_attainment, "mean_accuracy": r.mean_accuracy,
                      "mean_batch_size": float(r.batch_size_log.mean()) if r.batch_size_log.size else 0.0,

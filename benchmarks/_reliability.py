@@ -15,16 +15,13 @@ from typing import Any
 import numpy as np
 import psutil
 
+from superserve.loadgen import SenderConfig, payloads_from_bundle, replay, summarize
+from superserve.loadgen.records import CONN_ERROR, HTTP_ERROR, OVERLOADED, SHED, TIMEOUT, ReplayRecords
+from superserve.scheduling.profile import LatencyProfile
+from superserve.serving import ServerProcess
+from superserve.workload import Trace, poisson
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from superserve.loadgen import SenderConfig, payloads_from_bundle, replay, summarize  # noqa: E402
-from superserve.loadgen.records import (CONN_ERROR, HTTP_ERROR, OVERLOADED, SHED, TIMEOUT,  # noqa: E402
-                                        ReplayRecords)
-from superserve.scheduling.profile import LatencyProfile  # noqa: E402
-from superserve.serving import ServerProcess  # noqa: E402
-from superserve.workload import Trace, poisson  # noqa: E402
-
 RESULTS = ROOT / "benchmarks" / "results"
 
 

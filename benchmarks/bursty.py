@@ -12,8 +12,8 @@ peak/mean rate at 100 ms and 1 s bins.
 """
 from __future__ import annotations
 
-from _common import (accuracy_span_pts, capacity_qps, headline, mid_index, parser, plot_grid, print_table,
-                     run_lineup, setup, summarize_headlines, write_json, Timer)
+from benchmarks._common import (Timer, accuracy_span_pts, capacity_qps, headline, mid_index, parser, plot_grid,
+                               print_table, run_lineup, setup, slackfit_kw, summarize_headlines, write_json)
 
 from superserve.workload import bursty
 
@@ -34,7 +34,7 @@ def main() -> None:
         for vf in VARIANT_FRACTIONS:
             for cv2 in CV2S:
                 tr = bursty(BASE_FRACTION * cmid, vf * cmid, cv2, duration, seed=int(100 * vf) + cv2)
-                rows = run_lineup(tr, profile, slo, args.workers)
+                rows = run_lineup(tr, profile, slo, args.workers, slackfit_kw(args))
                 h = headline(rows)
                 title = f"lambda_v={vf:.1f} C_mid ({vf * cmid:.0f}/s), CV^2={cv2}"
                 s = tr.summary()

@@ -55,9 +55,9 @@ from typing import Any
 
 import numpy as np
 
-from _reliability import (RESULTS, ServerProcess, accounting, default_bundle, measure_sustainable, run_trace)
-from superserve.scheduling.profile import LatencyProfile
+from benchmarks._reliability import (RESULTS, ServerProcess, accounting, default_bundle, measure_sustainable, run_trace)
 from superserve.scheduling.conventions import default_slo_ms
+from superserve.scheduling.profile import LatencyProfile
 from superserve.outcome import Outcome
 from superserve.workload import bursty, poisson
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -29,13 +28,12 @@ from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from superserve.scheduling.profile import LatencyProfile  # noqa: E402
-from superserve.scheduling import INFaaS, ClipperPlus, MaxAcc, MaxBatch, Policy, SlackFit, SlackFitPaper  # noqa: E402
-from superserve.sim import simulate  # noqa: E402
-from superserve.scheduling.conventions import resolve_profile  # noqa: E402
-from superserve.workload import Trace, poisson  # noqa: E402
+from superserve.scheduling import INFaaS, ClipperPlus, MaxAcc, MaxBatch, Policy, SlackFit, SlackFitPaper
+from superserve.scheduling.conventions import resolve_profile
+from superserve.scheduling.profile import LatencyProfile
+from superserve.sim import simulate
+from superserve.workload import Trace, poisson
 
 RESULTS = Path(__file__).resolve().parent / "results"
 LOADS = (0.05, 0.1, 0.2, 0.3, 0.45, 0.6, 0.75, 0.9, 1.05, 1.2, 1.5)

@@ -36,18 +36,17 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
-from superserve.experiments import comparison as ex  # noqa: E402
-from superserve.experiments.raw_rate import measure_raw_rate  # noqa: E402
-from superserve.loadgen.cli import run_bench  # noqa: E402
-from superserve.loadgen.payloads import payloads_from_bundle  # noqa: E402
-from superserve.loadgen.report import clean_nans, summarize  # noqa: E402
-from superserve.loadgen.runner import replay  # noqa: E402
-from superserve.loadgen.sender import SenderConfig  # noqa: E402
-from superserve.loadgen.stub import free_port  # noqa: E402
-from superserve.serving.process import ServerProcess  # noqa: E402
-from superserve.workload import poisson  # noqa: E402
+from superserve.experiments import comparison as ex
+from superserve.experiments.raw_rate import measure_raw_rate
+from superserve.loadgen.cli import run_bench
+from superserve.loadgen.payloads import payloads_from_bundle
+from superserve.loadgen.report import clean_nans, summarize
+from superserve.loadgen.runner import replay
+from superserve.loadgen.sender import SenderConfig
+from superserve.loadgen.stub import free_port
+from superserve.serving.process import ServerProcess
+from superserve.workload import poisson
 
 RESULTS = ROOT / "benchmarks" / "results"
 TARGET_ATTAINMENT = 0.999

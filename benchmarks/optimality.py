@@ -26,22 +26,20 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, write_json  # noqa: E402
+from benchmarks._common import RESULTS, write_json
 
-from superserve.scheduling.profile import LatencyProfile  # noqa: E402
-from superserve.scheduling import ClipperPlus, Policy, make_policy  # noqa: E402
-from superserve.sim import simulate  # noqa: E402
-from superserve.scheduling.conventions import default_slo_ms, resolve_profile  # noqa: E402
-from superserve.sim.optimum import offline_optimum, pareto_options, utility  # noqa: E402
-from superserve.workload import Trace, gamma, ipp_cv2, onoff  # noqa: E402
+from superserve.scheduling import ClipperPlus, Policy, make_policy
+from superserve.scheduling.conventions import default_slo_ms, resolve_profile
+from superserve.scheduling.profile import LatencyProfile
+from superserve.sim import simulate
+from superserve.sim.optimum import offline_optimum, pareto_options, utility
+from superserve.workload import Trace, gamma, ipp_cv2, onoff
 
 SPAN_SLOS = 21.0  # every instance spans exactly this many SLOs (first to last arrival)
 # (workers, load x C_small, generator, burstiness): mean loads around the fastest SubNet's

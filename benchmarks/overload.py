@@ -36,8 +36,8 @@ from typing import Any
 
 import numpy as np
 
-from _reliability import (RESULTS, ServerProcess, accounting, default_bundle, growth_pct, measure_sustainable,
-                          pcts, rss, run_trace, single_subnet_profile)
+from benchmarks._reliability import (RESULTS, ServerProcess, accounting, default_bundle, growth_pct,
+                                     measure_sustainable, pcts, rss, run_trace, single_subnet_profile)
 from superserve.loadgen.records import IN_TIME, LATE, OVERLOADED, SHED
 from superserve.workload import poisson
 

@@ -11,7 +11,8 @@ late fallback when serving late vs shedding.
 """
 from __future__ import annotations
 
-from _common import (SLACKFIT_KW, capacity_qps, mid_index, parser, plot_grid, print_table, setup, write_json, Timer)
+from benchmarks._common import (Timer, capacity_qps, mid_index, parser, plot_grid, print_table, setup, slackfit_kw,
+                               write_json)
 
 from superserve.scheduling import MaxAcc, MaxBatch, SlackFit, SlackFitPaper
 from superserve.sim import simulate
@@ -37,7 +38,7 @@ def main() -> None:
         for cv2 in CV2S:
             tr = bursty(0.3 * cmid, 0.7 * cmid, cv2, duration, seed=cv2)
             rows = [row(n, simulate(tr, profile, p, num_workers=W, slo_ms=slo))
-                    for n, p in (("SlackFit", SlackFit(profile, num_workers=W, **SLACKFIT_KW)),
+                    for n, p in (("SlackFit", SlackFit(profile, num_workers=W, **slackfit_kw(args))),
                                  ("SlackFit-paper", SlackFitPaper(profile)), ("MaxBatch", MaxBatch(profile)),
                                  ("MaxAcc", MaxAcc(profile)))]
             print_table(f"A. CV^2 = {cv2}", rows, ["policy", "slo_attainment", "mean_accuracy", "mean_batch_size", "shed"])

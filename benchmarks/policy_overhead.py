@@ -8,7 +8,7 @@ from __future__ import annotations
 import random
 import time
 
-from _common import capacity_qps, lineup, mid_index, parser, setup, write_json
+from benchmarks._common import capacity_qps, lineup, mid_index, parser, setup, slackfit_kw, write_json
 
 from superserve.scheduling import EdfQueue, Request
 from superserve.sim import simulate
@@ -38,7 +38,7 @@ def main() -> None:
     profile, which, slo = setup(args)
     rows = []
     for qlen in (16, 1000, 5000):
-        for name, pol in lineup(profile, args.workers)[:6]:
+        for name, pol in lineup(profile, args.workers, slackfit_kw(args))[:6]:
             ts = decision_times_us(pol, qlen)
             rows.append({"policy": name, "queue_len": qlen, "p50_us": ts[len(ts) // 2],
                          "p99_us": ts[int(len(ts) * 0.99)]})
@@ -59,7 +59,7 @@ def main() -> None:
     cap = capacity_qps(profile, mid_index(profile), args.workers)
     tr = bursty(0.3 * cap, 0.7 * cap, 4, args.duration or 20.0, seed=1)
     speeds = []
-    for name, pol in lineup(profile, args.workers)[:3]:
+    for name, pol in lineup(profile, args.workers, slackfit_kw(args))[:3]:
         best = 0.0
         for _ in range(3):
             r = simulate(tr, profile, pol, num_workers=args.workers, slo_ms=slo)

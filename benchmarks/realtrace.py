@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from _common import (accuracy_span_pts, capacity_qps, headline, mid_index, parser, plot_grid, print_table,
-                     run_lineup, setup, summarize_headlines, write_json, Timer)
+from benchmarks._common import (Timer, accuracy_span_pts, capacity_qps, headline, mid_index, parser, plot_grid,
+                               print_table, run_lineup, setup, slackfit_kw, summarize_headlines, write_json)
 
 from superserve.workload import azure_functions, bundled_trace_path, timestamped
 
@@ -41,7 +41,7 @@ def main() -> None:
         for load_name, rate in loads.items():
             for tr in (timestamped(args.llm, mean_rate=rate, window_s=args.llm_window),
                        azure_functions(args.functions, duration, rate, trim_idle=True, seed=1)):
-                rows = run_lineup(tr, profile, slo, args.workers)
+                rows = run_lineup(tr, profile, slo, args.workers, slackfit_kw(args))
                 h = headline(rows)
                 title = f"{tr.name} @ {load_name} ({rate:.0f}/s)"
                 s = tr.summary()

@@ -5,7 +5,8 @@ In-flight batches of a killed worker go back to the queue. Time compressed 4x vs
 """
 from __future__ import annotations
 
-from _common import RESULTS, SLACKFIT_KW, capacity_qps, mid_index, parser, print_table, setup, write_json, Timer
+from benchmarks._common import (RESULTS, Timer, capacity_qps, mid_index, parser, print_table, setup, slackfit_kw,
+                               write_json)
 
 from superserve.scheduling import ClipperPlus, INFaaS, MaxBatch, SlackFit
 from superserve.sim import simulate
@@ -21,7 +22,7 @@ def main() -> None:
     rate = capacity_qps(profile, mid_index(profile), W // 2)
     tr = bursty(0.3 * rate, 0.7 * rate, 4, duration, seed=7)
     mid = profile.subnets[mid_index(profile)].id
-    pols = [("SlackFit", SlackFit(profile, num_workers=W, **SLACKFIT_KW)), ("MaxBatch", MaxBatch(profile)), ("INFaaS", INFaaS(profile)),
+    pols = [("SlackFit", SlackFit(profile, num_workers=W, **slackfit_kw(args))), ("MaxBatch", MaxBatch(profile)), ("INFaaS", INFaaS(profile)),
             (f"Clipper+({mid})", ClipperPlus(profile, mid)),
             (f"Clipper+({profile.largest.id})", ClipperPlus(profile, profile.largest.id))]
     rows, series = [], {}

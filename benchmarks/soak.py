@@ -22,10 +22,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _reliability import (RESULTS, ServerProcess, accounting, default_bundle, growth_pct, measure_sustainable,
-                          rss, run_trace)
-from superserve.scheduling.profile import LatencyProfile
+from benchmarks._reliability import (RESULTS, ServerProcess, accounting, default_bundle, growth_pct,
+                                     measure_sustainable, rss, run_trace)
 from superserve.scheduling.conventions import default_slo_ms
+from superserve.scheduling.profile import LatencyProfile
 from superserve.workload import poisson
 
 

@@ -10,8 +10,8 @@ as measured. Both are printed and stored, with the measured peak/mean rate at 10
 """
 from __future__ import annotations
 
-from _common import (accuracy_span_pts, capacity_qps, headline, mid_index, parser, plot_grid, print_table,
-                     run_lineup, setup, summarize_headlines, write_json, Timer)
+from benchmarks._common import (Timer, accuracy_span_pts, capacity_qps, headline, mid_index, parser, plot_grid,
+                               print_table, run_lineup, setup, slackfit_kw, summarize_headlines, write_json)
 
 from superserve.workload import time_varying
 
@@ -32,7 +32,7 @@ def main() -> None:
             for tauf in TAU_FRACTIONS:
                 tr = time_varying(START_FRACTION * cmid, target * cmid, tauf * cmid, CV2, hold_start_s=2.0,
                                   hold_end_s=4.0, seed=int(10 * target + 100 * tauf))
-                rows = run_lineup(tr, profile, slo, args.workers)
+                rows = run_lineup(tr, profile, slo, args.workers, slackfit_kw(args))
                 h = headline(rows)
                 title = f"lambda_2={target} C_mid, tau={tauf} C_mid/s ({tauf * cmid:.0f} q/s^2)"
                 s = tr.summary()

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from superserve.scheduling.profile import LatencyProfile, SubnetProfile
 from superserve.scheduling import ClipperPlus, MaxAcc, MaxBatch, SlackFit
+from superserve.scheduling.profile import LatencyProfile
 from superserve.scheduling.slackfit_paper import SlackFitPaper  # the hand-computed cases follow the paper's rule
 from superserve.sim import IN_TIME, LATE, SHED, simulate
 from superserve.sim.simulator import Tie
@@ -12,25 +12,18 @@ from superserve.workload import Trace, bursty
 PROFILE = LatencyProfile.synthetic()
 
 
-def tiny_profile() -> LatencyProfile:
-    # small: 2 ms + 1 ms/request; big: 4 ms + 2 ms/request; batches up to 4.
-    small = SubnetProfile("small", 0.7, (3.0, 4.0, 5.0, 6.0), (3.0, 4.0, 5.0, 6.0))
-    big = SubnetProfile("big", 0.9, (6.0, 8.0, 10.0, 12.0), (6.0, 8.0, 10.0, 12.0))
-    return LatencyProfile((small, big))
-
-
-def test_single_request_gets_the_accurate_subnet():
-    p = tiny_profile()
+def test_single_request_gets_the_accurate_subnet(tiny_profile):
+    p = tiny_profile
     r = simulate(np.array([0.0]), p, SlackFitPaper(p), slo_ms=10)
     assert r.outcome.tolist() == [IN_TIME] and r.finish[0] == pytest.approx(0.006)
     assert r.subnet_ids[r.subnet[0]] == "big" and r.mean_accuracy == pytest.approx(0.9)
 
 
-def test_hand_computed_batching():
+def test_hand_computed_batching(tiny_profile):
     # t=0: one request, worker free -> big@1 (6 ms, fits 10 ms). Arrivals at 1,2,3 ms wait.
     # t=6 ms: three queued; earliest deadline 11 ms -> slack 5 ms: small@3 (5 ms) fits,
     # big@1 (6 ms) does not -> small batch of 3 finishing at 11 ms, all in time.
-    p = tiny_profile()
+    p = tiny_profile
     r = simulate(np.array([0.0, 0.001, 0.002, 0.003]), p, SlackFitPaper(p, None), slo_ms=10)
     assert r.outcome.tolist() == [IN_TIME] * 4
     assert r.batch_size_log.tolist() == [1, 3]
@@ -38,9 +31,9 @@ def test_hand_computed_batching():
     assert r.finish.tolist() == pytest.approx([0.006, 0.011, 0.011, 0.011])
 
 
-def test_shed_versus_serve_late():
+def test_shed_versus_serve_late(tiny_profile):
     # Fixed big model, 5 simultaneous requests, SLO 7 ms: only one batch of 1 fits.
-    p = tiny_profile()
+    p = tiny_profile
     arr = np.zeros(5)
     shed = simulate(arr, p, ClipperPlus(p, "big"), slo_ms=7, late="shed")
     assert shed.count(IN_TIME) == 1 and shed.count(SHED) == 4 and shed.count(LATE) == 0
@@ -49,14 +42,14 @@ def test_shed_versus_serve_late():
     assert late.slo_attainment == shed.slo_attainment == pytest.approx(0.2)
 
 
-def test_overhead_is_added_to_every_batch():
-    p = tiny_profile()
+def test_overhead_is_added_to_every_batch(tiny_profile):
+    p = tiny_profile
     r = simulate(np.array([0.0]), p, SlackFitPaper(p, overhead_ms=1.0), slo_ms=10, overhead_ms=1.0)
     assert r.finish[0] == pytest.approx(0.007) and r.subnet_ids[r.subnet[0]] == "big"
 
 
-def test_worker_failure_requeues_in_flight_batch():
-    p = tiny_profile()
+def test_worker_failure_requeues_in_flight_batch(tiny_profile):
+    p = tiny_profile
     # Two workers; worker 0 takes request 0 at t=0 and dies at 1 ms; worker 1 is busy with
     # request 1 until 6 ms; request 0 then runs on worker 1 (deadline 20 ms allows it).
     r = simulate(np.array([0.0, 0.0]), p, SlackFit(p), num_workers=2, slo_ms=20, failures=[(0.001, 0)])
@@ -65,9 +58,9 @@ def test_worker_failure_requeues_in_flight_batch():
     assert set(r.batch_worker.tolist()) == {0, 1}
 
 
-def test_ties_failures_then_arrivals_then_completions():
+def test_ties_failures_then_arrivals_then_completions(tiny_profile):
     assert list(Tie) == [Tie.FAILURE, Tie.ARRIVAL, Tie.COMPLETION]
-    p = tiny_profile()
+    p = tiny_profile
     # big@1 completes at exactly 6 ms, when a request arrives: the arrival is queued first,
     # so it joins the next batch with the one that came at 3 ms.
     r = simulate(np.array([0.0, 0.003, 0.006]), p, SlackFitPaper(p, None), slo_ms=10)
@@ -78,8 +71,8 @@ def test_ties_failures_then_arrivals_then_completions():
     assert r.batch_worker.tolist() == [0, 1] and r.finish[0] == pytest.approx(0.012)
 
 
-def test_all_workers_dead_leaves_requests_shed():
-    p = tiny_profile()
+def test_all_workers_dead_leaves_requests_shed(tiny_profile):
+    p = tiny_profile
     r = simulate(np.array([0.0, 0.005, 0.010]), p, SlackFit(p), slo_ms=50, failures=[(0.0, 0)])
     assert r.count(SHED) == 3
 
@@ -116,9 +109,9 @@ def test_deterministic_for_a_seed():
     assert np.array_equal(a.finish, b.finish, equal_nan=True)
 
 
-def test_rejects_mismatched_profile():
+def test_rejects_mismatched_profile(tiny_profile):
     with pytest.raises(ValueError, match="different profile"):
-        simulate(np.array([0.0]), tiny_profile(), SlackFit(PROFILE))
+        simulate(np.array([0.0]), tiny_profile, SlackFit(PROFILE))
 
 
 def test_scaled_profile_is_proportionally_slower():

@@ -11,16 +11,16 @@ Rules (all measured or derived on the machine that runs it):
   (``capacity="served"``) C_large is then the throughput a live server running that SubNet
   alone (Clipper+) actually reaches under a saturating Poisson load (1.5 x the raw figure, a
   few seconds): a worker looping alone runs faster than it ever does while serving, with the
-  router, the client and other tenants on the same cores (measured here: 12.1-14.3 ms per
-  batch of 16 in the loop vs 20-25 ms while serving on 2 cores), and a trace sized to the loop
-  overloads the most accurate SubNet ~1.8x instead of putting the mean at its capacity.
+  router, the client and other tenants on the same cores, so a trace sized to the loop
+  overloads the most accurate SubNet instead of putting the mean at its capacity (figures:
+  docs/loadgen.md).
   ``capacity="raw"``: the loop's figure (recorded either way as ``c_large_raw``).
 * Trace: the paper's bursty shape: a constant-rate base stream of ``base_frac`` x C_large
   plus a Gamma stream (CV^2 = ``cv2``) of ``variant_frac`` x C_large. The defaults (0.5 and
   0.5) put the *mean* at the most accurate SubNet's capacity, so it cannot keep up through
   bursts, while the fastest SubNet can: the regime where choosing per batch matters. The
-  mean is capped at ``max_mean_rate`` (what one router and a Python client sustain here;
-  see docs/loadgen.md) and the cap is reported when it binds.
+  mean is capped at ``max_mean_rate`` (what one router and a Python client sustain; see
+  docs/loadgen.md) and the cap is reported when it binds.
 * Policies: SlackFit, Clipper+ with a low-accuracy and with the most accurate SubNet, and
   INFaaS (no accuracy floor: always the cheapest SubNet).
 * ``profile_speed_factor`` (default 1): the servers are given the bundle's profile scaled by

@@ -14,7 +14,7 @@ from ..bundle_layout import BundleLayout
 from ..datasets import DEFAULT_FMNIST, Split, load_fashion_mnist, normalize, train_val_split
 from ..embedded import load_bundle, save_subset
 from ..scheduling.profile import LatencyProfile
-from ..supernet import SubNetConfig, calibrate, load_supernet, save_norm_table, save_weights
+from ..supernet import SubNetConfig, SuperResNet, calibrate, load_supernet, save_norm_table, save_weights
 from .accuracy import accuracy, calibration_batches, top1_correct
 from .measure import check_properties, measure_profile
 from .search import Candidate, evolutionary_search, measured_candidate, pareto_front
@@ -25,7 +25,7 @@ Progress = Callable[[str, int, int], None]
 @dataclass
 class BuildSettings:
     data: str = str(DEFAULT_FMNIST)
-    initial: int = 150  # the defaults built the embedded bundle (452 candidates, 19 min here)
+    initial: int = 150  # these defaults built the embedded bundle
     generations: int = 6
     per_generation: int = 50
     search_val_images: int = 5000  # validation images the search ranks on (the split holds
@@ -44,79 +44,21 @@ def build_bundle(weights: Path, out: Path, settings: BuildSettings, report: Path
     full_train, test = load_fashion_mnist(settings.data)
     train, val = train_val_split(full_train, seed=settings.seed)
     model = load_supernet(weights)
-    spec = model.spec
     calib = calibration_batches(train, settings.calib_images, seed=settings.seed)
-    search_val = Split(val.images[:settings.search_val_images], val.labels[:settings.search_val_images])
-
-    t0 = time.perf_counter()
-    if settings.candidates_from:
-        candidates = reuse_candidates(model, Path(settings.candidates_from), calib, settings.profile_threads,
-                                      lambda i, n: step("latency", i, n))
-    else:
-        candidates = evolutionary_search(
-            model, calib, search_val, settings.initial, settings.generations, settings.per_generation,
-            settings.seed, lambda i, n: step("search", i, n), latency_threads=settings.profile_threads)
-    search_s = time.perf_counter() - t0
-    front = pareto_front(candidates)
-    configs = [c.config for c in front]
+    candidates, search_s = _search(model, calib, val, settings, step)
+    configs = [c.config for c in pareto_front(candidates)]
 
     # One table for the whole served set, then the accuracy table on full val and test.
     calibrate(model, configs, calib)
     subset = Split(test.images[:settings.subset_images], test.labels[:settings.subset_images])
-    accs: dict[str, dict[str, float]] = {}
-    subset_correct: dict[str, int] = {}
-    for i, c in enumerate(configs):
-        accs[c.id] = {"val": accuracy(model, c, val), "test": accuracy(model, c, test)}
-        subset_correct[c.id] = top1_correct(model, c, subset)
-        step("accuracy", i + 1, len(configs))
-
-    # SubnetNorm matters: the smallest served SubNet with its own vs the full network's statistics.
-    smallest, largest = configs[0], configs[-1]
-    model.actuate(smallest, stats_of=largest)
-    with torch.inference_mode():
-        borrowed = sum(int((model(x).argmax(1) == y).sum())
-                       for x, y in _batches(test))
-    norm_effect = {"subnet": smallest.id, "test_accuracy_calibrated": accs[smallest.id]["test"],
-                   "test_accuracy_full_network_stats": borrowed / len(test)}
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(settings.profile_threads)
-    t0 = time.perf_counter()
-    profile = measure_profile(model, configs, accs, progress=lambda i, n: step("profile", i, n))
-    profile_s = time.perf_counter() - t0
-    torch.set_num_threads(threads)
-    meta = dict(profile.meta, profile_seconds=round(profile_s, 1))
-    profile = LatencyProfile(profile.subnets, profile.device, meta)
-
-    out.mkdir(parents=True, exist_ok=True)
-    layout = BundleLayout(out)
-    save_weights(model, layout.weights, {"source": str(weights)})
-    save_norm_table(model, layout.norm)
-    profile.save(layout.profile)
-    save_subset(subset, layout.subset)
-    layout.subset_accuracy.write_text(json.dumps({"images": len(subset), "correct": subset_correct}, indent=1))
-
-    # The space's largest SubNet, whether or not the search kept it (its accuracy on the
-    # validation images the search ranked on can fall below a smaller SubNet's); measured
-    # after the bundle is written, so its statistics row is not shipped unless it is served.
-    top = spec.largest()
-    if top.id not in accs:
-        calibrate(model, [top], calib)
-        accs[top.id] = {"val": accuracy(model, top, val), "test": accuracy(model, top, test)}
-    space_largest = {"id": top.id, "served": top.id in {c.id for c in configs},
-                     "val_accuracy": accs[top.id]["val"], "test_accuracy": accs[top.id]["test"]}
-
+    accs, subset_correct = _accuracy_tables(model, configs, val, test, subset, step)
+    norm_effect = _subnetnorm_effect(model, configs, accs, test)
+    profile, profile_s = _measure(model, configs, accs, settings.profile_threads, step)
+    _write_bundle(BundleLayout(out), model, weights, profile, subset, subset_correct)
     summary = {
-        "search_space_size": spec.space_size(),
-        "space_largest": space_largest,
-        "search": {"method": "evolutionary (random init + mutation of the Pareto front), OFA-style; "
-                             "front = non-dominated in (val accuracy, MACs, p50 latency at the largest batch)",
-                   "candidates_from": settings.candidates_from,
-                   "candidates_note": (json.loads(Path(settings.candidates_from).read_text()).get("note")
-                                       if settings.candidates_from else None),
-                   "evaluated": len(candidates), "initial_random": settings.initial,
-                   "generations": settings.generations, "per_generation": settings.per_generation,
-                   "search_val_images": settings.search_val_images, "seconds": round(search_s, 1)},
+        "search_space_size": model.spec.space_size(),
+        "space_largest": _space_largest(model, configs, accs, calib, val, test),
+        "search": _search_summary(settings, candidates, search_s),
         "pareto_size": len(configs),
         "subnetnorm_effect": norm_effect,
         "properties": check_properties(profile),
@@ -136,6 +78,91 @@ def build_bundle(weights: Path, out: Path, settings: BuildSettings, report: Path
         report.parent.mkdir(parents=True, exist_ok=True)
         report.write_text(json.dumps(summary, indent=1))
     return summary
+
+
+def _search(model: SuperResNet, calib, val: Split, settings: BuildSettings, step: Progress
+            ) -> tuple[list[Candidate], float]:
+    """The candidates (searched, or re-measured from a previous report) and the seconds spent."""
+    t0 = time.perf_counter()
+    if settings.candidates_from:
+        candidates = reuse_candidates(model, Path(settings.candidates_from), calib, settings.profile_threads,
+                                      lambda i, n: step("latency", i, n))
+    else:
+        search_val = Split(val.images[:settings.search_val_images], val.labels[:settings.search_val_images])
+        candidates = evolutionary_search(
+            model, calib, search_val, settings.initial, settings.generations, settings.per_generation,
+            settings.seed, lambda i, n: step("search", i, n), latency_threads=settings.profile_threads)
+    return candidates, time.perf_counter() - t0
+
+
+def _search_summary(settings: BuildSettings, candidates: list[Candidate], search_s: float) -> dict:
+    note = json.loads(Path(settings.candidates_from).read_text()).get("note") if settings.candidates_from else None
+    return {"method": "evolutionary (random init + mutation of the Pareto front), OFA-style; "
+                      "front = non-dominated in (val accuracy, MACs, p50 latency at the largest batch)",
+            "candidates_from": settings.candidates_from, "candidates_note": note,
+            "evaluated": len(candidates), "initial_random": settings.initial,
+            "generations": settings.generations, "per_generation": settings.per_generation,
+            "search_val_images": settings.search_val_images, "seconds": round(search_s, 1)}
+
+
+def _accuracy_tables(model: SuperResNet, configs: list[SubNetConfig], val: Split, test: Split, subset: Split,
+                     step: Progress) -> tuple[dict[str, dict[str, float]], dict[str, int]]:
+    """Per served SubNet: accuracy on the full validation and test splits; images of the
+    shipped subset it gets right."""
+    accs: dict[str, dict[str, float]] = {}
+    subset_correct: dict[str, int] = {}
+    for i, c in enumerate(configs):
+        accs[c.id] = {"val": accuracy(model, c, val), "test": accuracy(model, c, test)}
+        subset_correct[c.id] = top1_correct(model, c, subset)
+        step("accuracy", i + 1, len(configs))
+    return accs, subset_correct
+
+
+def _subnetnorm_effect(model: SuperResNet, configs: list[SubNetConfig], accs: dict[str, dict[str, float]],
+                       test: Split) -> dict:
+    """SubnetNorm matters: the smallest served SubNet with its own vs the full network's statistics."""
+    smallest, largest = configs[0], configs[-1]
+    model.actuate(smallest, stats_of=largest)
+    with torch.inference_mode():
+        borrowed = sum(int((model(x).argmax(1) == y).sum()) for x, y in _batches(test))
+    return {"subnet": smallest.id, "test_accuracy_calibrated": accs[smallest.id]["test"],
+            "test_accuracy_full_network_stats": borrowed / len(test)}
+
+
+def _measure(model: SuperResNet, configs: list[SubNetConfig], accs: dict[str, dict[str, float]], threads: int,
+             step: Progress) -> tuple[LatencyProfile, float]:
+    """The latency profile measured on ``threads`` torch threads, and the seconds it took."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    t0 = time.perf_counter()
+    profile = measure_profile(model, configs, accs, progress=lambda i, n: step("profile", i, n))
+    profile_s = time.perf_counter() - t0
+    torch.set_num_threads(before)
+    meta = dict(profile.meta, profile_seconds=round(profile_s, 1))
+    return LatencyProfile(profile.subnets, profile.device, meta), profile_s
+
+
+def _write_bundle(layout: BundleLayout, model: SuperResNet, weights: Path, profile: LatencyProfile, subset: Split,
+                  subset_correct: dict[str, int]) -> None:
+    layout.root.mkdir(parents=True, exist_ok=True)
+    save_weights(model, layout.weights, {"source": str(weights)})
+    save_norm_table(model, layout.norm)
+    profile.save(layout.profile)
+    save_subset(subset, layout.subset)
+    layout.subset_accuracy.write_text(json.dumps({"images": len(subset), "correct": subset_correct}, indent=1))
+
+
+def _space_largest(model: SuperResNet, configs: list[SubNetConfig], accs: dict[str, dict[str, float]], calib,
+                   val: Split, test: Split) -> dict:
+    """The space's largest SubNet, whether or not the search kept it (its accuracy on the
+    validation images the search ranked on can fall below a smaller SubNet's); call after the
+    bundle is written, so its statistics row is not shipped unless it is served."""
+    top = model.spec.largest()
+    if top.id not in accs:
+        calibrate(model, [top], calib)
+        accs[top.id] = {"val": accuracy(model, top, val), "test": accuracy(model, top, test)}
+    return {"id": top.id, "served": top.id in {c.id for c in configs},
+            "val_accuracy": accs[top.id]["val"], "test_accuracy": accs[top.id]["test"]}
 
 
 def reuse_candidates(model, report: Path, calib, threads: int,

@@ -75,13 +75,10 @@ whole program's value (the slot rounding lets up to a slot of work spill over a 
 
 **Tightness and cost.** The slot rounding lets each batch start up to one slot early, i.e.
 stretches the SLO by up to ``slot_ms``; that is what moves the bound once a trace overloads
-every schedule (on overloaded on/off instances like benchmarks/optimality.py's: -0.3 to
--0.4 % from 1.5-ms to 1-ms slots, -0.1 % more to 0.75 ms); where everything can be served it
-moved by < 0.05 % from 3-ms to 1-ms slots. ``node_ms`` (0.25 -> 0.1 ms) and the occupancy
-rows moved it by about 0.01 % and 0.001 %. Size: about (span / slot) x
-(options + SLO / slot + nodes) variables, independent of the request count: a 945-ms
-instance at 1-ms slots with the embedded profile's 403 options is ~0.5 M variables, 40-60 s
-for HiGHS's interior point on 2 cores (seconds per window on on/off traces).
+every schedule, so finer slots tighten it there, and barely where everything can be served.
+``node_ms`` and the occupancy rows move it far less. Size: about (span / slot) x
+(options + SLO / slot + nodes) variables, independent of the request count, so the solve time
+grows with the window's span at a given slot (benchmarks/optimality.py reports the figures).
 """
 from __future__ import annotations
 
@@ -181,12 +178,12 @@ def offline_optimum(arrivals: np.ndarray, slo_ms: float, profile: LatencyProfile
                     method: str = "highs-ipm") -> OptimumResult:
     """Upper bound on the utility any scheduler reaches on these arrivals (see module doc).
 
-    ``slot_ms`` defaults to SLO / 30 (1.5 ms at the embedded profile's 45 ms SLO); ``node_ms``
-    to a quarter of the slot. ``split`` solves the independent windows (gaps of at least one
-    SLO, :func:`independent_windows`) separately and adds their values: exact, and much
-    faster on on/off traces. ``occupancy`` adds the occupancy rows (they matter for exactness
-    of the integer program on tiny instances; on the benchmark's instances they moved the LP
-    bound by under 0.001 % at twice the solve time). ``time_limit_s`` is per window.
+    ``slot_ms`` defaults to SLO / 30; ``node_ms`` to a quarter of the slot. ``split`` solves
+    the independent windows (gaps of at least one SLO, :func:`independent_windows`)
+    separately and adds their values: exact, and much faster on on/off traces. ``occupancy``
+    adds the occupancy rows (they matter for exactness of the integer program on tiny
+    instances; on larger ones they barely move the LP bound and cost solve time).
+    ``time_limit_s`` is per window.
     ``method`` is linprog's HiGHS method for the LP."""
     arrivals = np.sort(np.asarray(arrivals, dtype=np.float64))
     if arrivals.size == 0:
@@ -229,36 +226,12 @@ def _solve_window(a_ms: np.ndarray, slo_ms: float, opts: list[Option], W: int, d
     lat = np.array([o.latency_ms for o in opts])
     acc = np.array([o.accuracy for o in opts])
     bat = np.array([o.batch for o in opts], dtype=np.int64)
-
-    # Arrival groups (one per non-empty slot), each with its latest deadline.
-    gslot_all = np.floor(a_ms / delta + _EPS).astype(np.int64)
-    gslots, first = np.unique(gslot_all, return_index=True)
-    gsize = np.diff(np.append(first, a_ms.size))
-    gdead = a_ms[np.append(first[1:], a_ms.size) - 1] + slo_ms + _TOL_MS  # latest arrival of the group + SLO
-    G = gslots.size
-
+    gslots, gsize, gdead = _arrival_groups(a_ms, slo_ms, delta)
     # Nodes: distinct option nodes, sorted; an option hangs on its node.
     onode_raw = np.floor(lat / eta + _EPS).astype(np.int64)
     node_vals = np.unique(onode_raw)
-    M = node_vals.size
     onode = np.searchsorted(node_vals, onode_raw)
-    lat_min = float(lat.min())
-
-    # w[t, g]: group g used in slot t >= g's slot while its room covers the fastest option.
-    w_g, w_t, w_node = [], [], []
-    for g in range(G):
-        t_last = int(math.floor((gdead[g] - lat_min) / delta + _EPS))
-        ts = np.arange(gslots[g], t_last + 1)
-        if ts.size == 0:
-            continue
-        room = gdead[g] - ts * delta
-        rn = np.floor(room / eta + _EPS).astype(np.int64)
-        nd = np.searchsorted(node_vals, rn, side="right") - 1  # largest option node <= room's node
-        ok = nd >= 0
-        w_g.append(np.full(ok.sum(), g)); w_t.append(ts[ok]); w_node.append(nd[ok])
-    w_g = np.concatenate(w_g) if w_g else np.zeros(0, np.int64)
-    w_t = np.concatenate(w_t) if w_t else np.zeros(0, np.int64)
-    w_node = np.concatenate(w_node) if w_node else np.zeros(0, np.int64)
+    w_g, w_t, w_node = _group_entries(gslots, gdead, node_vals, float(lat.min()), delta, eta)
     if w_t.size == 0:  # no request can be served by any option
         return {"bound": 0.0, "best": 0.0, "status": "empty", "nvar": 0, "nrow": 0, "nnz": 0, "nint": 0,
                 "build": 0.0, "solve": 0.0, "seats": 0.0, "mix": {}, "optimal": True}
@@ -267,122 +240,218 @@ def _solve_window(a_ms: np.ndarray, slo_ms: float, opts: list[Option], W: int, d
     top = np.full(T, -1, dtype=np.int64)
     np.maximum.at(top, w_t, w_node)
     xt, xk = np.nonzero(onode[None, :] <= top[:, None])
-    nx = xt.size
     # f[t, j] for j >= 1: spare requests passed from node j to node j-1, where slot t has nodes.
-    ft, fj = [], []
-    for j in range(1, M):
-        ts = np.nonzero(top >= j)[0]
-        ft.append(ts); fj.append(np.full(ts.size, j))
-    ft = np.concatenate(ft) if ft else np.zeros(0, np.int64)
-    fj = np.concatenate(fj) if fj else np.zeros(0, np.int64)
-    nw, nf = w_t.size, ft.size
-    nc = T if carry else 0
-    off_x, off_w, off_f, off_c = 0, nx, nx + nw, nx + nw + nf
-    nvar = off_c + nc
-
-    rows: list[np.ndarray] = []
-    cols: list[np.ndarray] = []
-    vals: list[np.ndarray] = []
-    ub_rows: list[np.ndarray] = []
-    nrow = 0
-
-    def add(r: np.ndarray, c: np.ndarray, v: np.ndarray) -> None:
-        rows.append(np.asarray(r, np.int64)); cols.append(np.asarray(c, np.int64))
-        vals.append(np.asarray(v, np.float64))
-
-    # (1) node rows, one per (t, j) with j <= top[t]: seats - inflow - f[t, j+1] + f[t, j] <= 0.
-    node_key = np.full((T, M), -1, dtype=np.int64)
-    tt, jj = np.nonzero(np.arange(M)[None, :] <= top[:, None])
-    node_key[tt, jj] = nrow + np.arange(tt.size)
-    add(node_key[xt, onode[xk]], off_x + np.arange(nx), bat[xk].astype(np.float64))
-    add(node_key[w_t, w_node], off_w + np.arange(nw), -np.ones(nw))
-    add(node_key[ft, fj], off_f + np.arange(nf), np.ones(nf))  # leaves node j
-    add(node_key[ft, fj - 1], off_f + np.arange(nf), -np.ones(nf))  # enters node j-1
-    nrow += tt.size
-    ub_rows.append(np.zeros(tt.size))
-    # (2) each group supplies at most its size.
-    add(nrow + w_g, off_w + np.arange(nw), np.ones(nw))
-    nrow += G
-    ub_rows.append(gsize.astype(np.float64))
-    # (3) occupancy: options with lat >= delta cover floor(lat / delta) slots from their start.
+    ft, fj = _concat([(np.nonzero(top >= j)[0], np.full(int((top >= j).sum()), j)) for j in range(1, node_vals.size)])
+    v = _Variables(xt.size, w_t.size, ft.size, T if carry else 0)
+    rows = _Rows()
+    _node_rows(rows, v, T, node_vals.size, top, xt, xk, onode, bat, w_t, w_node, ft, fj)
+    rows.add(rows.n + w_g, v.w, np.ones(v.nw))  # (2) each group supplies at most its size
+    rows.close(gslots.size, gsize.astype(np.float64))
     if occupancy:
-        occ = np.floor(lat / delta + _EPS).astype(np.int64)
-        long_ = occ[xk] >= 1
-        idx = np.nonzero(long_)[0]
-        reps = occ[xk[idx]]
-        var = np.repeat(idx, reps)
-        shift = np.arange(reps.sum()) - np.repeat(np.cumsum(reps) - reps, reps)
-        u = xt[var] + shift
-        keep = u < T
-        add(nrow + u[keep], off_x + var[keep], np.ones(int(keep.sum())))
-        nrow += T
-        ub_rows.append(np.full(T, float(W)))
-    # (4) carry-over: C[t-1] + work(t) - C[t] <= W delta; C[t] <= sum of residuals.
+        _occupancy_rows(rows, v, T, W, lat, delta, xt, xk)
     if carry:
-        add(nrow + xt, off_x + np.arange(nx), lat[xk])
-        add(nrow + np.arange(T), off_c + np.arange(T), -np.ones(T))
-        add(nrow + np.arange(1, T), off_c + np.arange(T - 1), np.ones(T - 1))
-        nrow += T
-        ub_rows.append(np.full(T, W * delta))
-        nres = np.ceil(lat / delta - _EPS).astype(np.int64)  # slots j with lat - j delta > 0
-        reps = nres[xk]
-        var = np.repeat(np.arange(nx), reps)
-        j = np.arange(reps.sum()) - np.repeat(np.cumsum(reps) - reps, reps)
-        u = xt[var] + j
-        keep = u < T
-        add(nrow + u[keep], off_x + var[keep], -(lat[xk[var[keep]]] - j[keep] * delta))
-        add(nrow + np.arange(T), off_c + np.arange(T), np.ones(T))
-        nrow += T
-        ub_rows.append(np.zeros(T))
-
-    a_mat = coo_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
-                       shape=(nrow, nvar)).tocsr()
-    b_ub = np.concatenate(ub_rows)
-    c = np.zeros(nvar)
-    c[off_x:off_x + nx] = -(acc[xk] * bat[xk])
-    ub = np.full(nvar, np.inf)
-    ub[off_w:off_w + nw] = gsize[w_g]
+        _carry_rows(rows, v, T, W, lat, delta, xt, xk)
+    a_mat = rows.matrix(v.n)
+    c = np.zeros(v.n)
+    c[v.x] = -(acc[xk] * bat[xk])
+    ub = np.full(v.n, np.inf)
+    ub[v.w] = gsize[w_g]
     if carry:
-        ub[off_c:] = W * float(lat.max())
+        ub[v.c] = W * float(lat.max())
     build = time.perf_counter() - t_build
-
     t0 = time.perf_counter()
-    if relax:
-        res = linprog(c, A_ub=a_mat, b_ub=b_ub, bounds=np.column_stack([np.zeros(nvar), ub]), method=method,
-                      options={"time_limit": time_limit_s, "presolve": True})
-        ok = res.status == 0 and res.x is not None
-        best = -float(res.fun) if ok else float("nan")
-        bound = best if ok else float(a_ms.size * acc.max())  # nothing proven: the trivial bound
-        status, xsol = str(res.message), (res.x if ok else None)
-        nint = 0
-    else:
-        integ = np.zeros(nvar)
-        integ[off_x:off_w + nw] = 1
-        res = milp(c, constraints=LinearConstraint(a_mat, -np.inf, b_ub), integrality=integ,
-                   bounds=Bounds(np.zeros(nvar), ub),
-                   options={"time_limit": time_limit_s, "disp": False, "mip_rel_gap": 1e-6})
-        best = -float(res.fun) if res.x is not None else float("nan")
-        dual = getattr(res, "mip_dual_bound", None)
-        if dual is not None and np.isfinite(dual):
-            bound = max(-float(dual), best if np.isfinite(best) else -np.inf)
-        elif res.status == 0 and res.x is not None:
-            bound = best
-        else:
-            bound = float(a_ms.size * acc.max())
-        status, xsol, nint = str(res.message), res.x, int(integ.sum())
+    sol = _solve(c, a_mat, rows.b_ub(), ub, v, relax, time_limit_s, method, trivial=float(a_ms.size * acc.max()))
     solve = time.perf_counter() - t0
     seats = 0.0
     mix: dict[int, float] = {}
-    if xsol is not None:
-        xs = xsol[off_x:off_x + nx]
+    if sol.x is not None:
+        xs = sol.x[v.x]
         seats = float((xs * bat[xk]).sum())
         for b in np.unique(bat):
             m = float(xs[bat[xk] == b].sum())
             if m > 1e-6:
                 mix[int(b)] = m
-    return {"bound": bound, "best": best, "status": status, "nvar": nvar, "nrow": nrow, "nnz": int(a_mat.nnz),
-            "nint": nint, "build": build, "solve": solve, "seats": seats, "mix": mix,
-            "optimal": bool(res.status == 0)}
+    return {"bound": sol.bound, "best": sol.best, "status": sol.status, "nvar": v.n, "nrow": rows.n,
+            "nnz": int(a_mat.nnz), "nint": sol.nint, "build": build, "solve": solve, "seats": seats, "mix": mix,
+            "optimal": sol.optimal}
+
+
+def _arrival_groups(a_ms: np.ndarray, slo_ms: float, delta: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Arrival groups (one per non-empty slot): (slot, size, latest deadline)."""
+    gslot_all = np.floor(a_ms / delta + _EPS).astype(np.int64)
+    gslots, first = np.unique(gslot_all, return_index=True)
+    gsize = np.diff(np.append(first, a_ms.size))
+    gdead = a_ms[np.append(first[1:], a_ms.size) - 1] + slo_ms + _TOL_MS  # latest arrival of the group + SLO
+    return gslots, gsize, gdead
+
+
+def _group_entries(gslots: np.ndarray, gdead: np.ndarray, node_vals: np.ndarray, lat_min: float, delta: float,
+                   eta: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """w[t, g]: group g used in slot t >= g's slot while its room covers the fastest option;
+    (group, slot, node it enters at) per variable."""
+    parts = []
+    for g in range(gslots.size):
+        t_last = int(math.floor((gdead[g] - lat_min) / delta + _EPS))
+        ts = np.arange(gslots[g], t_last + 1)
+        if ts.size == 0:
+            continue
+        room = gdead[g] - ts * delta
+        rn = np.floor(room / eta + _EPS).astype(np.int64)
+        nd = np.searchsorted(node_vals, rn, side="right") - 1  # largest option node <= room's node
+        ok = nd >= 0
+        parts.append((np.full(ok.sum(), g), ts[ok], nd[ok]))
+    return _concat(parts, 3)
+
+
+def _concat(parts: list[tuple[np.ndarray, ...]], width: int = 2) -> tuple[np.ndarray, ...]:
+    return tuple(np.concatenate([p[i] for p in parts]) if parts else np.zeros(0, np.int64) for i in range(width))
+
+
+@dataclass(frozen=True)
+class _Variables:
+    """Column layout: x (batches per slot and option), w (requests of a group used in a slot),
+    f (spare requests passed down a node), c (carry-over per slot)."""
+
+    nx: int
+    nw: int
+    nf: int
+    nc: int
+
+    @property
+    def n(self) -> int:
+        return self.nx + self.nw + self.nf + self.nc
+
+    @property
+    def x(self) -> slice:
+        return slice(0, self.nx)
+
+    @property
+    def w(self) -> np.ndarray:
+        return self.nx + np.arange(self.nw)
+
+    @property
+    def f(self) -> np.ndarray:
+        return self.nx + self.nw + np.arange(self.nf)
+
+    @property
+    def c(self) -> slice:
+        return slice(self.nx + self.nw + self.nf, self.n)
+
+    def c_col(self, t: np.ndarray) -> np.ndarray:
+        return self.nx + self.nw + self.nf + t
+
+
+class _Rows:
+    """The <= rows of the program, built as sparse triplets block by block."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self._rows: list[np.ndarray] = []
+        self._cols: list[np.ndarray] = []
+        self._vals: list[np.ndarray] = []
+        self._ub: list[np.ndarray] = []
+
+    def add(self, r: np.ndarray, c: np.ndarray, v: np.ndarray) -> None:
+        self._rows.append(np.asarray(r, np.int64))
+        self._cols.append(np.asarray(c, np.int64))
+        self._vals.append(np.asarray(v, np.float64))
+
+    def close(self, count: int, ub: np.ndarray) -> None:
+        """The block just added has ``count`` rows with these right-hand sides."""
+        self.n += count
+        self._ub.append(ub)
+
+    def matrix(self, ncols: int):
+        return coo_matrix((np.concatenate(self._vals), (np.concatenate(self._rows), np.concatenate(self._cols))),
+                          shape=(self.n, ncols)).tocsr()
+
+    def b_ub(self) -> np.ndarray:
+        return np.concatenate(self._ub)
+
+
+def _node_rows(rows: _Rows, v: _Variables, T: int, M: int, top: np.ndarray, xt: np.ndarray, xk: np.ndarray,
+               onode: np.ndarray, bat: np.ndarray, w_t: np.ndarray, w_node: np.ndarray, ft: np.ndarray,
+               fj: np.ndarray) -> None:
+    """(1) one row per (t, j) with j <= top[t]: seats - inflow - f[t, j+1] + f[t, j] <= 0."""
+    node_key = np.full((T, M), -1, dtype=np.int64)
+    tt, jj = np.nonzero(np.arange(M)[None, :] <= top[:, None])
+    node_key[tt, jj] = rows.n + np.arange(tt.size)
+    rows.add(node_key[xt, onode[xk]], np.arange(v.nx), bat[xk].astype(np.float64))
+    rows.add(node_key[w_t, w_node], v.w, -np.ones(v.nw))
+    rows.add(node_key[ft, fj], v.f, np.ones(v.nf))  # leaves node j
+    rows.add(node_key[ft, fj - 1], v.f, -np.ones(v.nf))  # enters node j-1
+    rows.close(tt.size, np.zeros(tt.size))
+
+
+def _occupancy_rows(rows: _Rows, v: _Variables, T: int, W: int, lat: np.ndarray, delta: float, xt: np.ndarray,
+                    xk: np.ndarray) -> None:
+    """(3) options with lat >= delta cover floor(lat / delta) slots from their start; at most W per slot."""
+    occ = np.floor(lat / delta + _EPS).astype(np.int64)
+    idx = np.nonzero(occ[xk] >= 1)[0]
+    reps = occ[xk[idx]]
+    var = np.repeat(idx, reps)
+    shift = np.arange(reps.sum()) - np.repeat(np.cumsum(reps) - reps, reps)
+    u = xt[var] + shift
+    keep = u < T
+    rows.add(rows.n + u[keep], var[keep], np.ones(int(keep.sum())))
+    rows.close(T, np.full(T, float(W)))
+
+
+def _carry_rows(rows: _Rows, v: _Variables, T: int, W: int, lat: np.ndarray, delta: float, xt: np.ndarray,
+                xk: np.ndarray) -> None:
+    """(4) carry-over: C[t-1] + work(t) - C[t] <= W delta; C[t] <= sum of residuals."""
+    nx = v.nx
+    rows.add(rows.n + xt, np.arange(nx), lat[xk])
+    rows.add(rows.n + np.arange(T), v.c_col(np.arange(T)), -np.ones(T))
+    rows.add(rows.n + np.arange(1, T), v.c_col(np.arange(T - 1)), np.ones(T - 1))
+    rows.close(T, np.full(T, W * delta))
+    nres = np.ceil(lat / delta - _EPS).astype(np.int64)  # slots j with lat - j delta > 0
+    reps = nres[xk]
+    var = np.repeat(np.arange(nx), reps)
+    j = np.arange(reps.sum()) - np.repeat(np.cumsum(reps) - reps, reps)
+    u = xt[var] + j
+    keep = u < T
+    rows.add(rows.n + u[keep], var[keep], -(lat[xk[var[keep]]] - j[keep] * delta))
+    rows.add(rows.n + np.arange(T), v.c_col(np.arange(T)), np.ones(T))
+    rows.close(T, np.zeros(T))
+
+
+@dataclass(frozen=True)
+class _Solution:
+    bound: float  # proven upper bound (the trivial one when nothing was proven)
+    best: float
+    status: str
+    x: np.ndarray | None
+    nint: int
+    optimal: bool
+
+
+def _solve(c: np.ndarray, a_mat, b_ub: np.ndarray, ub: np.ndarray, v: _Variables, relax: bool,
+           time_limit_s: float, method: str, trivial: float) -> _Solution:
+    """The LP (``relax``) or the MILP with integer x and w; ``trivial`` is the bound when
+    the solver proves nothing."""
+    nvar = v.n
+    if relax:
+        res = linprog(c, A_ub=a_mat, b_ub=b_ub, bounds=np.column_stack([np.zeros(nvar), ub]), method=method,
+                      options={"time_limit": time_limit_s, "presolve": True})
+        ok = res.status == 0 and res.x is not None
+        best = -float(res.fun) if ok else float("nan")
+        return _Solution(best if ok else trivial, best, str(res.message), res.x if ok else None, 0,
+                         bool(res.status == 0))
+    integ = np.zeros(nvar)
+    integ[0:v.nx + v.nw] = 1
+    res = milp(c, constraints=LinearConstraint(a_mat, -np.inf, b_ub), integrality=integ,
+               bounds=Bounds(np.zeros(nvar), ub),
+               options={"time_limit": time_limit_s, "disp": False, "mip_rel_gap": 1e-6})
+    best = -float(res.fun) if res.x is not None else float("nan")
+    dual = getattr(res, "mip_dual_bound", None)
+    if dual is not None and np.isfinite(dual):
+        bound = max(-float(dual), best if np.isfinite(best) else -np.inf)
+    elif res.status == 0 and res.x is not None:
+        bound = best
+    else:
+        bound = trivial
+    return _Solution(bound, best, str(res.message), res.x, int(integ.sum()), bool(res.status == 0))
 
 
 def _empty(n: int, slo_ms: float) -> OptimumResult:
