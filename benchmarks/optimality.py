@@ -42,25 +42,25 @@ from superserve.sim.optimum import offline_optimum, pareto_options, utility
 from superserve.workload import Trace, gamma, ipp_cv2, onoff
 
 SPAN_SLOS = 21.0  # every instance spans exactly this many SLOs (first to last arrival)
-# (workers, load x C_small, generator, burstiness): mean loads around the fastest SubNet's
-# batch-16 capacity. "onoff": the on/off MMPP with 40-ms bursts at the given multiple of the
-# mean rate (its CV^2 follows, workload.ipp_cv2); "gamma": a Gamma renewal stream of that CV^2.
+# (workers, load x C_max, generator, burstiness): light, busy and overloaded-in-bursts, so
+# that no one fixed SubNet is right everywhere (a deployment picks its SubNet before it sees
+# the load). "onoff": the on/off MMPP with 60-ms bursts at the given multiple of the mean rate
+# (its CV^2 follows, workload.ipp_cv2), silent in between; "gamma": a Gamma renewal stream
+# of that CV^2.
 SETTINGS: list[tuple[int, float, str, float]] = [
-    (1, 0.9, "onoff", 2.0), (1, 1.0, "onoff", 2.0), (1, 1.2, "gamma", 8.0),
-    (2, 0.9, "onoff", 2.0), (2, 1.0, "onoff", 2.0), (2, 1.15, "gamma", 8.0),
-    (4, 0.9, "onoff", 2.0), (4, 1.0, "onoff", 2.0), (4, 1.2, "gamma", 8.0),
-]
-SEEDS = (1, 2)
-QUICK = [0, 2, 4, 8]  # settings run by --quick (first seed only)
+    (w, load, gen, burst) for w in (1, 2, 4) for load in (0.3, 0.6, 0.9)
+    for gen, burst in (("onoff", 2.0), ("gamma", 8.0))]
+SEEDS = (1,)
+QUICK = [0, 3, 5, 14]  # settings run by --quick
 BURST_MS = 60.0
 NAMED = ("SlackFit", "SlackFit-paper", "MaxBatch", "MaxAcc", "INFaaS")
 TARGET = 0.95
 
 
-def c_small(profile: LatencyProfile, workers: int) -> float:
-    """Requests/s of the fastest SubNet at batch 16 (the profile's largest batch) on ``workers``."""
-    s = profile.subnets[0]
-    return workers * s.max_batch / (s.latency_p50_ms[-1] / 1000.0)
+def c_max(profile: LatencyProfile, workers: int) -> float:
+    """Requests/s of the highest-throughput SubNet at its best batch on ``workers`` workers:
+    the most any policy can serve (a load of 1.0 saturates even the fastest option)."""
+    return workers * max(max(b / lat for b, lat in enumerate(s.latency_p50_ms, 1)) for s in profile.subnets) * 1000.0
 
 
 def make_trace(profile: LatencyProfile, slo_ms: float, workers: int, load: float, kind: str, burst: float,
@@ -69,7 +69,7 @@ def make_trace(profile: LatencyProfile, slo_ms: float, workers: int, load: float
     span exactly 21 SLOs: every instance carries exactly its nominal load (a one-second
     stretch of a bursty process otherwise lands anywhere from half to twice its mean). The
     scale factor is recorded; CV^2 is unchanged by scaling, burst lengths scale with it."""
-    rate = load * c_small(profile, workers)
+    rate = load * c_max(profile, workers)
     span_s = SPAN_SLOS * slo_ms / 1000.0
     n = int(round(rate * span_s))
     duration = span_s
@@ -127,7 +127,7 @@ def run_instance(profile: LatencyProfile, slo: float, setting: tuple, seed: int,
     pols["smallest"] = {**fixed[small_id], "subnet": small_id}
     baselines = {k: v["ratio"] for k, v in pols.items() if k != "SlackFit"}
     return {
-        "workers": workers, "load_x_csmall": load, "c_small_rps": c_small(profile, workers),
+        "workers": workers, "load_x_cmax": load, "c_max_rps": c_max(profile, workers),
         "generator": kind, "burstiness": burst, "cv2_asked": meta["cv2_asked"], "time_scale": meta["time_scale"],
         "burst_ms": BURST_MS * meta["time_scale"] if kind == "onoff" else None, "seed": seed,
         "requests": int(arr.size), "span_slos": float(arr[-1] * 1000.0 / slo),
@@ -175,14 +175,30 @@ def summarize(instances: list[dict]) -> dict[str, Any]:
     for n in names:
         v = [i["policies"][n]["ratio"] for i in instances]
         per[n] = {"mean_ratio": float(np.mean(v)), "min_ratio": float(min(v)), "max_ratio": float(max(v))}
+    # Each fixed SubNet is a baseline of its own (Clipper+ serving it everywhere); the best of
+    # them on average is the strongest fixed deployment. "best fixed" picks per instance, in
+    # hindsight: an oracle no deployment has, reported beside.
+    fixed_mean = {k: float(np.mean([i["fixed"][k] for i in instances])) for k in instances[0]["fixed"]}
+    single = max(fixed_mean, key=fixed_mean.__getitem__)
+    sv = [i["fixed"][single] for i in instances]
+    per["best single fixed"] = {"mean_ratio": fixed_mean[single], "min_ratio": float(min(sv)),
+                                "max_ratio": float(max(sv)), "subnet": single}
     sf = per["SlackFit"]
-    ahead = all(sf["mean_ratio"] > per[n]["mean_ratio"] for n in names if n != "SlackFit")
+    baselines = [n for n in NAMED if n != "SlackFit"]
+    ahead = (all(sf["mean_ratio"] > per[n]["mean_ratio"] for n in baselines)
+             and all(sf["mean_ratio"] > m for m in fixed_mean.values()))
     return {
         "instances": len(instances),
         "slackfit_min_ratio": sf["min_ratio"], "slackfit_mean_ratio": sf["mean_ratio"],
         "per_policy": per,
+        "best_single_fixed": single, "best_single_fixed_mean_ratio": fixed_mean[single],
+        "fixed_mean_ratio_quantiles": {q: float(np.quantile(list(fixed_mean.values()), x))
+                                       for q, x in (("min", 0), ("median", 0.5), ("max", 1))},
         "best_fixed_mean_ratio": per["best fixed"]["mean_ratio"], "smallest_mean_ratio": per["smallest"]["mean_ratio"],
         "slackfit_ahead_of_all_on_average": ahead,
+        "slackfit_vs_hindsight_best_fixed_mean": sf["mean_ratio"] - per["best fixed"]["mean_ratio"],
+        "slackfit_at_least_hindsight_best_fixed_instances": sum(
+            i["policies"]["SlackFit"]["ratio"] >= i["policies"]["best fixed"]["ratio"] for i in instances),
         "slackfit_ahead_of_all_instances": sum(i["slackfit_ahead_of_all"] for i in instances),
         "target_ratio": TARGET,
         "goal_met": sf["min_ratio"] >= TARGET and ahead,
@@ -207,7 +223,7 @@ def main() -> None:
     slot = args.slot_ms if args.slot_ms is not None else slo / (15.0 if args.quick else 45.0)
     print(which)
     print(f"SLO {slo} ms; {len(profile)} SubNets, {len(pareto_options(profile))} per-batch Pareto options of "
-          f"{len(profile) * profile.max_batch}; C_small = {c_small(profile, 1):.0f} req/s per worker; slot {slot:.3f} ms")
+          f"{len(profile) * profile.max_batch}; C_max = {c_max(profile, 1):.0f} req/s per worker; slot {slot:.3f} ms")
     plan = [(SETTINGS[i], SEEDS[0]) for i in QUICK] if args.quick else [(s, seed) for s in SETTINGS for seed in SEEDS]
     state = code_state()
     t_all = time.perf_counter()
@@ -219,7 +235,7 @@ def main() -> None:
         inst = run_instance(profile, slo, setting, seed, slot, args.time_limit)
         instances.append(inst)
         cells = " ".join(f"{inst['policies'][n]['ratio']:9.4f}" for n in list(NAMED) + ["best fixed", "smallest"])
-        print(f"{inst['workers']:>2} {inst['load_x_csmall']:>5} {inst['generator']:>6} {inst['burstiness']:>6g} "
+        print(f"{inst['workers']:>2} {inst['load_x_cmax']:>5} {inst['generator']:>6} {inst['burstiness']:>6g} "
               f"{seed:>4} {inst['requests']:>6} {inst['span_slos']:>5.1f} {inst['cv2_measured']:>6.1f} "
               f"{inst['peak_to_mean_100ms']:>5.2f} {inst['solve_s']:>5.1f}s | {cells}", flush=True)
     summary = summarize(instances)
@@ -245,7 +261,7 @@ def main() -> None:
     write_json("optimality", {
         "profile": which, "slo_ms": slo, "mode": "quick" if args.quick else "full", "slot_ms": slot,
         "options_after_reduction": len(pareto_options(profile)), "options_total": len(profile) * profile.max_batch,
-        "c_small_rps_per_worker": c_small(profile, 1), "wall_s": wall, "slot_check": slot_check,
+        "c_max_rps_per_worker": c_max(profile, 1), "wall_s": wall, "slot_check": slot_check,
         "code": state,
         "summary": summary, "instances": instances})
     _plot(instances)
@@ -266,7 +282,7 @@ def _plot(instances: list[dict]) -> None:
     for n, (m, c, s) in style.items():
         ax.scatter(xs, [i["policies"][n]["ratio"] for i in instances], marker=m, color=c, s=s, label=n, zorder=3)
     ax.axhline(TARGET, color="k", ls="--", lw=0.8)
-    ax.set_xticks(xs, [f"{i['workers']}w {i['load_x_csmall']}x\n{i['generator']} {i['burstiness']:g} s{i['seed']}"
+    ax.set_xticks(xs, [f"{i['workers']}w {i['load_x_cmax']}x\n{i['generator']} {i['burstiness']:g} s{i['seed']}"
                        for i in instances], fontsize=6.5)
     ax.set_ylabel("utility / LP upper bound on the optimum")
     ax.set_ylim(0, 1.02)

@@ -255,8 +255,8 @@ def test_slackfit_light_load_serves_the_most_accurate_subnet():
 @settings(max_examples=150, deadline=None)
 @given(rate=st.floats(50, 20000), workers=st.integers(1, 8), slo_ms=st.floats(10, 80))
 def test_slackfit_cap_follows_the_arrival_rate(rate, workers, slo_ms):
-    """The cap is a SubNet whose capacity within the SLO covers the (weighted) demand per
-    worker, unless no SubNet's does; the choice is no slower than the cap at its batch; a
+    """The cap is a SubNet whose capacity within the SLO covers the demand per worker (the
+    recent rate over the horizon plus the queue, within the window), unless no SubNet's does; the choice is no slower than the cap at its batch; a
     higher rate never raises the accuracy chosen."""
     pol = SlackFit(PROFILE, num_workers=workers)
     now = 1.0
@@ -268,7 +268,13 @@ def test_slackfit_cap_follows_the_arrival_rate(rate, workers, slo_ms):
     assert d.expected_latency_ms <= pol.table.latency_ms[plan.cap][d.batch_size - 1] + 1e-9
     limit = pol.batch_share * slo_ms
     caps = [capacity_per_ms(PROFILE, s, limit) for s in range(len(PROFILE))]
-    demand = pol.rate_weight * rate / 1000.0 / workers
+    # The demand: the recent rate going on for the horizon, on top of the queue, cleared
+    # within the window to the latest queued deadline (the floor can only raise it).
+    q = stream_queue(rate, n, slo_ms / 1000, now)
+    window = (q.latest_deadline - now) * 1000.0 - (pol._fast_batch_ms if n > PROFILE.max_batch else 0.0)
+    r = q.arrival_rate(now, pol.rate_window_ms / 1000.0) / 1000.0 / workers
+    h = pol.horizon_ms
+    demand = (n / workers + r * h) / (h + max(window, 0.0))
     if max(caps) >= demand * 1.001:
         assert caps[plan.cap] >= demand * 0.999
     d2 = pol.decide(stream_queue(rate * 3, 3 * n, slo_ms / 1000, now), now)

@@ -99,3 +99,21 @@ def test_queue_matches_a_sorted_list_and_loses_nothing(script):
     rest = q.pop_earliest(10**6)
     ids = [r.id for r in out + rest]
     assert sorted(ids) == list(range(next_id))  # every request left exactly once
+
+
+@settings(max_examples=100, deadline=None)
+@given(rate=st.floats(100, 50_000), span_ms=st.floats(2, 400), window_ms=st.floats(5, 250))
+def test_arrival_rate_reads_a_fresh_stream_at_its_rate(rate, span_ms, window_ms):
+    """A stream that started span_ms ago at a steady rate reads at about that rate in any
+    window, also before a whole window has passed since the first arrival (a busy start is
+    not diluted by the empty time before it)."""
+    q = EdfQueue()
+    n = max(2, int(rate * span_ms / 1000.0))
+    gap = span_ms / 1000.0 / n
+    for i in range(n):
+        t = 10.0 + i * gap
+        q.push(Request(i, t, t + 1.0))
+    now = 10.0 + n * gap
+    seen = min(window_ms / 1000.0, now - 10.0)
+    expected = n * min(1.0, seen / (now - 10.0)) / seen
+    assert q.arrival_rate(now, window_ms / 1000.0) == pytest.approx(expected, rel=0.05, abs=2 / seen)

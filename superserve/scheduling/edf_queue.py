@@ -27,7 +27,7 @@ class QueueFull(Exception):
 class EdfQueue:
     """Requests ordered by absolute deadline (ties by id)."""
 
-    __slots__ = ("_heap", "_removed", "_live", "capacity", "_floors", "_latest", "_times", "_t0", "horizon_s")
+    __slots__ = ("_heap", "_removed", "_live", "capacity", "_floors", "_latest", "_times", "_t0", "horizon_s", "_first")
 
     def __init__(self, capacity: int | None = None, *, horizon_s: float = 0.25) -> None:
         self._heap: list[tuple[float, int, Request]] = []
@@ -43,6 +43,7 @@ class EdfQueue:
         self._times: list[float] = []
         self._t0 = 0
         self.horizon_s = horizon_s
+        self._first = float("inf")  # the first arrival ever seen: a window never reaches before it
 
     # --- size ----------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -70,6 +71,8 @@ class EdfQueue:
             self._latest = request.deadline
         times = self._times
         if not times or request.arrival >= times[-1]:  # a re-queued request is not a new arrival
+            if not times and request.arrival < self._first:
+                self._first = request.arrival
             times.append(request.arrival)
             if not len(times) & 4095:  # bounded memory even if nobody asks for the rate
                 self._trim(request.arrival)
@@ -112,11 +115,15 @@ class EdfQueue:
 
     # --- the stream ------------------------------------------------------------------------
     def arrival_rate(self, now: float, window_s: float) -> float:
-        """Requests per second that arrived in (now - window_s, now]; window_s <= horizon_s."""
+        """Requests per second that arrived in (now - window_s, now]; window_s <= horizon_s.
+        Within the first window after the first arrival ever queued, the rate is over the
+        time since then (at least a millisecond): a stream that starts busy reads busy."""
         times = self._times
         if self._t0 < len(times) and times[self._t0] < now - self.horizon_s:
             self._trim(now)
-        return (len(times) - bisect_left(times, now - window_s, self._t0)) / window_s
+        n = len(times) - bisect_left(times, now - window_s, self._t0)
+        seen = now - self._first
+        return n / (window_s if seen >= window_s else (seen if seen > 0.001 else 0.001))
 
     def _trim(self, now: float) -> None:
         times = self._times

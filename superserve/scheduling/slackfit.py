@@ -41,6 +41,10 @@ DEFAULT_RATE_WEIGHT = 0.85
 DEFAULT_MARGIN = 0.0
 DEFAULT_BATCH_SHARE = 1.0
 DEFAULT_GATE = 0.5
+DEFAULT_HORIZON_MS = 100.0
+DEFAULT_LONG_WINDOW_MS = 250.0
+DEFAULT_LONG_WEIGHT = 1.0
+DEFAULT_FLOOR_FROM = 0.9
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,15 +69,17 @@ class SlackFit(Policy):
 
     def __init__(self, profile: LatencyProfile, *, rate_window_ms: float = DEFAULT_RATE_WINDOW_MS,
                  margin: float = DEFAULT_MARGIN, rate_weight: float = DEFAULT_RATE_WEIGHT, gate: float = DEFAULT_GATE,
-                 batch_share: float = DEFAULT_BATCH_SHARE,
+                 batch_share: float = DEFAULT_BATCH_SHARE, horizon_ms: float = DEFAULT_HORIZON_MS,
+                 long_window_ms: float = DEFAULT_LONG_WINDOW_MS, long_weight: float = DEFAULT_LONG_WEIGHT,
+                 floor_from: float = DEFAULT_FLOOR_FROM,
                  lookahead: bool = False, num_workers: int = 1, overhead_ms: float = 0.0,
                  when_late: WhenLate = "fastest", quantile: str = "p50", shed_rule: ShedRule = "backlog") -> None:
         super().__init__(profile, overhead_ms=overhead_ms, when_late=when_late, quantile=quantile,
                          shed_rule=shed_rule, num_workers=num_workers)
-        if rate_window_ms <= 0:
-            raise ValueError("rate_window_ms must be > 0")
-        if margin < 0 or rate_weight < 0 or gate < 0:
-            raise ValueError("margin, rate_weight and gate must be >= 0")
+        if rate_window_ms <= 0 or long_window_ms <= 0:
+            raise ValueError("rate_window_ms and long_window_ms must be > 0")
+        if min(margin, rate_weight, gate, long_weight, horizon_ms, floor_from) < 0:
+            raise ValueError("margin, rate_weight, gate, long_weight, horizon_ms and floor_from must be >= 0")
         if not 0 < batch_share <= 1:
             raise ValueError("batch_share must be in (0, 1]")
         self.rate_window_ms = float(rate_window_ms)
@@ -81,6 +87,10 @@ class SlackFit(Policy):
         self.margin = float(margin)
         self.gate = float(gate)
         self.batch_share = float(batch_share)
+        self.long_window_ms = float(long_window_ms)
+        self.long_weight = float(long_weight)
+        self.floor_from = float(floor_from)
+        self.horizon_ms = float(horizon_ms)
         self.lookahead = bool(lookahead)
         t, oh = self.table, self.overhead_ms
         # Latency with the known overhead: what a decision really costs.
@@ -127,9 +137,23 @@ class SlackFit(Policy):
         backlog = (n / window if window > 0.0 else float("inf")) * grow
         if n <= self.gate * workers * self.table.max_batch:
             return _Plan(self.table.num_subnets - 1, backlog, limit_ms)
-        rate = self.rate_weight * queue.arrival_rate(now, self.rate_window_ms / 1000.0) / 1000.0 * grow  # per ms
+        rate = queue.arrival_rate(now, self.rate_window_ms / 1000.0) / 1000.0 * grow  # per ms, per worker
+        if self.horizon_ms > 0.0:
+            # The recent rate r goes on for horizon H: the queue then holds n + (r - c) H per
+            # worker, which a capacity c must still clear within the window: c >= (n + r H) / (H + window).
+            # A longer SLO absorbs more of a burst; a long burst weighs as its full rate.
+            h = self.horizon_ms
+            demand = (n * grow + rate * h) / (h + (window if window > 0.0 else 0.0))
+        else:  # the earlier rule (ablation): the larger of the weighted rate and the backlog's drain rate
+            demand = max(self.rate_weight * rate, backlog)
         st = self._staircase(limit_ms)
-        k = bisect_right(st.neg_capacity, -(rate if rate > backlog else backlog)) - 1
+        if self.long_weight > 0.0:
+            # The sustained rate near the top capacity: a floor, so that a lull inside a busy
+            # period does not commit workers to SubNets the mean load cannot afford.
+            floor = self.long_weight * queue.arrival_rate(now, self.long_window_ms / 1000.0) / 1000.0 * grow
+            if floor > demand and floor >= self.floor_from * self.long_weight * -st.neg_capacity[0]:
+                demand = floor
+        k = bisect_right(st.neg_capacity, -demand) - 1
         return _Plan(st.subnet[k if k >= 0 else 0], backlog, limit_ms)
 
     # --- step 2: the slack fit ------------------------------------------------------------
@@ -173,5 +197,6 @@ class SlackFit(Policy):
     def describe(self) -> str:
         la = ", lookahead=True" if self.lookahead else ""
         return (f"rate_window_ms={self.rate_window_ms}, rate_weight={self.rate_weight}, margin={self.margin}, "
-                f"gate={self.gate}, batch_share={self.batch_share}"
+                f"gate={self.gate}, batch_share={self.batch_share}, horizon_ms={self.horizon_ms}, "
+                f"long_window_ms={self.long_window_ms}, long_weight={self.long_weight}, floor_from={self.floor_from}"
                 f"{la}, num_workers={self.num_workers}, {super().describe()}")
