@@ -109,7 +109,7 @@ def bench_command(
     timeout_s: float = typer.Option(10.0, help="per-request client timeout"),
     margin_ms: float = typer.Option(0.0, help="send slo_ms minus this to the server (reserve for the HTTP path "
                                               "outside the router's clock); attainment still uses --slo-ms"),
-    transport: str = typer.Option("raw", help="raw (lean asyncio HTTP/1.1, about half the CPU per request) or aiohttp"),
+    transport: str = typer.Option("raw", help="raw (lean asyncio HTTP/1.1, less client CPU per request; docs/loadgen.md) or aiohttp"),
     output: str = typer.Option(DEFAULT_OUTPUT, help="output to ask for (its argmax / value is the prediction); '' = all"),
     out: Optional[Path] = typer.Option(None, help="write summary + time series JSON here"),
     plot: Optional[Path] = typer.Option(None, help="write a PNG (rate, served accuracy, latency over time)"),

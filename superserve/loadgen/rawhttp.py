@@ -1,6 +1,6 @@
 """A lean HTTP/1.1 client transport for the open-loop sender: asyncio protocols, no tasks.
 
-Why not only aiohttp: on a 2-core machine the client shares the CPU with the router and
+Why not only aiohttp: on a small machine the client shares the CPU with the router and
 the workers, so every microsecond the client spends per request is taken from the server
 it measures. aiohttp costs a Task, a request object, a response object and a stream reader
 per call. Here a request is one ``transport.write`` of bytes prepared before the run, and
