@@ -11,20 +11,25 @@ This rule decides in two steps, each a handful of bisects (2-3 us with thousands
 1. **The cap (the plan).** Once more than ``gate`` x workers x max_batch requests are queued
    (below that, a queue the fleet clears in about one round of batches, the cap is the most
    accurate SubNet and the slack alone decides, as in the paper), the demand per worker is
-   the larger of the recent arrival rate (``rate_window_ms``, weighted by ``rate_weight``)
-   and the rate at which the queued backlog must be served to meet its latest deadline,
-   divided by the number of workers and raised by ``margin``. The cap is the most accurate
-   SubNet whose *capacity* covers it: its best throughput, b / latency(b), over the batches
-   whose latency fits ``batch_share`` of the SLO, on measured numbers (where batch 16 costs
-   more per request than 15, 15 counts).
+   what a capacity c must cover if the recent arrival rate r (over ``rate_window_ms``) goes
+   on for ``horizon_ms`` H: the queue then holds n + (r - c) H per worker, to be cleared
+   before its latest deadline, ``window`` ms away, so c >= (n + r H) / (H + window). A longer
+   SLO absorbs more of a burst; a burst that lasts weighs as its full rate. Near the top
+   capacity a floor applies: the rate over ``long_window_ms`` (the sustained load), once it
+   reaches ``floor_from`` x the fastest SubNet's capacity, so that a lull inside a busy period
+   does not commit workers to SubNets the load cannot afford. ``margin`` raises the demand.
+   The cap is the most accurate SubNet whose *capacity* covers it: its best throughput,
+   b / latency(b), over the batches whose latency fits ``batch_share`` of the SLO, on measured
+   numbers (where batch 16 costs more per request than 15, 15 counts). ``horizon_ms=0`` is
+   the earlier rule, kept for ablation: the larger of ``rate_weight`` x r and n / window.
 2. **The choice.** The largest batch that some option no slower than the cap runs within the
    head's slack, fast enough for the backlog (b / latency >= the backlog's rate per worker),
    with the most accurate such option; if no fitting option is fast enough, the fitting
    option of highest throughput (what maximises the requests served in time under overload).
 
 Light load leaves the cap at the most accurate SubNet and the choice is the paper's (largest
-batch, then accuracy, within the slack); a burst raises the demand through the backlog term at
-once, and a sustained rate through the rate term, and the cap drops to SubNets that keep up.
+batch, then accuracy, within the slack); a burst raises the demand through the queue at once
+and through the rate as it lasts, and the cap drops to SubNets that keep up.
 The defaults were chosen on benchmarks/grid.py's cells (docs/scheduling.md, section 6).
 """
 from __future__ import annotations
