@@ -21,6 +21,7 @@ class Outcome(enum.IntEnum):
     CONN_ERROR = 7  # client only: the connection failed
     NOT_SENT = 8  # client only: never issued (must not survive a finished run)
     UNAVAILABLE = 9  # not ready, shutting down, or no live worker
+    FLOOR_UNMET = 10  # a strict accuracy floor (min_accuracy_strict) no SubNet can serve in time
 
     @property
     def label(self) -> str:
@@ -51,13 +52,14 @@ class Outcome(enum.IntEnum):
 
 # What the server can answer (the router's and the metrics' outcomes), in the metrics' order.
 SERVER_OUTCOMES = (Outcome.IN_TIME, Outcome.LATE, Outcome.SHED, Outcome.REJECTED, Outcome.UNAVAILABLE,
-                   Outcome.ERROR)
+                   Outcome.ERROR, Outcome.FLOOR_UNMET)
 # What the simulator produces.
 SIM_OUTCOMES = (Outcome.IN_TIME, Outcome.LATE, Outcome.SHED, Outcome.REJECTED)
 
 # REFUSED's status depends on why (400, 401, 404, 408, 413); 400 is the usual one.
 HTTP_STATUS = {Outcome.IN_TIME: 200, Outcome.LATE: 200, Outcome.SHED: 504, Outcome.REJECTED: 429,
-               Outcome.REFUSED: 400, Outcome.ERROR: 500, Outcome.UNAVAILABLE: 503}
+               Outcome.REFUSED: 400, Outcome.ERROR: 500, Outcome.UNAVAILABLE: 503, Outcome.FLOOR_UNMET: 422}
 GRPC_CODE = {Outcome.IN_TIME: "OK", Outcome.LATE: "OK", Outcome.SHED: "DEADLINE_EXCEEDED",
              Outcome.REJECTED: "RESOURCE_EXHAUSTED", Outcome.REFUSED: "INVALID_ARGUMENT",
-             Outcome.ERROR: "INTERNAL", Outcome.UNAVAILABLE: "UNAVAILABLE"}
+             Outcome.ERROR: "INTERNAL", Outcome.UNAVAILABLE: "UNAVAILABLE",
+             Outcome.FLOOR_UNMET: "FAILED_PRECONDITION"}

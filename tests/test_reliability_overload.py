@@ -43,7 +43,8 @@ def test_a_request_that_cannot_make_it_behind_the_queue_is_shed_at_arrival():
     from superserve.serving.metrics import ServingMetrics
     from superserve.serving.model_info import ModelInfo
     from superserve.serving.pool import WorkerHandle, WorkerState
-    from superserve.serving.router import Outcome, Router
+    from superserve.outcome import Outcome
+    from superserve.serving.router import Router
 
     class Pool:
         workers = [WorkerHandle(0, None, None, None, memoryview(bytearray(640)))]

@@ -20,7 +20,8 @@ from superserve.serving.events import EventLog
 from superserve.serving.metrics import ServingMetrics
 from superserve.serving.model_info import ModelInfo
 from superserve.serving.pool import WorkerHandle, WorkerState
-from superserve.serving.router import Outcome, Router
+from superserve.outcome import Outcome
+from superserve.serving.router import Router
 from superserve.serving.supervisor import RestartPolicy, Supervisor
 
 BUNDLE = os.environ.get("SUPERSERVE_BUNDLE", str(EMBEDDED_DIR))

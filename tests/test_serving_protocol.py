@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from superserve.profiling.latency_profile import LatencyProfile
-from superserve.serving.codec import ApiError, InputCodec
+from superserve.outcome import SERVER_OUTCOMES, Outcome
+from superserve.serving.codec import ApiError, InputCodec, result_error, result_parameters
 from superserve.serving.config import ServeConfig
 from superserve.serving.messages import BatchDone, BatchFailed, RunBatch, Stop, WorkerReady, decode, encode
 from superserve.serving.model_info import ModelInfo
@@ -130,6 +131,21 @@ def test_codec_refuses_bad_input(codec, call):
     with pytest.raises(ApiError) as err:
         call(codec)
     assert 400 <= err.value.status < 500 and err.value.grpc in ("INVALID_ARGUMENT", "NOT_FOUND")
+
+
+# The wire status of every outcome the router answers that is not an answer (as before the
+# shared superserve.outcome.Outcome): HTTP status, gRPC code, the label in the body.
+@pytest.mark.parametrize("outcome, status, grpc_code, label", [
+    (Outcome.SHED, 504, "DEADLINE_EXCEEDED", "shed"), (Outcome.REJECTED, 429, "RESOURCE_EXHAUSTED", "rejected"),
+    (Outcome.UNAVAILABLE, 503, "UNAVAILABLE", "unavailable"), (Outcome.ERROR, 500, "INTERNAL", "error"),
+    (Outcome.FLOOR_UNMET, 422, "FAILED_PRECONDITION", "floor_unmet")])
+def test_outcomes_map_to_one_status(outcome, status, grpc_code, label):
+    from superserve.serving.router import InferResult
+    err = result_error(InferResult(outcome, message="why"))
+    assert (err.status, err.grpc, err.outcome.label, err.message) == (status, grpc_code, label, "why")
+    assert outcome in SERVER_OUTCOMES and not outcome.answered
+    done = result_parameters(InferResult(Outcome.LATE))
+    assert done["outcome"] == "late" and json.loads(json.dumps(done))["outcome"] == "late"
 
 
 def test_config_files(tmp_path):

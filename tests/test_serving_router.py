@@ -12,7 +12,8 @@ from superserve.serving.messages import BatchDone, BatchFailed
 from superserve.serving.metrics import ServingMetrics
 from superserve.serving.model_info import ModelInfo
 from superserve.serving.pool import WorkerHandle, WorkerState
-from superserve.serving.router import Outcome, Router
+from superserve.outcome import Outcome
+from superserve.serving.router import Router
 
 ROW = bytes(4 * 784)
 

@@ -19,7 +19,8 @@ import numpy as np
 
 from superserve.serving.config import ServeConfig
 from superserve.serving.model_info import ModelInfo
-from superserve.serving.router import InferResult, Outcome
+from superserve.outcome import Outcome
+from superserve.serving.router import InferResult
 
 INPUT_NAME = "input"
 LOGITS = "logits"
@@ -28,13 +29,14 @@ OUTPUT_NAMES = (LOGITS, CLASS)
 
 
 class ApiError(Exception):
-    """A request the server refuses; ``status`` is the HTTP status, ``grpc`` the gRPC code name."""
+    """A request the server refuses; ``status`` is the HTTP status, ``grpc`` the gRPC code name.
+    ``outcome``: the router's outcome when the router answered it (its status and gRPC code are
+    the outcome's, superserve/outcome.py); None for a request refused before queueing."""
 
-    _GRPC = {400: "INVALID_ARGUMENT", 404: "NOT_FOUND", 408: "DEADLINE_EXCEEDED", 413: "RESOURCE_EXHAUSTED",
-             422: "FAILED_PRECONDITION", 429: "RESOURCE_EXHAUSTED", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED",
-             500: "INTERNAL"}
+    # Refusals before queueing (invalid input, unknown model, too large) by HTTP status.
+    _GRPC = {400: "INVALID_ARGUMENT", 404: "NOT_FOUND", 408: "DEADLINE_EXCEEDED", 413: "RESOURCE_EXHAUSTED"}
 
-    def __init__(self, status: int, message: str, outcome: str | None = None) -> None:
+    def __init__(self, status: int, message: str, outcome: Outcome | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
@@ -42,16 +44,15 @@ class ApiError(Exception):
 
     @property
     def grpc(self) -> str:
-        return self._GRPC.get(self.status, "UNKNOWN")
-
-
-# How each outcome that is not an answer maps onto HTTP (gRPC follows ApiError._GRPC).
-OUTCOME_STATUS = {Outcome.SHED: 504, Outcome.REJECTED: 429, Outcome.UNAVAILABLE: 503, Outcome.ERROR: 500,
-                  Outcome.FLOOR_UNMET: 422}
+        code = self.outcome.grpc_code if self.outcome is not None else self._GRPC.get(self.status)
+        return code or "UNKNOWN"
 
 
 def result_error(result: InferResult) -> ApiError:
-    return ApiError(OUTCOME_STATUS[result.outcome], result.message, result.outcome.value)
+    """An outcome that is not an answer, as the error the front ends send."""
+    status = result.outcome.http_status
+    assert status is not None, f"{result.outcome!r} is not a server outcome"
+    return ApiError(status, result.message, result.outcome)
 
 
 @dataclass(frozen=True)
@@ -193,7 +194,7 @@ def result_parameters(result: InferResult) -> dict[str, Any]:
     """What an answer says about how it was served (KServe response parameters)."""
     return {"subnet_id": result.subnet_id, "accuracy": result.accuracy, "batch_size": result.batch_size,
             "queue_ms": round(result.queue_ms, 3), "compute_ms": round(result.compute_ms, 3),
-            "outcome": result.outcome.value, "worker": result.worker, "accuracy_floor_met": result.floor_met}
+            "outcome": result.outcome.label, "worker": result.worker, "accuracy_floor_met": result.floor_met}
 
 
 def class_index(logits: bytes) -> int:

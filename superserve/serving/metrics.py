@@ -10,11 +10,12 @@ from typing import TYPE_CHECKING, Callable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import CONTENT_TYPE_LATEST  # noqa: F401  (re-exported for the REST app)
 
+from superserve.outcome import SERVER_OUTCOMES
+
 if TYPE_CHECKING:  # types only: the calibration module is not needed to count
     from superserve.scheduling.calibration import CheckReport, LatencyEstimate
     from superserve.scheduling.policy import Policy
 
-OUTCOMES = ("in_time", "late", "shed", "rejected", "unavailable", "error", "floor_unmet")
 _MS_BUCKETS = (0.25, 0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30, 50, 75, 100, 200, 500, 1000, 5000)
 
 
@@ -23,7 +24,7 @@ class ServingMetrics:
         self.registry = r = CollectorRegistry(auto_describe=True)
         self.requests = Counter("superserve_requests", "Requests answered, by outcome", ["outcome"],
                                 registry=r)
-        self.by_outcome = {o: self.requests.labels(o) for o in OUTCOMES}
+        self.by_outcome = {o: self.requests.labels(o.label) for o in SERVER_OUTCOMES}
         self.queue_ms = Histogram("superserve_queue_ms", "Time from arrival to dispatch (ms)",
                                   buckets=_MS_BUCKETS, registry=r)
         self.compute_ms = Histogram("superserve_compute_ms", "Worker compute time per batch (ms)",

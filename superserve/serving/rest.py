@@ -36,8 +36,8 @@ def _error(exc: ApiError, metrics: ServingMetrics | None = None) -> web.Response
     if metrics is not None and exc.outcome is None:  # outcomes are counted by the router
         metrics.refused(exc.status)
     body: dict[str, Any] = {"error": exc.message}
-    if exc.outcome:
-        body["outcome"] = exc.outcome
+    if exc.outcome is not None:
+        body["outcome"] = exc.outcome.label
     return _json(exc.status, body)
 
 

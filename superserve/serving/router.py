@@ -7,9 +7,10 @@ request and awaits its answer. Whenever a worker is free and the queue is not em
 to that worker; arrivals go through the same step's admission. The router never looks inside a tensor: a
 request's input is an opaque float32 row that the pool copies into the worker's slab.
 
-Every request gets exactly one :class:`InferResult` with an explicit :class:`Outcome`:
-answered in time or late, shed (deadline cannot be met), rejected (queue full),
-unavailable (not ready, shutting down, no live worker) or error (the batch failed).
+Every request gets exactly one :class:`InferResult` with an explicit
+:class:`~superserve.outcome.Outcome`: answered in time or late, shed (deadline cannot be met),
+rejected (queue full), unavailable (not ready, shutting down, no live worker), error (the batch
+failed) or floor unmet (a strict accuracy floor no SubNet can serve).
 
 Calibration (superserve/scheduling/calibration.py): every finished batch feeds its compute
 time and its dispatch-to-result time to a :class:`CalibratedPlanner`; a timer (never the
@@ -20,7 +21,6 @@ probe batches so the first requests are planned on this host's speed.
 from __future__ import annotations
 
 import asyncio
-import enum
 import itertools
 import signal
 import time
@@ -28,6 +28,7 @@ from collections import deque
 from dataclasses import dataclass, replace
 from typing import NamedTuple
 
+from superserve.outcome import Outcome
 from superserve.scheduling import EdfQueue, Request
 from superserve.scheduling.calibration import CalibratedPlanner, CheckReport, ProfileCheck
 from superserve.scheduling.policy import Decision, Policy
@@ -37,16 +38,6 @@ from superserve.serving.messages import BatchDone, BatchFailed, RunBatch
 from superserve.serving.metrics import ServingMetrics
 from superserve.serving.model_info import ModelInfo
 from superserve.serving.pool import WorkerHandle, WorkerRunner
-
-
-class Outcome(str, enum.Enum):
-    IN_TIME = "in_time"
-    LATE = "late"
-    SHED = "shed"
-    REJECTED = "rejected"
-    UNAVAILABLE = "unavailable"
-    ERROR = "error"
-    FLOOR_UNMET = "floor_unmet"  # min_accuracy_strict: no SubNet meeting the floor can serve it
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +55,7 @@ class InferResult:
 
     @property
     def ok(self) -> bool:
-        return self.outcome in (Outcome.IN_TIME, Outcome.LATE)
+        return self.outcome.answered
 
 
 class Origin(NamedTuple):
@@ -374,14 +365,14 @@ class Router:
         floor (served by a SubNet meeting it, or answered FLOOR_UNMET), not best effort.
         ``origin``: what the caller sent, named in the logs if this input kills a worker."""
         if not self.accepting:
-            self.metrics.by_outcome["unavailable"].inc()
+            self.metrics.by_outcome[Outcome.UNAVAILABLE].inc()
             msg = "server is shutting down" if self._all_warm.is_set() else "workers are still warming up"
             return InferResult(Outcome.UNAVAILABLE, message=f"{msg}; retry later (see /v2/health/ready)")
         if not self._ready:
-            self.metrics.by_outcome["unavailable"].inc()
+            self.metrics.by_outcome[Outcome.UNAVAILABLE].inc()
             return InferResult(Outcome.UNAVAILABLE, message="no live worker; retry later")
         if strict and min_accuracy > self._best_accuracy:
-            self.metrics.by_outcome["floor_unmet"].inc()
+            self.metrics.by_outcome[Outcome.FLOOR_UNMET].inc()
             return InferResult(Outcome.FLOOR_UNMET, message=(
                 f"no served SubNet reaches min_accuracy={min_accuracy:g} (the most accurate has "
                 f"{self._best_accuracy:g}); lower min_accuracy or drop min_accuracy_strict"))
@@ -395,7 +386,7 @@ class Router:
         if self._crashed_inputs:  # only in the minutes after a worker crashed
             record.deaths = self._crash_count(row, now)
             if record.deaths >= self.request_max_deaths:
-                self.metrics.by_outcome["error"].inc()
+                self.metrics.by_outcome[Outcome.ERROR].inc()
                 self.metrics.poison.inc()
                 return InferResult(Outcome.ERROR, message=(
                     f"this input crashed {record.deaths} workers in the last {CRASHED_INPUT_TTL_S / 60:g} minutes "
@@ -404,13 +395,13 @@ class Router:
         admitted = self.step.arrive(self.queue, req, now, len(self._ready))
         if admitted != ADMITTED:
             if admitted == SHED:
-                self.metrics.by_outcome["shed"].inc()
+                self.metrics.by_outcome[Outcome.SHED].inc()
                 ahead = len(self.queue)
                 wait_s = self.step.wait_bound_s(ahead, len(self._ready))
                 return InferResult(Outcome.SHED, message=(
                     f"deadline cannot be met: {ahead} requests ahead need at least {wait_s * 1000:.1f} ms, "
                     f"slo_ms={(deadline - now) * 1000:g}; raise slo_ms or lower the load"))
-            self.metrics.by_outcome["rejected"].inc()
+            self.metrics.by_outcome[Outcome.REJECTED].inc()
             return InferResult(Outcome.REJECTED, message=(
                 f"queue full ({self.queue.capacity} requests waiting); slow down or retry later"))
         if not self._pump_scheduled:
@@ -437,7 +428,7 @@ class Router:
         fut = pending(req).future
         if not fut.done():
             fut.set_result(result)
-        self.metrics.by_outcome[result.outcome.value].inc()
+        self.metrics.by_outcome[result.outcome].inc()
 
     def _shed(self, requests: list[Request], now: float) -> None:
         for r in requests:
@@ -583,7 +574,7 @@ class Router:
         acc = self._accuracy[d.subnet_index]
         m = self.metrics
         m.observe_batch(d.subnet_id, acc, n, compute_ms)
-        in_time, late = m.by_outcome["in_time"], m.by_outcome["late"]
+        in_time, late = m.by_outcome[Outcome.IN_TIME], m.by_outcome[Outcome.LATE]
         for i, r in enumerate(batch):
             p = pending(r)
             queue_ms = (inflight.dispatched - r.arrival) * 1000.0
