@@ -155,7 +155,7 @@ def test_live_server_checks_a_wrong_profile_and_reports_the_estimate(tmp_path):
     """A real server given a profile that claims the host is 2.5x as fast: the start-up check
     warns (log, /metrics, metadata) and the policy plans on the measured speed."""
     from superserve.serving import ServerProcess
-    from superserve.serving.config import EMBEDDED_DIR
+    from superserve.bundle_layout import EMBEDDED_DIR
 
     wrong = LatencyProfile.load(EMBEDDED_DIR / "profile.json").scaled(0.4)
     path = tmp_path / "profile.json"

@@ -38,7 +38,7 @@ def test_ten_times_overload_answers_everything_and_recovers():
 def test_a_request_that_cannot_make_it_behind_the_queue_is_shed_at_arrival():
     import asyncio
 
-    from superserve.profiling.latency_profile import LatencyProfile
+    from superserve.scheduling.profile import LatencyProfile
     from superserve.scheduling import make_policy
     from superserve.serving.metrics import ServingMetrics
     from superserve.serving.model_info import ModelInfo

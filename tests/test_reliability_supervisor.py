@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 
 from superserve.embedded import EMBEDDED_DIR
-from superserve.profiling.latency_profile import LatencyProfile
+from superserve.scheduling.profile import LatencyProfile
 from superserve.scheduling import make_policy
 from superserve.serving import ServerProcess
 from superserve.serving.events import EventLog

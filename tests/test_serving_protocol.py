@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from superserve.profiling.latency_profile import LatencyProfile
+from superserve.scheduling.profile import LatencyProfile
 from superserve.outcome import SERVER_OUTCOMES, Outcome
 from superserve.serving.codec import ApiError, InputCodec, result_error, result_parameters
 from superserve.serving.config import ServeConfig

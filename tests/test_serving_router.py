@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from superserve.profiling.latency_profile import LatencyProfile
+from superserve.scheduling.profile import LatencyProfile
 from superserve.scheduling import make_policy
 from superserve.serving.messages import BatchDone, BatchFailed
 from superserve.serving.metrics import ServingMetrics

@@ -12,11 +12,9 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from superserve.bundle_layout import EMBEDDED_DIR, BundleLayout
+from superserve.scheduling.policy import PolicyKind
 from superserve.serving.restart import RestartPolicy
-
-# The embedded bundle's path without importing superserve.embedded (which imports torch): the
-# router process never needs torch.
-EMBEDDED_DIR = Path(__file__).resolve().parent.parent / "data" / "embedded"
 
 LATE_MODES = ("shed", "serve")
 QUANTILES = ("p50", "p99")  # the latency-profile columns a policy can plan with
@@ -156,9 +154,9 @@ class ServeConfig:
         if self.inject_crash_value is not None:
             _check_range("inject_crash_value", self.inject_crash_value, -math.inf, math.inf,
                          low_open=True, high_open=True)
-        key = self.policy.lower().replace("-", "").replace("_", "")
-        if key in ("clipper+", "clipperplus", "clipper", "fixed") and not self.subnet:
-            raise ValueError("policy clipper+ needs a SubNet: --subnet ID (one of the profile's ids)")
+        kind = PolicyKind.parse(self.policy)  # raises on an unknown name, listing the known ones
+        if kind.needs_subnet and not self.subnet:
+            raise ValueError(f"policy {kind.value} needs a SubNet: --subnet ID (one of the profile's ids)")
         return self
 
     def restart_policy(self) -> RestartPolicy:
@@ -183,7 +181,7 @@ class ServeConfig:
 
     @property
     def profile_path(self) -> Path:
-        return Path(self.profile) if self.profile else Path(self.bundle) / "profile.json"
+        return Path(self.profile) if self.profile else BundleLayout(self.bundle).profile
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

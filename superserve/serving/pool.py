@@ -18,6 +18,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.shared_memory import SharedMemory
 from typing import Protocol, Sequence
 
+from superserve.bundle_layout import BundleLayout
 from superserve.serving.config import ServeConfig
 from superserve.serving.messages import (BatchDone, BatchFailed, RunBatch, Stop, WorkerReady, decode,
                                          encode)
@@ -111,9 +112,10 @@ class WorkerPool:
         """(Re)start the process of slot ``w``; it reports ``worker_ready`` when warm."""
         assert self._loop is not None
         info, cfg = self.info, self.config
+        layout = BundleLayout(info.bundle)
         spec = WorkerSpec(
-            index=w.index, weights_path=str(info.bundle / "weights.safetensors"),
-            norm_path=str(info.bundle / "subnetnorm.safetensors"), subnet_ids=tuple(info.subnet_ids),
+            index=w.index, weights_path=str(layout.weights), norm_path=str(layout.norm),
+            subnet_ids=tuple(info.subnet_ids),
             input_shape=info.input_shape, num_classes=info.num_classes, max_batch=self.max_batch,
             input_shm=w.input_shm.name, output_shm=w.output_shm.name,
             threads=cfg.threads_per_worker, warmup_runs=cfg.warmup_runs,

@@ -22,7 +22,7 @@ from aiohttp import web
 
 from superserve.scheduling import make_policy
 from superserve.scheduling.calibration import CalibratedPlanner
-from superserve.scheduling.policy import Policy
+from superserve.scheduling.policy import Policy, PolicyKind
 from superserve.serving.auth import BearerAuth
 from superserve.serving.codec import InputCodec
 from superserve.serving.config import ServeConfig
@@ -38,7 +38,7 @@ from superserve.scheduling.conventions import default_slo_ms
 if TYPE_CHECKING:
     import grpc
 
-    from superserve.profiling.latency_profile import LatencyProfile
+    from superserve.scheduling.profile import LatencyProfile
 
 WARMUP_TIMEOUT_S = 300.0
 
@@ -53,13 +53,13 @@ def build_policy(config: ServeConfig, info: ModelInfo, profile: LatencyProfile |
     params.setdefault("overhead_ms", config.overhead_ms)
     if overhead_ms is not None:
         params["overhead_ms"] = max(float(params["overhead_ms"]), overhead_ms)
-    key = config.policy.lower().replace("-", "").replace("_", "")
-    if key in ("clipper+", "clipperplus", "clipper", "fixed"):
+    kind = PolicyKind.parse(config.policy)
+    if kind.needs_subnet:
         if config.subnet not in info.subnet_ids:
             raise ValueError(f"--subnet {config.subnet!r} is not a served SubNet; choose one of "
                              f"{info.subnet_ids}")
         params["subnet_id"] = config.subnet
-    if key == "infaas" and config.min_accuracy is not None:
+    if kind is PolicyKind.INFAAS and config.min_accuracy is not None:
         params["min_accuracy"] = config.min_accuracy
     profile = profile if profile is not None else info.profile
     try:
