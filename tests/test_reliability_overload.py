@@ -5,13 +5,9 @@ fast, and the router's memory is back near its baseline afterwards."""
 from __future__ import annotations
 
 import os
-import sys
-from pathlib import Path
 
+from benchmarks.overload import overload_experiment
 from superserve.embedded import EMBEDDED_DIR
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-from overload import overload_experiment  # noqa: E402
 
 BUNDLE = os.environ.get("SUPERSERVE_BUNDLE", str(EMBEDDED_DIR))
 
@@ -35,34 +31,13 @@ def test_ten_times_overload_answers_everything_and_recovers():
 
 
 # --- admission: hopeless requests are refused at arrival (fake pool, exact) -------------------
-def test_a_request_that_cannot_make_it_behind_the_queue_is_shed_at_arrival():
+def test_a_request_that_cannot_make_it_behind_the_queue_is_shed_at_arrival(fake_router):
     import asyncio
 
-    from superserve.scheduling.profile import LatencyProfile
-    from superserve.scheduling import make_policy
-    from superserve.serving.metrics import ServingMetrics
-    from superserve.serving.model_info import ModelInfo
-    from superserve.serving.pool import WorkerHandle, WorkerState
     from superserve.outcome import Outcome
-    from superserve.serving.router import Router
-
-    class Pool:
-        workers = [WorkerHandle(0, None, None, None, memoryview(bytearray(640)))]
-        num_alive = 1
-
-        def run(self, w, msg, rows):
-            w.state = WorkerState.BUSY
 
     async def main():
-        profile = LatencyProfile.synthetic(num_subnets=2)
-        policy = make_policy("slackfit", profile)
-        pool = Pool()
-        router = Router(ModelInfo("m", (1, 28, 28), 10, profile, None), policy,
-                        ServingMetrics({s.id: s.accuracy for s in profile.subnets}, 16), queue_capacity=10_000,
-                        pool=pool, loop=asyncio.get_running_loop())
-        pool.workers[0].state = WorkerState.IDLE
-        router.worker_ready(pool.workers[0])
-        router.accepting = True
+        router, pool = fake_router(1, num_subnets=2, queue_capacity=10_000)
         row = bytes(4 * 784)
         # The worker takes the first batch; 2,000 more queue up behind it, with a deadline
         # shorter than the time the queue needs at peak rate.
@@ -115,15 +90,19 @@ def test_cancelled_requests_leave_the_queue_heap_at_once():
     assert q.pop_earliest(100) == keep  # order and content unharmed by the compactions
 
 
-def test_a_hundred_thousand_cancelled_callers_stay_bounded_and_are_counted():
+def test_a_hundred_thousand_cancelled_callers_stay_bounded_and_are_counted(fake_router):
     import asyncio
-
-    from test_serving_router import ROW, make_router, settle
 
     from superserve.serving.router import pending
 
+    ROW = bytes(4 * 784)
+
+    async def settle() -> None:
+        for _ in range(3):
+            await asyncio.sleep(0)
+
     async def main():
-        router, pool = make_router(workers=1, capacity=1024)
+        router, pool = fake_router(workers=1, quantile="p99", queue_capacity=1024)
         busy = asyncio.ensure_future(router.infer(ROW, 60_000.0))  # the worker stays busy
         await settle()
         kept = [asyncio.ensure_future(router.infer(ROW, 60_000.0)) for _ in range(8)]

@@ -13,15 +13,10 @@ import aiohttp
 import pytest
 
 from superserve.embedded import EMBEDDED_DIR
-from superserve.scheduling.profile import LatencyProfile
-from superserve.scheduling import make_policy
 from superserve.serving import ServerProcess
 from superserve.serving.events import EventLog
-from superserve.serving.metrics import ServingMetrics
-from superserve.serving.model_info import ModelInfo
-from superserve.serving.pool import WorkerHandle, WorkerState
+from superserve.serving.pool import WorkerState
 from superserve.outcome import Outcome
-from superserve.serving.router import Router
 from superserve.serving.supervisor import RestartPolicy, Supervisor
 
 BUNDLE = os.environ.get("SUPERSERVE_BUNDLE", str(EMBEDDED_DIR))
@@ -37,28 +32,7 @@ def test_backoff_doubles_is_capped_and_gives_up():
         RestartPolicy(max_deaths=0)
 
 
-# --- supervisor + router + fake pool --------------------------------------------------------
-class FakePool:
-    def __init__(self, n: int) -> None:
-        self.workers = [WorkerHandle(i, None, None, None, memoryview(bytearray(16 * 40))) for i in range(n)]
-        self.spawned: list[int] = []
-
-    def spawn(self, w) -> None:
-        self.spawned.append(w.index)
-        w.state = WorkerState.STARTING
-
-    def run(self, w, msg, rows) -> None:
-        w.state = WorkerState.BUSY
-
-    def kill(self, w) -> None:
-        pass
-
-    def promote(self, dead):
-        return None  # no warm standby: every replacement is a restart
-
-    num_alive = property(lambda self: sum(w.alive for w in self.workers))
-
-
+# --- supervisor + router + fake pool (tests/conftest.py) -----------------------------------
 class Clock:
     def __init__(self) -> None:
         self.now = 1000.0
@@ -67,13 +41,9 @@ class Clock:
         return self.now
 
 
-def make(workers=2, **policy):
-    profile = LatencyProfile.synthetic(num_subnets=4)
-    metrics = ServingMetrics({s.id: s.accuracy for s in profile.subnets}, 16)
-    loop = asyncio.get_running_loop()
-    pool = FakePool(workers)
-    router = Router(ModelInfo("m", (1, 28, 28), 10, profile, None), make_policy("slackfit", profile),
-                    metrics, queue_capacity=64, pool=pool, loop=loop)
+def make(fake_router, workers=2, **policy):
+    router, pool = fake_router(workers, warm=False)
+    metrics, loop = router.metrics, asyncio.get_running_loop()
     clock = Clock()
     sup = Supervisor(router, pool, RestartPolicy(**{"backoff_s": 0.01, **policy}), metrics, EventLog(None, None),
                      loop, clock)
@@ -95,9 +65,9 @@ def count(metrics, name: str) -> float:
     return metrics.registry.get_sample_value(name) or 0.0
 
 
-def test_dead_worker_is_restarted_after_backoff_and_readmitted_only_when_warm():
+def test_dead_worker_is_restarted_after_backoff_and_readmitted_only_when_warm(fake_router):
     async def main():
-        router, sup, pool, metrics, clock = make()
+        router, sup, pool, metrics, clock = make(fake_router)
         kill(sup, pool, 0)
         assert router.ready and len(router._ready) == 1  # the policy has one worker at once
         assert pool.spawned == []  # back-off first
@@ -113,9 +83,9 @@ def test_dead_worker_is_restarted_after_backoff_and_readmitted_only_when_warm():
     asyncio.run(main())
 
 
-def test_a_worker_that_keeps_dying_is_given_up():
+def test_a_worker_that_keeps_dying_is_given_up(fake_router):
     async def main():
-        router, sup, pool, metrics, clock = make(max_deaths=3, window_s=60, backoff_max_s=0.02)
+        router, sup, pool, metrics, clock = make(fake_router, max_deaths=3, window_s=60, backoff_max_s=0.02)
         for _ in range(2):
             kill(sup, pool, 0)
             await asyncio.sleep(0.05)  # restarted, dies again while warming
@@ -141,9 +111,9 @@ async def _serve_one(router, pool):
     return await task
 
 
-def test_deaths_outside_the_window_are_forgotten():
+def test_deaths_outside_the_window_are_forgotten(fake_router):
     async def main():
-        router, sup, pool, metrics, clock = make(max_deaths=2, window_s=10)
+        router, sup, pool, metrics, clock = make(fake_router, max_deaths=2, window_s=10)
         for _ in range(4):
             kill(sup, pool, 0)
             await asyncio.sleep(0.03)
@@ -152,9 +122,9 @@ def test_deaths_outside_the_window_are_forgotten():
     asyncio.run(main())
 
 
-def test_no_restart_during_startup_or_after_stop():
+def test_no_restart_during_startup_or_after_stop(fake_router):
     async def main():
-        router, sup, pool, metrics, clock = make()
+        router, sup, pool, metrics, clock = make(fake_router)
         sup.stop()
         kill(sup, pool, 0)
         await asyncio.sleep(0.05)
@@ -167,11 +137,11 @@ def test_no_restart_during_startup_or_after_stop():
     asyncio.run(main())
 
 
-def test_a_given_up_slot_is_tried_again_after_its_cooldown():
+def test_a_given_up_slot_is_tried_again_after_its_cooldown(fake_router):
     """Before: a slot that died max_deaths times within the window was abandoned for good;
     with every slot abandoned the server answered 503 forever."""
     async def main():
-        router, sup, pool, metrics, clock = make(workers=1, max_deaths=2, window_s=60, backoff_max_s=0.02,
+        router, sup, pool, metrics, clock = make(fake_router, workers=1, max_deaths=2, window_s=60, backoff_max_s=0.02,
                                                  cooldown_s=0.1)
         kill(sup, pool, 0)
         await asyncio.sleep(0.05)
@@ -190,13 +160,13 @@ def test_a_given_up_slot_is_tried_again_after_its_cooldown():
     asyncio.run(main())
 
 
-def test_liveness_fails_once_no_worker_can_come_back():
+def test_liveness_fails_once_no_worker_can_come_back(fake_router):
     """Before: /v2/health/live said 200 while every slot was abandoned, so no orchestrator
     ever restarted the server. Now live fails when no worker is alive and none will be."""
     from superserve.serving.rest import RestApi
 
     async def main():
-        router, sup, pool, metrics, clock = make(workers=2, max_deaths=1, cooldown_s=None)
+        router, sup, pool, metrics, clock = make(fake_router, workers=2, max_deaths=1, cooldown_s=None)
         rest = RestApi(router.info, router, None, metrics, 1 << 20, live=sup.can_recover)
         assert (await rest.live(None)).status == 200
         kill(sup, pool, 0)  # given up for good (no cool-down); the other still serves
@@ -205,7 +175,7 @@ def test_liveness_fails_once_no_worker_can_come_back():
         resp = await rest.live(None)
         assert resp.status == 503 and b"restart the server" in resp.body
         # With restarts on and a cool-down, the same deaths leave the server live.
-        router, sup, pool, metrics, clock = make(workers=1, max_deaths=1, cooldown_s=30)
+        router, sup, pool, metrics, clock = make(fake_router, workers=1, max_deaths=1, cooldown_s=30)
         kill(sup, pool, 0)
         assert not router.ready and sup.can_recover()
         sup.stop()

@@ -3,55 +3,21 @@ cancellation. No processes: every event is driven by hand, so each case is exact
 from __future__ import annotations
 
 import asyncio
+import functools
 
 import pytest
 
-from superserve.scheduling.profile import LatencyProfile
-from superserve.scheduling import make_policy
-from superserve.serving.messages import BatchDone, BatchFailed
-from superserve.serving.metrics import ServingMetrics
-from superserve.serving.model_info import ModelInfo
-from superserve.serving.pool import WorkerHandle, WorkerState
 from superserve.outcome import Outcome
-from superserve.serving.router import Router
+from superserve.serving.messages import BatchDone, BatchFailed
+from superserve.serving.pool import WorkerState
 
 ROW = bytes(4 * 784)
 
 
-class FakePool:
-    def __init__(self, n: int) -> None:
-        self.workers = [WorkerHandle(i, None, None, None, memoryview(bytearray(16 * 40))) for i in range(n)]
-        self.runs: list[tuple[int, object, int]] = []
-        self.killed: list[int] = []
-
-    def kill(self, w) -> None:
-        self.killed.append(w.index)
-
-    def run(self, w, msg, rows) -> None:
-        w.state = WorkerState.BUSY
-        self.runs.append((w.index, msg, len(rows)))
-
-    @property
-    def num_ready(self) -> int:
-        return sum(w.state in (WorkerState.IDLE, WorkerState.BUSY) for w in self.workers)
-
-    num_alive = num_ready
-
-
-def make_router(workers: int = 2, capacity: int = 64, late: str = "shed", hang_timeout_s: float = 2.0,
-                response_margin_ms: float = 0.0):
-    profile = LatencyProfile.synthetic(num_subnets=4)
-    info = ModelInfo("m", (1, 28, 28), 10, profile, None)
-    policy = make_policy("slackfit", profile, quantile="p99")
-    pool = FakePool(workers)
-    router = Router(info, policy, ServingMetrics({s.id: s.accuracy for s in profile.subnets}, 16),
-                    queue_capacity=capacity, pool=pool, loop=asyncio.get_running_loop(), late=late,
-                    hang_timeout_s=hang_timeout_s, response_margin_ms=response_margin_ms)
-    for w in pool.workers:
-        w.state = WorkerState.IDLE
-        router.worker_ready(w)
-    router.accepting = True
-    return router, pool
+@pytest.fixture
+def fake_router(fake_router):
+    """The shared router on a fake pool (tests/conftest.py), planning with p99 here."""
+    return functools.partial(fake_router, quantile="p99")
 
 
 async def settle() -> None:
@@ -71,9 +37,9 @@ def die(router, pool, w_index: int) -> None:
     router.worker_died(w)
 
 
-def test_dispatch_and_answer():
+def test_dispatch_and_answer(fake_router):
     async def main():
-        router, pool = make_router()
+        router, pool = fake_router()
         task = asyncio.ensure_future(router.infer(ROW, 100.0))
         await settle()
         assert len(pool.runs) == 1 and pool.runs[0][2] == 1
@@ -83,9 +49,9 @@ def test_dispatch_and_answer():
     asyncio.run(main())
 
 
-def test_queue_full_is_rejected_at_once():
+def test_queue_full_is_rejected_at_once(fake_router):
     async def main():
-        router, pool = make_router(workers=1, capacity=2)
+        router, pool = fake_router(workers=1, queue_capacity=2)
         tasks = [asyncio.ensure_future(router.infer(ROW, 1000.0)) for _ in range(5)]
         await settle()
         done = [t.result() for t in tasks if t.done()]
@@ -94,9 +60,9 @@ def test_queue_full_is_rejected_at_once():
     asyncio.run(main())
 
 
-def test_hopeless_deadline_is_shed_even_when_workers_are_busy():
+def test_hopeless_deadline_is_shed_even_when_workers_are_busy(fake_router):
     async def main():
-        router, pool = make_router(workers=1)
+        router, pool = fake_router(workers=1)
         busy = asyncio.ensure_future(router.infer(ROW, 1000.0))
         await settle()
         r = await router.infer(ROW, 0.001)
@@ -105,9 +71,9 @@ def test_hopeless_deadline_is_shed_even_when_workers_are_busy():
     asyncio.run(main())
 
 
-def test_worker_death_requeues_batch_on_the_other_worker():
+def test_worker_death_requeues_batch_on_the_other_worker(fake_router):
     async def main():
-        router, pool = make_router(workers=2)
+        router, pool = fake_router(workers=2)
         tasks = [asyncio.ensure_future(router.infer(ROW, 5000.0)) for _ in range(3)]
         await settle()
         first = pool.runs[0][0]
@@ -120,9 +86,9 @@ def test_worker_death_requeues_batch_on_the_other_worker():
     asyncio.run(main())
 
 
-def test_worker_death_without_time_left_answers_unavailable():
+def test_worker_death_without_time_left_answers_unavailable(fake_router):
     async def main():
-        router, pool = make_router(workers=2)
+        router, pool = fake_router(workers=2)
         task = asyncio.ensure_future(router.infer(ROW, 3.0))  # 3 ms: no time for a second try
         await settle()
         await asyncio.sleep(0.003)
@@ -132,9 +98,9 @@ def test_worker_death_without_time_left_answers_unavailable():
     asyncio.run(main())
 
 
-def test_last_worker_death_answers_everything():
+def test_last_worker_death_answers_everything(fake_router):
     async def main():
-        router, pool = make_router(workers=1)
+        router, pool = fake_router(workers=1)
         tasks = [asyncio.ensure_future(router.infer(ROW, 5000.0)) for _ in range(20)]
         await settle()
         die(router, pool, 0)
@@ -145,9 +111,9 @@ def test_last_worker_death_answers_everything():
     asyncio.run(main())
 
 
-def test_failed_batch_is_an_error_and_worker_keeps_serving():
+def test_failed_batch_is_an_error_and_worker_keeps_serving(fake_router):
     async def main():
-        router, pool = make_router(workers=1)
+        router, pool = fake_router(workers=1)
         task = asyncio.ensure_future(router.infer(ROW, 1000.0))
         await settle()
         w = pool.workers[0]
@@ -162,9 +128,9 @@ def test_failed_batch_is_an_error_and_worker_keeps_serving():
     asyncio.run(main())
 
 
-def test_cancelled_caller_frees_its_queue_slot():
+def test_cancelled_caller_frees_its_queue_slot(fake_router):
     async def main():
-        router, pool = make_router(workers=1, capacity=2)
+        router, pool = fake_router(workers=1, queue_capacity=2)
         busy = asyncio.ensure_future(router.infer(ROW, 1000.0))
         await settle()
         waiting = [asyncio.ensure_future(router.infer(ROW, 1000.0)) for _ in range(2)]
@@ -179,9 +145,9 @@ def test_cancelled_caller_frees_its_queue_slot():
     asyncio.run(main())
 
 
-def test_late_mode_serves_instead_of_shedding():
+def test_late_mode_serves_instead_of_shedding(fake_router):
     async def main():
-        router, pool = make_router(workers=1, late="serve")
+        router, pool = fake_router(workers=1, late="serve")
         task = asyncio.ensure_future(router.infer(ROW, 0.001))
         await settle()
         assert pool.runs and pool.runs[0][1].batch_size == 1
@@ -191,9 +157,9 @@ def test_late_mode_serves_instead_of_shedding():
     asyncio.run(main())
 
 
-def test_hung_worker_is_killed_by_the_watchdog():
+def test_hung_worker_is_killed_by_the_watchdog(fake_router):
     async def main():
-        router, pool = make_router(workers=2, hang_timeout_s=0.02)
+        router, pool = fake_router(workers=2, hang_timeout_s=0.02)
         task = asyncio.ensure_future(router.infer(ROW, 5000.0))
         await settle()
         hung = pool.runs[0][0]
@@ -207,14 +173,14 @@ def test_hung_worker_is_killed_by_the_watchdog():
     asyncio.run(main())
 
 
-def test_response_margin_plans_early_but_judges_against_the_callers_deadline(monkeypatch):
+def test_response_margin_plans_early_but_judges_against_the_callers_deadline(monkeypatch, fake_router):
     import superserve.serving.router as router_mod
 
     clock = [1000.0]  # the router's monotonic clock, driven by hand
     monkeypatch.setattr(router_mod.time, "monotonic", lambda: clock[0])
 
     async def main():
-        router, pool = make_router(workers=1, response_margin_ms=5.0)
+        router, pool = fake_router(workers=1, response_margin_ms=5.0)
         task = asyncio.ensure_future(router.infer(ROW, 40.0))
         await settle()
         req = router.in_flight(pool.workers[0]).batch[0]
@@ -251,13 +217,13 @@ def crash(router, pool, w_index: int, exitcode: int = -11) -> None:
     router.worker_died(w)
 
 
-def test_a_crashed_batch_reruns_one_by_one_and_the_poison_input_gets_one_clear_error():
+def test_a_crashed_batch_reruns_one_by_one_and_the_poison_input_gets_one_clear_error(fake_router):
     """Before: the dead batch went back to the queue with no limit per request, so an input
     that crashes the worker took down every worker in turn. Now the batch re-runs one request
     at a time; the one whose second worker dies too is answered ERROR (HTTP 500), named in the
     log; the others are served; every request gets exactly one answer."""
     async def main():
-        router, pool = make_router(workers=3)
+        router, pool = fake_router(workers=3)
         router.events = events = Events()
         tasks = [asyncio.ensure_future(router.infer(ROW, 5000.0)) for _ in range(3)]
         await settle()
@@ -285,11 +251,11 @@ def test_a_crashed_batch_reruns_one_by_one_and_the_poison_input_gets_one_clear_e
     asyncio.run(main())
 
 
-def test_a_worker_killed_from_outside_still_reruns_its_batch_whole_but_not_forever():
+def test_a_worker_killed_from_outside_still_reruns_its_batch_whole_but_not_forever(fake_router):
     """SIGKILL (operator, OOM killer) is not the input's fault: the batch re-runs as a batch.
     A request whose worker dies twice is still answered ERROR, never re-run without end."""
     async def main():
-        router, pool = make_router(workers=3)
+        router, pool = fake_router(workers=3)
         tasks = [asyncio.ensure_future(router.infer(ROW, 5000.0)) for _ in range(2)]
         await settle()
         crash(router, pool, pool.runs[0][0], exitcode=-9)
@@ -302,9 +268,9 @@ def test_a_worker_killed_from_outside_still_reruns_its_batch_whole_but_not_forev
     asyncio.run(main())
 
 
-def test_a_hung_batch_is_a_suspect_like_a_crash():
+def test_a_hung_batch_is_a_suspect_like_a_crash(fake_router):
     async def main():
-        router, pool = make_router(workers=2, hang_timeout_s=0.02)
+        router, pool = fake_router(workers=2, hang_timeout_s=0.02)
         tasks = [asyncio.ensure_future(router.infer(ROW, 5000.0)) for _ in range(2)]
         await settle()
         hung = pool.runs[0][0]
@@ -320,12 +286,12 @@ def test_a_hung_batch_is_a_suspect_like_a_crash():
 
 
 # --- sequence numbers --------------------------------------------------------------------------
-def test_batch_sequence_numbers_wrap_within_uint32():
+def test_batch_sequence_numbers_wrap_within_uint32(fake_router):
     from superserve.serving.messages import RunBatch, decode, encode
     from superserve.serving.router import MAX_SEQ
 
     async def main():
-        router, pool = make_router(workers=1)
+        router, pool = fake_router(workers=1)
         router._seq = MAX_SEQ - 1
         seqs = []
         for _ in range(3):
@@ -343,9 +309,9 @@ def test_batch_sequence_numbers_wrap_within_uint32():
 
 
 # --- a hard accuracy floor -------------------------------------------------------------------------
-def test_strict_accuracy_floor_is_met_or_refused_and_answers_say_whether_it_was_met():
+def test_strict_accuracy_floor_is_met_or_refused_and_answers_say_whether_it_was_met(fake_router):
     async def main():
-        router, pool = make_router(workers=1)
+        router, pool = fake_router(workers=1)
         # No served SubNet reaches it: refused at once, nothing queued.
         r = await router.infer(ROW, 1000.0, 0.9, strict=True)
         assert r.outcome is Outcome.FLOOR_UNMET and "0.8" in r.message and not pool.runs
@@ -367,9 +333,9 @@ def test_strict_accuracy_floor_is_met_or_refused_and_answers_say_whether_it_was_
     asyncio.run(main())
 
 
-def test_a_strict_request_batched_below_its_floor_runs_alone_on_a_subnet_that_meets_it():
+def test_a_strict_request_batched_below_its_floor_runs_alone_on_a_subnet_that_meets_it(fake_router):
     async def main():
-        router, pool = make_router(workers=1)
+        router, pool = fake_router(workers=1)
         busy = asyncio.ensure_future(router.infer(ROW, 1000.0))
         await settle()
         # Queued behind: an urgent request (only the smallest SubNet fits its slack) and a
@@ -390,12 +356,12 @@ def test_a_strict_request_batched_below_its_floor_runs_alone_on_a_subnet_that_me
     asyncio.run(main())
 
 
-def test_a_poison_input_retried_by_its_client_is_counted_across_requests():
+def test_a_poison_input_retried_by_its_client_is_counted_across_requests(fake_router):
     """A crash with no time left to re-run answers 503 (retry); the retry of the same input
     starts from the deaths it already caused, so it costs two workers in all, and once it has,
     the same input is refused at once without a run."""
     async def main():
-        router, pool = make_router(workers=3)
+        router, pool = fake_router(workers=3)
         poison, good = bytes([1]) * (4 * 784), bytes([2]) * (4 * 784)
         task = asyncio.ensure_future(router.infer(poison, 3.0))
         await settle()

@@ -2,21 +2,14 @@
 decision and the pop, and that both callers really run it."""
 import numpy as np
 
-from superserve.scheduling.profile import LatencyProfile, SubnetProfile
 from superserve.scheduling import EdfQueue, Request, make_policy
 from superserve.scheduling.step import ADMITTED, REJECTED, SHED, SchedulingStep, StepOutput
 from superserve.sim import IN_TIME, SHED as SIM_SHED, simulate
 from superserve.sim.result import REJECTED as SIM_REJECTED
 
 
-def tiny_profile() -> LatencyProfile:
-    small = SubnetProfile("small", 0.7, (3.0, 4.0, 5.0, 6.0), (3.0, 4.0, 5.0, 6.0))
-    big = SubnetProfile("big", 0.9, (6.0, 8.0, 10.0, 12.0), (6.0, 8.0, 10.0, 12.0))
-    return LatencyProfile((small, big))
-
-
-def test_schedule_sheds_decides_and_pops_earliest_first():
-    p = tiny_profile()
+def test_schedule_sheds_decides_and_pops_earliest_first(tiny_profile):
+    p = tiny_profile
     step = SchedulingStep(make_policy("maxacc", p))
     q = EdfQueue()
     for i, dl in enumerate([0.100, 0.002, 0.050]):
@@ -28,8 +21,8 @@ def test_schedule_sheds_decides_and_pops_earliest_first():
     assert out.decision.batch_size == 2 and len(q) == 0
 
 
-def test_arrival_admission_refuses_only_the_hopeless_last_in_edf_order():
-    p = tiny_profile()
+def test_arrival_admission_refuses_only_the_hopeless_last_in_edf_order(tiny_profile):
+    p = tiny_profile
     step = SchedulingStep(make_policy("slackfit", p))
     q = EdfQueue()
     for i in range(40):
@@ -42,8 +35,8 @@ def test_arrival_admission_refuses_only_the_hopeless_last_in_edf_order():
     assert step.wait_bound_s(42, 2) < step.wait_bound_s(42, 1)  # more workers, shorter bound
 
 
-def test_queue_bound_rejects_and_requeue_keeps_only_what_can_still_finish():
-    p = tiny_profile()
+def test_queue_bound_rejects_and_requeue_keeps_only_what_can_still_finish(tiny_profile):
+    p = tiny_profile
     step = SchedulingStep(make_policy("slackfit", p))
     q = EdfQueue(capacity=2)
     assert step.arrive(q, Request(0, 0.0, 1.0), 0.0, 1) == ADMITTED
@@ -55,16 +48,16 @@ def test_queue_bound_rejects_and_requeue_keeps_only_what_can_still_finish():
     assert [r.id for r in step.requeue(EdfQueue(), batch, 0.0, workers=0)] == [0, 1]
 
 
-def test_set_policy_changes_admission_and_min_service():
-    p = tiny_profile()
+def test_set_policy_changes_admission_and_min_service(tiny_profile):
+    p = tiny_profile
     step = SchedulingStep(make_policy("slackfit", p))
     fast = step.min_service_s
     step.set_policy(make_policy("slackfit", p.scaled(2.0)))
     assert step.min_service_s == 2 * fast and step.peak_rate_s < SchedulingStep(make_policy("slackfit", p)).peak_rate_s
 
 
-def test_simulator_models_arrival_admission_and_the_queue_bound():
-    p = tiny_profile()
+def test_simulator_models_arrival_admission_and_the_queue_bound(tiny_profile):
+    p = tiny_profile
     arrivals = np.zeros(200)  # 200 at once, 30-ms budget: most cannot be served
     r = simulate(arrivals, p, make_policy("slackfit", p), slo_ms=30, queue_capacity=50)
     shed = r.outcome == SIM_SHED
@@ -77,12 +70,12 @@ def test_simulator_models_arrival_admission_and_the_queue_bound():
     assert r2.count(IN_TIME) == r.count(IN_TIME)
 
 
-def test_router_and_simulator_run_the_same_step_class():
+def test_router_and_simulator_run_the_same_step_class(tiny_profile):
     from superserve.serving.metrics import ServingMetrics
     from superserve.serving.model_info import ModelInfo
     from superserve.serving.router import Router
 
-    p = tiny_profile()
+    p = tiny_profile
     router = Router(ModelInfo("m", (1, 28, 28), 10, p, None), make_policy("slackfit", p),
                     ServingMetrics({s.id: s.accuracy for s in p.subnets}, 4), queue_capacity=8)
     assert isinstance(router.step, SchedulingStep) and router.policy is router.step.policy
