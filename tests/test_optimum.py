@@ -3,7 +3,6 @@ it equals the exact optimum (found by exhaustive search) on tiny on-grid instanc
 per-batch Pareto reduction does not change it."""
 from __future__ import annotations
 
-import inspect
 from functools import lru_cache
 from itertools import combinations
 
@@ -144,11 +143,7 @@ def _policies(profile: LatencyProfile, workers: int) -> list:
     for name in POLICY_NAMES:
         if name.startswith("clipper"):
             continue
-        params = {}
-        ctor = make_policy(name, profile)
-        if "num_workers" in inspect.signature(type(ctor).__init__).parameters:
-            params["num_workers"] = workers
-        pols.append(make_policy(name, profile, **params))
+        pols.append(make_policy(name, profile, num_workers=workers))  # read by the rate-aware ones
     pols += [ClipperPlus(profile, s.id) for s in profile.subnets]
     return pols
 

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import assume, given, settings, strategies as st
 
 from superserve.scheduling.profile import LatencyProfile, SubnetProfile
-from superserve.scheduling import (INFaaS, ClipperPlus, EdfQueue, MaxAcc, MaxBatch, Request, SlackFit,
-                                   SlackFitPaper, make_policy, take_batch)
+from superserve.scheduling import (INFaaS, ClipperPlus, EdfQueue, MaxAcc, MaxBatch, PolicyOptions, Request,
+                                   SlackFit, SlackFitPaper, make_policy, take_batch)
 
 PROFILE = LatencyProfile.synthetic()
 
@@ -201,6 +201,26 @@ def test_make_policy_errors_are_helpful():
         make_policy("fifo", PROFILE)
     with pytest.raises(ValueError, match="min_accuracy"):
         INFaaS(PROFILE, min_accuracy=0.99)
+
+
+def test_shared_options_as_a_dataclass_or_as_keywords():
+    """Every policy takes the shared settings as PolicyOptions, as keywords, or both (keywords
+    win); the checks are the dataclass's; a keyword no policy knows is a TypeError."""
+    opts = PolicyOptions(overhead_ms=0.5, quantile="p99", num_workers=4)
+    for cls, args in ((SlackFit, ()), (SlackFitPaper, ()), (MaxBatch, ()), (MaxAcc, ()),
+                      (ClipperPlus, (PROFILE.subnets[1].id,)), (INFaaS, ())):
+        a = cls(PROFILE, *args, options=opts)
+        b = cls(PROFILE, *args, overhead_ms=0.5, quantile="p99", num_workers=4)
+        assert a.options == b.options == opts and repr(a) == repr(b)
+        assert (a.overhead_ms, a.quantile, a.num_workers) == (0.5, "p99", 4)
+        assert cls(PROFILE, *args, options=opts, num_workers=2).options == PolicyOptions(0.5, "fastest", "p99",
+                                                                                          "backlog", 2)
+        with pytest.raises(TypeError):
+            cls(PROFILE, *args, overhead_msec=1.0)
+    for bad in ({"num_workers": 0}, {"shed_rule": "all"}, {"quantile": "p90"}, {"when_late": "never"},
+                {"overhead_ms": -1.0}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            SlackFit(PROFILE, **bad)
 
 
 def test_backlog_shedding_keeps_batches_efficient():

@@ -6,7 +6,7 @@ from typing import Callable
 
 from superserve.scheduling.baselines import INFaaS, ClipperPlus, MaxAcc, MaxBatch
 from superserve.scheduling.edf_queue import EdfQueue, QueueFull
-from superserve.scheduling.policy import Decision, Policy, PolicyKind, take_batch
+from superserve.scheduling.policy import Decision, Policy, PolicyKind, PolicyOptions, take_batch
 from superserve.scheduling.profile import LatencyProfile
 from superserve.scheduling.request import Request
 from superserve.scheduling.slackfit import SlackFit
@@ -29,4 +29,4 @@ def make_policy(name: str | PolicyKind, profile: LatencyProfile, **params: objec
 
 __all__ = ["Request", "EdfQueue", "QueueFull", "Decision", "Policy", "take_batch", "SlackFit",
            "SlackFitPaper", "MaxBatch", "MaxAcc", "ClipperPlus", "INFaaS", "make_policy", "POLICY_NAMES",
-           "PolicyKind", "LatencyProfile"]
+           "PolicyKind", "PolicyOptions", "LatencyProfile"]

@@ -10,9 +10,10 @@
 from __future__ import annotations
 
 from bisect import bisect_right
+from typing import Any
 
 from superserve.scheduling.profile import LatencyProfile
-from superserve.scheduling.policy import Decision, Policy, ShedRule, WhenLate
+from superserve.scheduling.policy import Decision, Policy
 
 
 class MaxBatch(Policy):
@@ -33,10 +34,8 @@ class MaxBatch(Policy):
 class MaxAcc(Policy):
     name = "maxacc"
 
-    def __init__(self, profile: LatencyProfile, *, overhead_ms: float = 0.0,
-                 when_late: WhenLate = "fastest", quantile: str = "p50", shed_rule: ShedRule = "backlog") -> None:
-        super().__init__(profile, overhead_ms=overhead_ms, when_late=when_late, quantile=quantile,
-                         shed_rule=shed_rule)
+    def __init__(self, profile: LatencyProfile, **common: Any) -> None:
+        super().__init__(profile, **common)  # options= / the PolicyOptions fields
         # Most accurate first; equal accuracy: faster first.
         t = self.table
         self._by_accuracy = sorted(range(t.num_subnets), key=lambda s: (-t.accuracy[s], t.latency_ms[s][0]))
@@ -54,10 +53,8 @@ class MaxAcc(Policy):
 class ClipperPlus(Policy):
     name = "clipper+"
 
-    def __init__(self, profile: LatencyProfile, subnet_id: str, *, overhead_ms: float = 0.0,
-                 when_late: WhenLate = "fastest", quantile: str = "p50", shed_rule: ShedRule = "backlog") -> None:
-        super().__init__(profile, overhead_ms=overhead_ms, when_late=when_late, quantile=quantile,
-                         shed_rule=shed_rule)
+    def __init__(self, profile: LatencyProfile, subnet_id: str, **common: Any) -> None:
+        super().__init__(profile, **common)
         self.subnet_id = subnet_id
         self.subnet_index = profile.index_of(subnet_id)
 
@@ -80,11 +77,8 @@ class ClipperPlus(Policy):
 class INFaaS(Policy):
     name = "infaas"
 
-    def __init__(self, profile: LatencyProfile, min_accuracy: float | None = None, *,
-                 overhead_ms: float = 0.0, when_late: WhenLate = "fastest",
-                 quantile: str = "p50", shed_rule: ShedRule = "backlog") -> None:
-        super().__init__(profile, overhead_ms=overhead_ms, when_late=when_late, quantile=quantile,
-                         shed_rule=shed_rule)
+    def __init__(self, profile: LatencyProfile, min_accuracy: float | None = None, **common: Any) -> None:
+        super().__init__(profile, **common)
         t = self.table
         self.policy_floor = float(min_accuracy or 0.0)
         self._by_cost = sorted(range(t.num_subnets), key=lambda s: (t.latency_ms[s][0], -t.accuracy[s]))

@@ -31,8 +31,8 @@ from __future__ import annotations
 import enum
 from abc import ABC, abstractmethod
 from bisect import bisect_right
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, replace
+from typing import Any, Literal
 
 from superserve.scheduling.edf_queue import EdfQueue
 from superserve.scheduling.latency_table import LatencyTable
@@ -74,6 +74,33 @@ _POLICY_ALIASES = {k.value.replace("-", ""): k for k in PolicyKind} | {
 
 
 @dataclass(frozen=True, slots=True)
+class PolicyOptions:
+    """The settings every policy shares (see the module docstring): the per-batch overhead,
+    what to do when no option is feasible, the latency quantile planned with, which requests
+    to shed, and how many workers serve the queue (only rate-aware policies read it)."""
+
+    overhead_ms: float = 0.0
+    when_late: WhenLate = "fastest"
+    quantile: str = "p50"
+    shed_rule: ShedRule = "backlog"
+    num_workers: int = 1
+
+    def __post_init__(self) -> None:
+        if self.num_workers < 1:
+            raise ValueError("num_workers must be >= 1")
+        if self.shed_rule not in ("hopeless", "backlog"):
+            raise ValueError(f"shed_rule must be 'hopeless' or 'backlog', not {self.shed_rule!r}")
+        if self.quantile not in ("p50", "p99"):
+            raise ValueError(f"quantile must be 'p50' or 'p99', not {self.quantile!r}")
+        if self.when_late not in ("fastest", "drain"):
+            raise ValueError(f"when_late must be 'fastest' or 'drain', not {self.when_late!r}")
+        if self.overhead_ms < 0:
+            raise ValueError("overhead_ms must be >= 0")
+        object.__setattr__(self, "num_workers", int(self.num_workers))
+        object.__setattr__(self, "overhead_ms", float(self.overhead_ms))
+
+
+@dataclass(frozen=True, slots=True)
 class Decision:
     """Run SubNet ``subnet_index`` on the ``batch_size`` earliest-deadline requests."""
 
@@ -95,28 +122,23 @@ class Policy(ABC):
 
     name: str = "policy"
 
-    def __init__(self, profile: LatencyProfile, *, overhead_ms: float = 0.0,
-                 when_late: WhenLate = "fastest", quantile: str = "p50",
-                 shed_rule: ShedRule = "backlog", num_workers: int = 1) -> None:
-        if num_workers < 1:
-            raise ValueError("num_workers must be >= 1")
-        self.num_workers = int(num_workers)
-        if shed_rule not in ("hopeless", "backlog"):
-            raise ValueError(f"shed_rule must be 'hopeless' or 'backlog', not {shed_rule!r}")
-        self.shed_rule = shed_rule
-        if quantile not in ("p50", "p99"):
-            raise ValueError(f"quantile must be 'p50' or 'p99', not {quantile!r}")
-        if when_late not in ("fastest", "drain"):
-            raise ValueError(f"when_late must be 'fastest' or 'drain', not {when_late!r}")
-        if overhead_ms < 0:
-            raise ValueError("overhead_ms must be >= 0")
+    def __init__(self, profile: LatencyProfile, *, options: PolicyOptions | None = None, **common: Any) -> None:
+        """``options``: the settings every policy shares; ``common``: any of its fields as
+        keywords (``overhead_ms=0.2, num_workers=8``), over ``options``. Subclasses take
+        their own parameters and pass ``**common`` on."""
+        opts = options if options is not None else PolicyOptions()
+        if common:
+            opts = replace(opts, **common)  # an unknown keyword: TypeError, as a constructor
+        self.options = opts
+        self.num_workers = opts.num_workers
+        self.shed_rule = opts.shed_rule
         self.profile = profile
         # Plan with p50 (fills the slack; right when latencies are steady) or p99 (a margin
         # for latency noise: fewer late answers, a little less accuracy).
-        self.quantile = quantile
-        self.table = LatencyTable.from_profile(profile, quantile)
-        self.overhead_ms = float(overhead_ms)
-        self.when_late = when_late
+        self.quantile = opts.quantile
+        self.table = LatencyTable.from_profile(profile, opts.quantile)
+        self.overhead_ms = opts.overhead_ms
+        self.when_late = opts.when_late
         t = self.table
         # Decisions are immutable: build each (SubNet, batch) once, hand out the same object.
         self._decisions = tuple(

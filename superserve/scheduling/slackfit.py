@@ -36,10 +36,11 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from dataclasses import dataclass
+from typing import Any
 
 from superserve.scheduling.profile import LatencyProfile
 from superserve.scheduling.edf_queue import EdfQueue
-from superserve.scheduling.policy import Decision, Policy, ShedRule, WhenLate
+from superserve.scheduling.policy import Decision, Policy
 
 DEFAULT_RATE_WINDOW_MS = 10.0
 DEFAULT_RATE_WEIGHT = 0.85
@@ -76,11 +77,8 @@ class SlackFit(Policy):
                  margin: float = DEFAULT_MARGIN, rate_weight: float = DEFAULT_RATE_WEIGHT, gate: float = DEFAULT_GATE,
                  batch_share: float = DEFAULT_BATCH_SHARE, horizon_ms: float = DEFAULT_HORIZON_MS,
                  long_window_ms: float = DEFAULT_LONG_WINDOW_MS, long_weight: float = DEFAULT_LONG_WEIGHT,
-                 floor_from: float = DEFAULT_FLOOR_FROM,
-                 lookahead: bool = False, num_workers: int = 1, overhead_ms: float = 0.0,
-                 when_late: WhenLate = "fastest", quantile: str = "p50", shed_rule: ShedRule = "backlog") -> None:
-        super().__init__(profile, overhead_ms=overhead_ms, when_late=when_late, quantile=quantile,
-                         shed_rule=shed_rule, num_workers=num_workers)
+                 floor_from: float = DEFAULT_FLOOR_FROM, lookahead: bool = False, **common: Any) -> None:
+        super().__init__(profile, **common)  # options= / the PolicyOptions fields (num_workers, ...)
         if rate_window_ms <= 0 or long_window_ms <= 0:
             raise ValueError("rate_window_ms and long_window_ms must be > 0")
         if min(margin, rate_weight, gate, long_weight, horizon_ms, floor_from) < 0:

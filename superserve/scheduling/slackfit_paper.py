@@ -29,10 +29,10 @@ slack; ``partial="paper"`` runs the bucket's SubNet on the smaller batch, as the
 from __future__ import annotations
 
 from bisect import bisect_right
-from typing import Literal
+from typing import Any, Literal
 
 from superserve.scheduling.profile import LatencyProfile
-from superserve.scheduling.policy import Decision, Policy, ShedRule, WhenLate
+from superserve.scheduling.policy import Decision, Policy
 
 Partial = Literal["upgrade", "paper"]
 
@@ -43,10 +43,8 @@ class SlackFitPaper(Policy):
     name = "slackfit-paper"
 
     def __init__(self, profile: LatencyProfile, num_buckets: int | None = DEFAULT_NUM_BUCKETS, *,
-                 partial: Partial = "upgrade", lookahead: bool = False, overhead_ms: float = 0.0,
-                 when_late: WhenLate = "fastest", quantile: str = "p50", shed_rule: ShedRule = "backlog") -> None:
-        super().__init__(profile, overhead_ms=overhead_ms, when_late=when_late, quantile=quantile,
-                         shed_rule=shed_rule)
+                 partial: Partial = "upgrade", lookahead: bool = False, **common: Any) -> None:
+        super().__init__(profile, **common)  # options= / the PolicyOptions fields
         if partial not in ("upgrade", "paper"):
             raise ValueError(f"partial must be 'upgrade' or 'paper', not {partial!r}")
         if num_buckets is not None and num_buckets < 1:

@@ -15,6 +15,7 @@ import signal
 import ssl
 import sys
 import time
+from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,7 +23,7 @@ from aiohttp import web
 
 from superserve.scheduling import make_policy
 from superserve.scheduling.calibration import CalibratedPlanner
-from superserve.scheduling.policy import Policy, PolicyKind
+from superserve.scheduling.policy import Policy, PolicyKind, PolicyOptions
 from superserve.serving.auth import BearerAuth
 from superserve.serving.codec import InputCodec
 from superserve.serving.config import ServeConfig
@@ -76,11 +77,13 @@ def build_policy(config: ServeConfig, info: ModelInfo, profile: LatencyProfile |
 
 
 def _policy_parameters(name: str, profile: LatencyProfile, params: dict[str, object]) -> set[str]:
-    """The keyword parameters policy ``name`` accepts (from its class's signature)."""
+    """The keyword parameters policy ``name`` accepts: its class's own (from its signature)
+    and the settings every policy shares (:class:`PolicyOptions`)."""
     required = {k: params[k] for k in ("subnet_id",) if k in params}
     cls = type(make_policy(name, profile, **required))
-    return {p.name for p in inspect.signature(cls.__init__).parameters.values()
-            if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name not in ("self", "profile")}
+    own = {p.name for p in inspect.signature(cls.__init__).parameters.values()
+           if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name not in ("self", "profile", "options")}
+    return own | {f.name for f in fields(PolicyOptions)}
 
 
 def build_planner(config: ServeConfig, info: ModelInfo, now: float = 0.0) -> CalibratedPlanner:
