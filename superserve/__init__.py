@@ -3,8 +3,9 @@ import os
 
 # oneDNN caches one compiled primitive per (layer shape, batch size). Serving switches SubNet and
 # batch size on every batch, so the default capacity (1,024) thrashes: interleaved (SubNet,
-# batch) runs are much slower than back-to-back ones (docs/loadgen.md). The cache is read lazily, so this holds for every process that imports superserve before its first
-# convolution (workers, profiler, benchmarks); a user's own setting wins.
+# batch) runs are much slower than back-to-back ones (docs/loadgen.md). The cache is read
+# lazily, so this holds for every process that imports superserve before its first convolution
+# (workers, profiler, benchmarks); a user's own setting wins.
 os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "65536")
 
 __version__ = "0.1.0"
