@@ -36,8 +36,8 @@ poison input costs two workers (refilled by the standby and a restart), not all 
 Reported: every request answered once, each poison attempt's answer, worker deaths, and the
 other requests' outcomes and SLO attainment.
 
-Usage: python benchmarks/faults.py [--bundle DIR] [--seconds 60] [--kill-every 12] [--workers 2] [--standby 1]
-       python benchmarks/faults.py --poison [N] [--seconds 6] [--rate RPS]
+Usage: python -m benchmarks.faults [--bundle DIR] [--seconds 60] [--kill-every 12] [--workers 2] [--standby 1]
+       python -m benchmarks.faults --poison [N] [--seconds 6] [--rate RPS]
 Writes benchmarks/results/faults.json.
 """
 from __future__ import annotations

@@ -20,8 +20,8 @@ Writes benchmarks/results/live.json and live.png:
 * ``client_ceiling``: what the load client itself sustains against a no-op stub server in
   another process (send lag p99 under 5 ms, every answer in time).
 
-Rules (SLO, capacity, trace): superserve/loadgen/experiment.py.
-Usage: python benchmarks/live.py [--bundle DIR] [--workers 1] [--duration 45] [--profile-speed-factor 0.85]
+Rules (SLO, capacity, trace): superserve/experiments/comparison.py.
+Usage: python -m benchmarks.live [--bundle DIR] [--workers 1] [--duration 45] [--profile-speed-factor 0.85]
        [--skip-ceiling] [--quick]
 """
 from __future__ import annotations
@@ -145,7 +145,7 @@ def main() -> None:
                     help="serve the bundle's profile scaled by this (0.85: claims the host ~18 %% faster)")
     ap.add_argument("--capacity", choices=("served", "raw"), default="served",
                     help="C_large: the largest SubNet's throughput in a live server under saturation (served) "
-                         "or its worker's tight loop (raw); superserve/loadgen/experiment.py")
+                         "or its worker's tight loop (raw); superserve/experiments/comparison.py")
     ap.add_argument("--skip-ceiling", action="store_true",
                     help="only the policy comparison (no max_rate_at_999, raw rate or client ceiling)")
     ap.add_argument("--out", type=Path, default=RESULTS / "live.json")

@@ -19,8 +19,8 @@ served SubNet as a fixed Clipper+ (best one per instance and the distribution re
 (p50 latencies, shedding). The first instance is re-solved with half the slot to show how
 much the discretisation costs.
 
-    python benchmarks/optimality.py            # full (about 10 minutes on 2 cores)
-    python benchmarks/optimality.py --quick    # 4 instances, 3-ms slots (under a minute)
+    python -m benchmarks.optimality            # full (about 10 minutes on 2 cores)
+    python -m benchmarks.optimality --quick    # 4 instances, 3-ms slots (under a minute)
 """
 from __future__ import annotations
 
@@ -210,7 +210,8 @@ def summarize(instances: list[dict]) -> dict[str, Any]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--profile", type=Path, default=None, help="latency profile JSON (default: embedded)")
-    p.add_argument("--slo-ms", type=float, default=None, help="default: superserve.sim.defaults.default_slo_ms")
+    p.add_argument("--slo-ms", type=float, default=None,
+                   help="default: superserve.scheduling.conventions.default_slo_ms")
     p.add_argument("--quick", action="store_true", help=f"{len(QUICK)} instances, slots of SLO / 15")
     p.add_argument("--slot-ms", type=float, default=None, help="LP slot (default SLO / 45; --quick SLO / 15)")
     p.add_argument("--time-limit", type=float, default=300.0, help="HiGHS time limit per instance (s)")

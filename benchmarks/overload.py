@@ -22,7 +22,7 @@ counted), the latency of the router's fast answers (429/503/504: they never reac
 measured from the actual send (client send lag removed), the served requests' queue time,
 router and worker RSS before and after.
 
-Usage: python benchmarks/overload.py [--bundle DIR] [--seconds 20] [--factor 10]
+Usage: python -m benchmarks.overload [--bundle DIR] [--seconds 20] [--factor 10]
 Writes benchmarks/results/overload.json.
 """
 from __future__ import annotations

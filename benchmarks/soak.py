@@ -10,7 +10,7 @@ pools, connection buffers and caches have grown to their working size by then), 
 last sample; growth % is reported per process and in total (target < 5 %), with the
 sample series, attainment per segment and overall, and every request's accounting.
 
-Usage: python benchmarks/soak.py [--bundle DIR] [--minutes 10] [--workers 2] [--load 0.7]
+Usage: python -m benchmarks.soak [--bundle DIR] [--minutes 10] [--workers 2] [--load 0.7]
 Writes benchmarks/results/soak.json.
 """
 from __future__ import annotations
