@@ -356,7 +356,7 @@ def main() -> None:
         seconds = args.seconds if args.seconds is not None else 6.0
         res = poison_experiment(args.bundle, seconds=seconds, workers=args.workers, standby=args.standby,
                                 poisons=args.poison, rate=args.rate, margin_ms=args.margin_ms)
-        res["command"] = (f"python benchmarks/faults.py --poison {args.poison} --bundle {_rel(args.bundle)} "
+        res["command"] = (f"python -m benchmarks.faults --poison {args.poison} --bundle {_rel(args.bundle)} "
                           f"--seconds {seconds:g} --workers {args.workers} --standby {args.standby}"
                           + (f" --rate {args.rate:g}" if args.rate is not None else ""))
         out = json.loads(args.out.read_text()) if args.out.exists() else {}
@@ -371,7 +371,7 @@ def main() -> None:
     args.seconds = args.seconds if args.seconds is not None else 60.0
     res = faults_experiment(args.bundle, seconds=args.seconds, kill_every_s=args.kill_every, workers=args.workers,
                             load=args.load, margin_ms=args.margin_ms, standby=args.standby)
-    res["command"] = (f"python benchmarks/faults.py --bundle {_rel(args.bundle)} --seconds {args.seconds:g} "
+    res["command"] = (f"python -m benchmarks.faults --bundle {_rel(args.bundle)} --seconds {args.seconds:g} "
                       f"--kill-every {args.kill_every:g} --workers {args.workers} --load {args.load:g} "
                       f"--margin-ms {args.margin_ms:g} --standby {args.standby}")
     args.out.parent.mkdir(parents=True, exist_ok=True)

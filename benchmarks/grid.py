@@ -13,8 +13,8 @@ point, or attainment >= SlackFit's + 0.001 and accuracy >= SlackFit's). Gains ar
 against an *interpolated* fixed-SubNet line (the upper-right front of the fixed SubNets'
 (attainment, accuracy) points, joined linearly), so no ratio hinges on one step.
 
-    python benchmarks/grid.py            # the whole grid (~15 min on 2 cores)
-    python benchmarks/grid.py --quick    # a few cells, for development
+    python -m benchmarks.grid            # the whole grid (about 45 min on 2 cores)
+    python -m benchmarks.grid --quick    # a few cells, for development
 """
 from __future__ import annotations
 

@@ -245,7 +245,7 @@ def finish(args, p, rows: list, series: dict, t0: float, extra: dict | None = No
         "gap_met": bool(max(gaps) <= 1.0),
         **(extra or {"ceiling": "skipped (--skip-ceiling)"}),
         "quick": args.quick,
-        "command": "python benchmarks/live.py " + " ".join(_rel(a) if a.startswith("/") else a for a in sys.argv[1:]),
+        "command": "python -m benchmarks.live " + " ".join(_rel(a) if a.startswith("/") else a for a in sys.argv[1:]),
         "wall_s": round(time.monotonic() - t0, 1),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -143,7 +143,7 @@ def main() -> None:
     res = overload_experiment(args.bundle, seconds=args.seconds, factor=args.factor, max_rate=args.max_rate,
                               processes=args.processes, max_batch=args.max_batch, margin_ms=args.margin_ms,
                               repeats=args.repeats)
-    res["command"] = "python benchmarks/overload.py " + " ".join(
+    res["command"] = "python -m benchmarks.overload " + " ".join(
         f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in ("out",))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(res, indent=1))

@@ -120,7 +120,7 @@ def main() -> None:
     args = p.parse_args()
     res = soak_experiment(args.bundle, minutes=args.minutes, workers=args.workers, load=args.load,
                           sample_s=args.sample_s, margin_ms=args.margin_ms)
-    res["command"] = (f"python benchmarks/soak.py --bundle {args.bundle} --minutes {args.minutes:g} "
+    res["command"] = (f"python -m benchmarks.soak --bundle {args.bundle} --minutes {args.minutes:g} "
                       f"--workers {args.workers} --load {args.load:g} --margin-ms {args.margin_ms:g}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(res, indent=1))

@@ -1,7 +1,7 @@
 """SubNetAct side by side: switching SubNets inside one resident SuperNet vs loading extracted
 SubNets from disk, and the memory of both for the served (Pareto) set.
 
-    python benchmarks/subnetact.py [--bundle DIR] [--switches 20000]
+    python -m benchmarks.subnetact [--bundle DIR] [--switches 20000]
 
 Writes benchmarks/results/subnetact.json.
 """
