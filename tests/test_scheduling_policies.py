@@ -293,7 +293,7 @@ def test_slackfit_cap_follows_the_arrival_rate(rate, workers, slo_ms):
     q = stream_queue(rate, n, slo_ms / 1000, now)
     window = (q.latest_deadline - now) * 1000.0 - (pol._fast_batch_ms if n > PROFILE.max_batch else 0.0)
     r = q.arrival_rate(now, pol.rate_window_ms / 1000.0) / 1000.0 / workers
-    h = pol.horizon_ms
+    h = pol.horizon_slos * slo_ms
     demand = (n / workers + r * h) / (h + max(window, 0.0))
     if max(caps) >= demand * 1.001:
         assert caps[plan.cap] >= demand * 0.999

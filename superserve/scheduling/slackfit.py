@@ -12,15 +12,16 @@ This rule decides in two steps, each a handful of bisects (2-3 us with thousands
    (below that, a queue the fleet clears in about one round of batches, the cap is the most
    accurate SubNet and the slack alone decides, as in the paper), the demand per worker is
    what a capacity c must cover if the recent arrival rate r (over ``rate_window_ms``) goes
-   on for ``horizon_ms`` H: the queue then holds n + (r - c) H per worker, to be cleared
-   before its latest deadline, ``window`` ms away, so c >= (n + r H) / (H + window). A longer
-   SLO absorbs more of a burst; a burst that lasts weighs as its full rate. Near the top
+   on for a horizon H of ``horizon_slos`` x the SLO: the queue then holds n + (r - c) H per
+   worker, to be cleared before its latest deadline, ``window`` ms away, so
+   c >= (n + r H) / (H + window). A longer SLO absorbs more of a burst; a burst that lasts
+   weighs as its full rate; the horizon in SLOs keeps the rule free of the profile's scale. Near the top
    capacity a floor applies: the rate over ``long_window_ms`` (the sustained load), once it
    reaches ``floor_from`` x the fastest SubNet's capacity, so that a lull inside a busy period
    does not commit workers to SubNets the load cannot afford. ``margin`` raises the demand.
    The cap is the most accurate SubNet whose *capacity* covers it: its best throughput,
    b / latency(b), over the batches whose latency fits ``batch_share`` of the SLO, on measured
-   numbers (where batch 16 costs more per request than 15, 15 counts). ``horizon_ms=0`` is
+   numbers (where batch 16 costs more per request than 15, 15 counts). ``horizon_slos=0`` is
    the earlier rule, kept for ablation: the larger of ``rate_weight`` x r and n / window.
 2. **The choice.** The largest batch that some option no slower than the cap runs within the
    head's slack, fast enough for the backlog (b / latency >= the backlog's rate per worker),
@@ -47,7 +48,7 @@ DEFAULT_RATE_WEIGHT = 0.85
 DEFAULT_MARGIN = 0.0
 DEFAULT_BATCH_SHARE = 1.0
 DEFAULT_GATE = 0.5
-DEFAULT_HORIZON_MS = 100.0
+DEFAULT_HORIZON_SLOS = 3.0
 DEFAULT_LONG_WINDOW_MS = 250.0
 DEFAULT_LONG_WEIGHT = 1.0
 DEFAULT_FLOOR_FROM = 0.9
@@ -75,14 +76,14 @@ class SlackFit(Policy):
 
     def __init__(self, profile: LatencyProfile, *, rate_window_ms: float = DEFAULT_RATE_WINDOW_MS,
                  margin: float = DEFAULT_MARGIN, rate_weight: float = DEFAULT_RATE_WEIGHT, gate: float = DEFAULT_GATE,
-                 batch_share: float = DEFAULT_BATCH_SHARE, horizon_ms: float = DEFAULT_HORIZON_MS,
+                 batch_share: float = DEFAULT_BATCH_SHARE, horizon_slos: float = DEFAULT_HORIZON_SLOS,
                  long_window_ms: float = DEFAULT_LONG_WINDOW_MS, long_weight: float = DEFAULT_LONG_WEIGHT,
                  floor_from: float = DEFAULT_FLOOR_FROM, lookahead: bool = False, **common: Any) -> None:
         super().__init__(profile, **common)  # options= / the PolicyOptions fields (num_workers, ...)
         if rate_window_ms <= 0 or long_window_ms <= 0:
             raise ValueError("rate_window_ms and long_window_ms must be > 0")
-        if min(margin, rate_weight, gate, long_weight, horizon_ms, floor_from) < 0:
-            raise ValueError("margin, rate_weight, gate, long_weight, horizon_ms and floor_from must be >= 0")
+        if min(margin, rate_weight, gate, long_weight, horizon_slos, floor_from) < 0:
+            raise ValueError("margin, rate_weight, gate, long_weight, horizon_slos and floor_from must be >= 0")
         if not 0 < batch_share <= 1:
             raise ValueError("batch_share must be in (0, 1]")
         self.rate_window_ms = float(rate_window_ms)
@@ -93,7 +94,7 @@ class SlackFit(Policy):
         self.long_window_ms = float(long_window_ms)
         self.long_weight = float(long_weight)
         self.floor_from = float(floor_from)
-        self.horizon_ms = float(horizon_ms)
+        self.horizon_slos = float(horizon_slos)
         self.lookahead = bool(lookahead)
         t, oh = self.table, self.overhead_ms
         # Latency with the known overhead: what a decision really costs.
@@ -141,11 +142,11 @@ class SlackFit(Policy):
         if n <= self.gate * workers * self.table.max_batch:
             return _Plan(self.table.num_subnets - 1, backlog, limit_ms)
         rate = queue.arrival_rate(now, self.rate_window_ms / 1000.0) / 1000.0 * grow  # per ms, per worker
-        if self.horizon_ms > 0.0:
+        if self.horizon_slos > 0.0:
             # The recent rate r goes on for horizon H: the queue then holds n + (r - c) H per
             # worker, which a capacity c must still clear within the window: c >= (n + r H) / (H + window).
             # A longer SLO absorbs more of a burst; a long burst weighs as its full rate.
-            h = self.horizon_ms
+            h = self.horizon_slos * slo_ms
             demand = (n * grow + rate * h) / (h + (window if window > 0.0 else 0.0))
         else:  # the earlier rule (ablation): the larger of the weighted rate and the backlog's drain rate
             demand = max(self.rate_weight * rate, backlog)
@@ -200,6 +201,6 @@ class SlackFit(Policy):
     def describe(self) -> str:
         la = ", lookahead=True" if self.lookahead else ""
         return (f"rate_window_ms={self.rate_window_ms}, rate_weight={self.rate_weight}, margin={self.margin}, "
-                f"gate={self.gate}, batch_share={self.batch_share}, horizon_ms={self.horizon_ms}, "
+                f"gate={self.gate}, batch_share={self.batch_share}, horizon_slos={self.horizon_slos}, "
                 f"long_window_ms={self.long_window_ms}, long_weight={self.long_weight}, floor_from={self.floor_from}"
                 f"{la}, num_workers={self.num_workers}, {super().describe()}")
