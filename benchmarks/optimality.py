@@ -2,13 +2,17 @@
 paper's objective) as a fraction of an upper bound on the offline optimum.
 
 Instances (18): each exactly 21 SLOs long (the default SLO on the embedded profile is 45 ms)
-with 6,800-36,000 requests, on 1, 2 and 4 workers, at mean loads of 0.9-1.2 x C_small
-(C_small = workers x 16 / p50 of the fastest SubNet at batch 16), with bursty arrivals: the
-on/off Markov-modulated Poisson process (``workload.onoff``, 60-ms bursts at twice the mean
-rate, silent in between) and Gamma renewal streams (CV^2 8); two seeds per setting. Each
-record states the requests, the span in SLOs, the workers, the load, the measured CV^2 and
-the 100-ms peak-to-mean rate, and checks the instance is one where always serving the
-fastest SubNet stays clearly below the bound (ratio <= 0.93).
+with at least 2,000 requests, on 1, 2 and 4 workers, at mean loads of 0.3, 0.6 and 0.9 x C_max
+(C_max = workers x the highest throughput any SubNet reaches, at its best batch), each with
+the on/off Markov-modulated Poisson process (``workload.onoff``, 60-ms bursts at twice the
+mean rate, silent in between: at 0.9 the bursts overload even the fastest SubNet) and a Gamma
+renewal stream (CV^2 8). Light, busy and overloaded instances side by side: a deployment picks
+its fixed SubNet before it sees the load, so each fixed SubNet is one baseline across all of
+them (the best of them on average is the strongest fixed rival; the per-instance best, a
+hindsight oracle, is reported beside). Each record states the requests, the span in SLOs, the
+workers, the load, the measured CV^2 and the 100-ms peak-to-mean rate, and how far below the
+bound the fastest SubNet alone stays (it cannot fall below about its accuracy over the most
+accurate SubNet's, 0.945 here, unless it drops requests: the check asks <= 0.97).
 
 The bound is the LP of superserve/sim/optimum.py (HiGHS): the profile's (SubNet, batch)
 options cut to the per-batch Pareto fronts (exact: the optimum never needs the others),
@@ -19,7 +23,7 @@ served SubNet as a fixed Clipper+ (best one per instance and the distribution re
 (p50 latencies, shedding). The first instance is re-solved with half the slot to show how
 much the discretisation costs.
 
-    python -m benchmarks.optimality            # full (about 10 minutes on 2 cores)
+    python -m benchmarks.optimality            # full (about 15 minutes on 2 cores)
     python -m benchmarks.optimality --quick    # 4 instances, 3-ms slots (under a minute)
 """
 from __future__ import annotations
@@ -146,7 +150,7 @@ def run_instance(profile: LatencyProfile, slo: float, setting: tuple, seed: int,
         "best_policy_ratio": max(v["ratio"] for v in pols.values()),
         "slackfit_ahead_of_all": all(pols["SlackFit"]["ratio"] > v for v in baselines.values()),
         "checks": {"requests_ge_2000": int(arr.size) >= 2000, "span_ge_20_slos": arr[-1] * 1000.0 / slo >= 20.0,
-                   "smallest_ratio_le_0.93": fixed[small_id]["ratio"] <= 0.93},
+                   "smallest_ratio_le_0.97": fixed[small_id]["ratio"] <= 0.97},
     }
 
 
