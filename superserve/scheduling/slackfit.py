@@ -15,10 +15,11 @@ This rule decides in two steps, each a handful of bisects (2-3 us with thousands
    on for a horizon H of ``horizon_slos`` x the SLO: the queue then holds n + (r - c) H per
    worker, to be cleared before its latest deadline, ``window`` ms away, so
    c >= (n + r H) / (H + window). A longer SLO absorbs more of a burst; a burst that lasts
-   weighs as its full rate; the horizon in SLOs keeps the rule free of the profile's scale. Near the top
-   capacity a floor applies: the rate over ``long_window_ms`` (the sustained load), once it
-   reaches ``floor_from`` x the fastest SubNet's capacity, so that a lull inside a busy period
-   does not commit workers to SubNets the load cannot afford. ``margin`` raises the demand.
+   weighs as its full rate; the horizon in SLOs keeps the rule free of the profile's scale.
+   Near the top capacity a floor applies: the rate over ``long_window_ms`` (the sustained
+   load), once it reaches ``floor_from`` x the fastest SubNet's capacity, so that a lull
+   inside a busy period does not commit workers to SubNets the load cannot afford.
+   ``margin`` raises the demand.
    The cap is the most accurate SubNet whose *capacity* covers it: its best throughput,
    b / latency(b), over the batches whose latency fits ``batch_share`` of the SLO, on measured
    numbers (where batch 16 costs more per request than 15, 15 counts). ``horizon_slos=0`` is
@@ -147,16 +148,18 @@ class SlackFit(Policy):
             # worker, which a capacity c must still clear within the window: c >= (n + r H) / (H + window).
             # A longer SLO absorbs more of a burst; a long burst weighs as its full rate.
             h = self.horizon_slos * slo_ms
-            demand = (n * grow + rate * h) / (h + (window if window > 0.0 else 0.0))
+            span = h + (window if window > 0.0 else 0.0)
+            # No time left at all (a zero SLO, every deadline passed): only the fastest keeps up.
+            demand = (n * grow + rate * h) / span if span > 0.0 else float("inf")
         else:  # the earlier rule (ablation): the larger of the weighted rate and the backlog's drain rate
             demand = max(self.rate_weight * rate, backlog)
         st = self._staircase(limit_ms)
         if self.long_weight > 0.0:
             # The sustained rate near the top capacity: a floor, so that a lull inside a busy
             # period does not commit workers to SubNets the mean load cannot afford.
-            floor = self.long_weight * queue.arrival_rate(now, self.long_window_ms / 1000.0) / 1000.0 * grow
-            if floor > demand and floor >= self.floor_from * self.long_weight * -st.neg_capacity[0]:
-                demand = floor
+            sustained = queue.arrival_rate(now, self.long_window_ms / 1000.0) / 1000.0 * grow
+            if sustained >= self.floor_from * -st.neg_capacity[0] and self.long_weight * sustained > demand:
+                demand = self.long_weight * sustained
         k = bisect_right(st.neg_capacity, -demand) - 1
         return _Plan(st.subnet[k if k >= 0 else 0], backlog, limit_ms)
 
