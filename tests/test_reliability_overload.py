@@ -33,6 +33,7 @@ def test_ten_times_overload_answers_everything_and_recovers():
 # --- admission: hopeless requests are refused at arrival (fake pool, exact) -------------------
 def test_a_request_that_cannot_make_it_behind_the_queue_is_shed_at_arrival(fake_router):
     import asyncio
+    import time
 
     from superserve.outcome import Outcome
 
@@ -54,6 +55,11 @@ def test_a_request_that_cannot_make_it_behind_the_queue_is_shed_at_arrival(fake_
         # A later one that queues last (its deadline is after every queued one) and cannot
         # make it: refused at once.
         await asyncio.sleep(0.15 * slo / 1000)
+        # Queuing the first half took time too (much of it on a busy machine): wait until a
+        # 0.9-SLO deadline falls after every queued one, as the rule requires.
+        margin_s = min(router.response_margin_ms + router.lag_margin_ms, 0.25 * 0.9 * slo) / 1000
+        while time.monotonic() + 0.9 * slo / 1000 - margin_s < router.queue.latest_deadline + 0.001:
+            await asyncio.sleep(0.001)
         r = await asyncio.wait_for(router.infer(row, 0.9 * slo), 0.1)
         assert r.outcome is Outcome.SHED and "requests ahead" in r.message
         assert len(router.queue) == queued  # never queued
