@@ -162,8 +162,7 @@ def main() -> None:
     rows, series = [], {}
     for spec in p.policies:
         s, ts = ex.run_policy(p, spec, progress=False, processes=args.processes)
-        speed_fn, over_fn, lag_fn = ex.host_timeline(s["calibration_events"], s["trace_t0"])
-        sim = ex.simulate_policy(p, spec, host_speed=speed_fn, host_overhead_ms=over_fn, lag_margin_ms=lag_fn)
+        sim = ex.live_twin(p, spec, s)
         r = ex.row(spec, s, sim)
         r["slo_attainment_live"] = r["slo_attainment"]
         r["slo_attainment_sim"] = r["sim_slo_attainment"]
@@ -173,6 +172,7 @@ def main() -> None:
         r.update(ex.simulate_policy(p, spec, prefix="sim_nominal"))
         r["gap_points_nominal"] = round(100 * (r["slo_attainment"] - r["sim_nominal_slo_attainment"]), 3)
         r["profile_check"] = s.get("profile_check")
+        r["host_shape"] = s.get("host_shape")
         speeds = [e["speed"] for e in s["calibration_events"]]
         r["live_speed_factor"] = ({"p5": round(float(np.percentile(speeds, 5)), 4),
                                    "p50": round(float(np.median(speeds)), 4),

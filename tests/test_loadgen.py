@@ -229,3 +229,50 @@ def test_host_timeline_replays_the_speed_of_each_interval():
     speed, over, lag = host_timeline(ev, t0=100.0)
     assert speed(-5.0) == 1.2 and speed(0.2) == 1.5 and speed(0.5) == 1.5 and speed(0.7) == 0.9
     assert speed(9.0) == 0.9 and over(0.3) == 0.4 and lag(0.8) == 1.0
+
+
+def test_host_shape_recovers_how_batch_cost_grows_on_this_host(tiny_profile):
+    """A host whose batch 1 runs 0.7 x the profile and whose largest batch runs 0.9 x is not a
+    uniformly faster host: the twin's per-batch-size shape comes back from the records
+    (relative to the run's mean ratio), and sizes seen in few batches stay near 1."""
+    import types
+
+    from superserve.experiments.comparison import host_shape
+
+    prof = tiny_profile
+    nb = prof.max_batch
+    true = np.linspace(0.7, 0.9, nb)
+    sizes = np.repeat(np.arange(1, nb + 1), 200 * np.arange(1, nb + 1))  # 200 batches per size
+    sub = np.arange(sizes.size) % len(prof.subnets)
+    comp = np.array([prof.subnets[s].latency_p50_ms[b - 1] for s, b in zip(sub, sizes)]) * true[sizes - 1]
+    rec = types.SimpleNamespace(batch_size=sizes, compute_ms=comp, subnet=sub,
+                                subnet_ids=[s.id for s in prof.subnets])
+    shape = np.array(host_shape(rec, prof, prior_batches=0.0))
+    assert np.allclose(shape / shape[0], true / true[0], rtol=1e-3)
+    assert shape[0] < 1.0 < shape[-1]
+    few = types.SimpleNamespace(batch_size=np.array([1, 1, 2, 2]), compute_ms=np.array([1.0, 1.0, 9.0, 9.0]),
+                                subnet=np.zeros(4, dtype=int), subnet_ids=[prof.subnets[0].id])
+    assert all(abs(x - 1.0) < 0.5 for x in host_shape(few, prof))
+
+
+def test_simulated_host_shape_scales_each_batch_size(tiny_profile):
+    """host_shape multiplies the simulated latency per batch size: a shape of 2 everywhere is
+    the host at speed 2; a shape that only slows large batches costs throughput under load."""
+    from superserve.scheduling import ClipperPlus
+    from superserve.sim import simulate
+    from superserve.workload import poisson
+
+    prof = tiny_profile
+    sid = prof.largest.id
+    cap = prof.max_batch * 1000.0 / prof.largest.latency_p50_ms[-1]
+    tr = poisson(0.95 * cap, 2.0, seed=1)
+    kw = dict(num_workers=1, slo_ms=4 * prof.largest.latency_p50_ms[-1])
+    a = simulate(tr, prof, ClipperPlus(prof, sid), host_speed=2.0, **kw)
+    b = simulate(tr, prof, ClipperPlus(prof, sid), host_shape=[2.0] * prof.max_batch, **kw)
+    assert np.array_equal(a.outcome, b.outcome) and np.allclose(a.finish, b.finish, equal_nan=True)
+    steep = [1.0] * (prof.max_batch // 2) + [1.5] * (prof.max_batch - prof.max_batch // 2)
+    c = simulate(tr, prof, ClipperPlus(prof, sid), **kw)
+    d = simulate(tr, prof, ClipperPlus(prof, sid), host_shape=steep, **kw)
+    assert d.slo_attainment < c.slo_attainment
+    with pytest.raises(ValueError):
+        simulate(tr, prof, ClipperPlus(prof, sid), host_shape=[1.0], **kw)

@@ -28,8 +28,10 @@ Rules (all measured or derived on the machine that runs it):
   calibration absorbs a wrong profile. The SLO and the trace stay those of the bundle.
 * The simulated twin (:func:`simulate_policy`) runs the server's own calibrated planner on
   the served profile; its host runs at the speed the live server measured over the run
-  (the server's calibration events, a function of time), or, for ``sim_nominal_*``, at
-  ``1 / profile_speed_factor`` throughout.
+  (the server's calibration events, a function of time) with the per-batch-size shape the
+  live run measured (:func:`host_shape`: this host's batch 1 may run 0.7 x the profile and
+  its batch 12 0.88 x; a uniform factor would overstate a saturated SubNet's throughput by
+  a few per cent), or, for ``sim_nominal_*``, at ``1 / profile_speed_factor`` throughout.
 """
 from __future__ import annotations
 
@@ -200,11 +202,48 @@ def host_timeline(events: list[dict[str, Any]], t0: float
     return at(sp), at(ov), at(lag)
 
 
+def host_shape(records: Any, profile: LatencyProfile, prior_batches: float = 8.0) -> list[float]:
+    """This host's latency per batch size relative to its mean speed, from a live run's
+    records (compute_ms, batch_size and SubNet of every answered request): for each batch
+    size b, sum(measured) / sum(profiled p50) over its batches, divided by the same ratio
+    over all batches; shrunk towards 1 by ``prior_batches`` (a size seen in a handful of
+    batches says little). Index b-1 holds size b."""
+    nb = profile.max_batch
+    b = np.asarray(records.batch_size)
+    c = np.asarray(records.compute_ms, dtype=np.float64)
+    sub = np.asarray(records.subnet)
+    ok = (b > 0) & (b <= nb) & np.isfinite(c) & (sub >= 0)
+    if not ok.any():
+        return [1.0] * nb
+    ids = list(records.subnet_ids)
+    p50 = np.array([[sp.latency_p50_ms[k] for k in range(nb)] for sp in (profile.by_id(i) for i in ids)])
+    b, c, sub = b[ok].astype(int), c[ok], sub[ok]
+    prof = p50[sub, b - 1]
+    w = 1.0 / b  # each request carries 1/b of its batch
+    overall = float((c * w).sum() / (prof * w).sum())
+    batches = np.bincount(b - 1, weights=w, minlength=nb)
+    meas = np.bincount(b - 1, weights=c * w, minlength=nb)
+    pred = np.bincount(b - 1, weights=prof * w, minlength=nb)
+    ratio = np.divide(meas, pred * overall, out=np.ones(nb), where=pred > 0)
+    shrunk = (batches * ratio + prior_batches) / (batches + prior_batches)
+    return [round(float(x), 4) for x in shrunk]
+
+
+def live_twin(p: ExperimentPlan, spec: PolicySpec, s: dict[str, Any]) -> dict[str, Any]:
+    """The simulated twin of a live run (``s`` from :func:`run_policy`): the host replayed at
+    the speed, overhead and loop-lag margin the server measured over time, with the
+    per-batch-size shape of its records."""
+    speed_fn, over_fn, lag_fn = host_timeline(s["calibration_events"], s["trace_t0"])
+    return simulate_policy(p, spec, host_speed=speed_fn, host_overhead_ms=over_fn, lag_margin_ms=lag_fn,
+                           host_shape=s.get("host_shape"))
+
+
 def simulate_policy(p: ExperimentPlan, spec: PolicySpec, trace: Trace | None = None,
                     speed_factor: float = 1.0, prefix: str = "sim",
                     host_speed: float | Callable[[float], float] | None = None,
                     host_overhead_ms: float | Callable[[float], float] | None = None,
-                    lag_margin_ms: Callable[[float], float] | None = None) -> dict[str, Any]:
+                    lag_margin_ms: Callable[[float], float] | None = None,
+                    host_shape: list[float] | None = None) -> dict[str, Any]:
     """The simulator's prediction with the very objects the server builds from the same
     config (the calibrated planner and its policy factory: same planning quantile,
     overhead, response margin, start-up check and queue bound), on the same trace and
@@ -212,7 +251,8 @@ def simulate_policy(p: ExperimentPlan, spec: PolicySpec, trace: Trace | None = N
     ``latency="lognormal"`` draws batch latencies through the profile's p50 and p99; the
     ``{prefix}_p50_*`` figures use deterministic p50 latencies. The simulated host runs
     ``host_speed`` x the served profile (default ``1 / profile_speed_factor``: the bundle's
-    profile; a function of time replays a measured host). ``speed_factor`` != 1 scales the
+    profile; a function of time replays a measured host), times ``host_shape[b - 1]`` per
+    batch size when given. ``speed_factor`` != 1 scales the
     served profile itself (a diagnostic), policy included."""
     from superserve.serving.model_info import read_model_info
     from superserve.serving.server import build_planner
@@ -236,7 +276,7 @@ def simulate_policy(p: ExperimentPlan, spec: PolicySpec, trace: Trace | None = N
     for key, model in ((prefix, "lognormal"), (f"{prefix}_p50", "p50")):
         res = simulate(trace, info.profile, build_planner(cfg, info), num_workers=p.workers, slo_ms=budget,
                        latency=model, overhead_ms=over, late=cfg.late, seed=0,
-                       queue_capacity=cfg.queue_capacity, host_speed=host)
+                       queue_capacity=cfg.queue_capacity, host_speed=host, host_shape=host_shape)
         out[f"{key}_slo_attainment"] = round(res.slo_attainment, 6)
         out[f"{key}_mean_accuracy"] = round(res.mean_accuracy, 5) if res.mean_accuracy == res.mean_accuracy else None
         if model == "lognormal":
@@ -265,6 +305,7 @@ def run_policy(p: ExperimentPlan, spec: PolicySpec, *, trace: Trace | None = Non
     done = r.scheduled_s + r.latency_s
     s["trace_t0"] = t_end - float(np.nanmax(done)) if np.isfinite(done).any() else t_end - trace.duration_s
     s["calibration_events"] = [e for e in events if e["event"] in ("profile_check", "calibration")]
+    s["host_shape"] = host_shape(r, p.profile)
     check = next((e for e in events if e["event"] == "profile_check"), None)
     if check is not None:
         s["profile_check"] = {k: check[k] for k in ("speed", "overhead_ms", "overhead_p50_ms", "batches", "seconds",

@@ -37,8 +37,7 @@ def demo_command(
     rows, series, checks = [], {}, {}
     for spec in p.policies:
         s, ts = ex.run_policy(p, spec, progress=not quiet)
-        speed_fn, over_fn, lag_fn = ex.host_timeline(s["calibration_events"], s["trace_t0"])
-        sim = ex.simulate_policy(p, spec, host_speed=speed_fn, host_overhead_ms=over_fn, lag_margin_ms=lag_fn)
+        sim = ex.live_twin(p, spec, s)
         rows.append(ex.row(spec, s, sim))
         series[spec.label] = ts
         check = next((e for e in s["calibration_events"] if e["event"] == "profile_check"), None)

@@ -23,7 +23,11 @@ Semantics (parameters):
   REJECTED. ``admission``: refuse hopeless arrivals at once as the router does (shedding only).
 * ``host_speed``: the simulated host runs every batch ``host_speed`` x the profile's latency
   (a number, or a function of virtual time for a host that drifts during the run);
-  ``overhead_ms`` may be a function of time too.
+  ``overhead_ms`` may be a function of time too. ``host_shape`` (optional, one factor per
+  batch size, index b-1, or one row of them per SubNet) scales it further per batch: a
+  host whose latency grows with the batch more steeply than the profiled one (a smaller
+  cache: batch 1 runs 0.7 x the profile, batch 12 0.88 x) is not the same host as one
+  uniformly faster, and under saturation the difference is the throughput.
 * ``policy`` may be a :class:`~superserve.scheduling.calibration.CalibratedPlanner`: then
   the planner is fed every simulated batch (compute = the drawn latency, dispatch-to-result
   = that plus the overhead), refreshed every ``refresh_s`` of virtual time, and its rebuilt
@@ -300,7 +304,8 @@ def simulate(trace: Trace | np.ndarray, profile: LatencyProfile, policy: Policy 
              failures: Sequence[tuple[float, int]] = (), late: LateMode = "shed",
              min_accuracy: float | np.ndarray = 0.0, seed: int | None = 0,
              queue_capacity: int | None = None, admission: bool = True,
-             host_speed: float | TimeFn = 1.0, profile_check: bool = True) -> SimResult:
+             host_speed: float | TimeFn = 1.0, host_shape: Sequence[float] | np.ndarray | None = None,
+             profile_check: bool = True) -> SimResult:
     """Run ``policy`` over the arrivals of ``trace`` on ``num_workers`` simulated workers.
 
     ``slo_ms`` is the per-request latency budget (deadline = arrival + slo), one number or
@@ -315,7 +320,8 @@ def simulate(trace: Trace | np.ndarray, profile: LatencyProfile, policy: Policy 
     if policy0.profile is not profile and [s.id for s in policy0.profile.subnets] != [s.id for s in profile.subnets]:
         raise ValueError("the policy was built for a different profile (SubNet indices would not match)")
     arrivals, deadlines, floors = _request_arrays(trace, slo_ms, min_accuracy)
-    batch_time = _batch_timer(_LatencySampler(profile, latency, seed), overhead_ms, host_speed)
+    batch_time = _batch_timer(_LatencySampler(profile, latency, seed), overhead_ms, host_speed,
+                              _shape_table(host_shape, profile))
     step = SchedulingStep(policy0, shedding=late == "shed")
     admit = admission and late == "shed"
     sim = Simulation(arrivals.tolist(), deadlines.tolist(), floors.tolist() if np.any(floors > 0) else None,
@@ -332,7 +338,8 @@ def simulate(trace: Trace | np.ndarray, profile: LatencyProfile, policy: Policy 
     params = {"policy": repr(step.policy), "num_workers": num_workers, "latency": latency,
               "overhead_ms": "f(t)" if callable(overhead_ms) else overhead_ms, "late_mode": late, "seed": seed,
               "slo_ms": float(np.mean(slo_ms)), "failures": len(failures), "queue_capacity": queue_capacity,
-              "admission": admit, "host_speed": "f(t)" if callable(host_speed) else float(host_speed)}
+              "admission": admit, "host_speed": "f(t)" if callable(host_speed) else float(host_speed),
+              "host_shape": host_shape is not None}
     if planner is not None:
         params["calibration"] = {"rebuilds": planner.rebuilds, "check_s": round(check_s, 3),
                                  "final": planner.estimate.to_dict()}
@@ -357,7 +364,21 @@ def _request_arrays(trace: Trace | np.ndarray, slo_ms: float | np.ndarray, min_a
     return arrivals, deadlines, floors
 
 
-def _batch_timer(sample: _LatencySampler, overhead_ms: float | TimeFn, host_speed: float | TimeFn) -> BatchTime:
+def _shape_table(host_shape: Sequence[float] | np.ndarray | None, profile: LatencyProfile) -> list[list[float]] | None:
+    """``host_shape`` as a (SubNet, batch - 1) table of factors, or None."""
+    if host_shape is None:
+        return None
+    a = np.asarray(host_shape, dtype=np.float64)
+    n, b = len(profile.subnets), profile.max_batch
+    if a.ndim == 1:
+        a = np.broadcast_to(a, (n, a.size))
+    if a.shape != (n, b) or not np.all(np.isfinite(a)) or np.any(a <= 0):
+        raise ValueError(f"host_shape must hold {b} positive factors per batch size (or {n} rows of them)")
+    return a.tolist()
+
+
+def _batch_timer(sample: _LatencySampler, overhead_ms: float | TimeFn, host_speed: float | TimeFn,
+                 shape: list[list[float]] | None = None) -> BatchTime:
     """(compute, overhead) seconds of a batch (SubNet s, size b) started at t on the simulated host."""
     over_ms, over_fn = _as_fn(overhead_ms)
     speed_c, speed_fn = _as_fn(host_speed)
@@ -366,6 +387,8 @@ def _batch_timer(sample: _LatencySampler, overhead_ms: float | TimeFn, host_spee
 
     def batch_time(s: int, b: int, t: float) -> tuple[float, float]:
         c = sample(s, b) * (speed_fn(t) if speed_fn is not None else speed_c)
+        if shape is not None:
+            c *= shape[s][b - 1]
         return c, (over_fn(t) if over_fn is not None else over_ms) / 1000.0
     return batch_time
 
