@@ -308,7 +308,9 @@ class Router:
                                  overhead_p50_ms=round(p.overhead_p50_ms, 4),
                                  overhead_mean_ms=round(p.overhead_mean_ms, 4), speed_now=round(p.speed_now, 5),
                                  overhead_now_ms=round(p.overhead_now_ms, 4), samples=p.samples,
-                                 rebuilt=p.rebuilt, lag_margin_ms=round(self.lag_margin_ms, 3))
+                                 rebuilt=p.rebuilt, lag_margin_ms=round(self.lag_margin_ms, 3),
+                                 noise=round(planner.estimate.noise, 4),
+                                 batch_corrections=[round(x, 4) for x in planner.estimate.batch_corrections])
             if len(history) > 10_000:
                 del history[:5_000]
         if not self._stopped:
