@@ -186,3 +186,19 @@ def test_many_subnets_and_long_runs_keep_every_residual_usable():
     for i in range(2000, 2100):
         cal.observe(0, 1, PROFILE.subnets[0].latency_p50_ms[0] * 1.1, None, i * 0.001)
     assert cal.refresh(2.1).speed == pytest.approx(1.1, rel=1e-6)
+
+
+def test_batch_corrections_are_smooth_across_bucket_edges():
+    """Per-bucket corrections are held at the buckets' centres and interpolated between them:
+    the first size of a dearer bucket must not look less efficient than the last size of the
+    cheaper one (the planner runs the batch of highest throughput, so a step would shrink
+    its batches: sizes 5, 9 and 13 all but vanished in a live run before)."""
+    from superserve.scheduling.calibration import LatencyEstimate
+
+    est = LatencyEstimate(1.0, (1.0,), 0.0, 0.0, 100, 0.0, batch_corrections=(0.9, 1.0, 1.1, 1.2), max_batch=16)
+    f = [est.factor(0, b) for b in range(1, 17)]
+    assert f[0] == pytest.approx(0.9) and f[-1] == pytest.approx(1.2)
+    assert all(b >= a for a, b in zip(f, f[1:]))
+    assert max(b / a for a, b in zip(f, f[1:])) < 1.04  # a step would be 1.1 / 1.0 at the edge
+    single = LatencyEstimate(1.0, (1.0,), 0.0, 0.0, 100, 0.0, batch_corrections=(1.3,), max_batch=16)
+    assert {round(single.factor(0, b), 9) for b in range(1, 17)} == {1.3}

@@ -334,6 +334,23 @@ def test_no_policy_assumes_the_largest_batch_is_best():
         assert d.batch_size == 3, pol
 
 
+def test_batch_efficiency_is_read_from_typical_times_not_p99_noise():
+    # p50 grows smoothly; p99 jumps 30 % from batch 2 to 3 and barely moves after (noise of a
+    # 1 % tail). Planning deadlines on p99 must not make a queue of 3 run as a batch of 2 when
+    # the slack allows 3: throughput is a matter of typical batch times.
+    p50 = (1.0, 1.5, 2.0, 2.5)
+    p99 = (1.1, 1.6, 2.9, 3.0)
+    prof = LatencyProfile((SubnetProfile("a", 0.7, p50, p99), SubnetProfile("b", 0.8, p50, p99)))
+    for pol in all_policies(prof, quantile="p99"):
+        d = pol.decide(queue_of(3, 0.100), 0.0)
+        assert d.batch_size == 3, pol
+    # A real cliff in the typical times still counts, whatever the planning column.
+    cliff = (1.0, 1.2, 1.4, 4.0)
+    prof = LatencyProfile((SubnetProfile("a", 0.7, cliff, cliff), SubnetProfile("b", 0.8, cliff, cliff)))
+    for pol in all_policies(prof, quantile="p99"):
+        assert pol.decide(queue_of(10, 0.100), 0.0).batch_size == 3, pol
+
+
 def test_edf_queue_tracks_the_stream():
     q = EdfQueue()
     for i in range(100):
