@@ -225,10 +225,12 @@ def test_host_timeline_replays_the_speed_of_each_interval():
           {"event": "calibration", "t": 100.5, "speed": 1.2, "speed_now": 1.5, "overhead_now_ms": 0.4,
            "overhead_p50_ms": 0.3, "lag_margin_ms": 2.0},
           {"event": "calibration", "t": 101.0, "speed": 1.3, "speed_now": 0.9, "overhead_now_ms": 0.2,
-           "overhead_p50_ms": 0.2, "lag_margin_ms": 1.0}]
+           "overhead_p50_ms": 0.2, "lag_margin_ms": 1.0, "turnaround_now_ms": 0.15}]
     speed, over, lag = host_timeline(ev, t0=100.0)
     assert speed(-5.0) == 1.2 and speed(0.2) == 1.5 and speed(0.5) == 1.5 and speed(0.7) == 0.9
     assert speed(9.0) == 0.9 and over(0.3) == 0.4 and lag(0.8) == 1.0
+    # The router's turnaround (result to next dispatch) keeps the worker idle: part of the overhead.
+    assert over(0.7) == pytest.approx(0.35)
 
 
 def test_host_shape_recovers_how_batch_cost_grows_on_this_host(tiny_profile):

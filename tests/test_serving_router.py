@@ -382,3 +382,25 @@ def test_a_poison_input_retried_by_its_client_is_counted_across_requests(fake_ro
         finish(router, pool, pool.runs[-1][0])
         assert (await task).ok
     asyncio.run(main())
+
+
+def test_turnaround_counts_only_workers_redispatched_at_once(fake_router):
+    """The router measures how long a worker idles between its result and its next batch
+    when work is waiting (the twin replays it); a worker that finds the queue empty adds no
+    turnaround, but its batch still counts in the average."""
+    async def main():
+        router, pool = fake_router(workers=1)
+        tasks = [asyncio.ensure_future(router.infer(ROW, 1000.0)) for _ in range(40)]
+        await settle()
+        assert len(pool.runs) == 1
+        finish(router, pool, 0)  # the queue still holds work: re-dispatched at once
+        assert len(pool.runs) == 2 and router._turn_n == 1 and router._turn_s > 0.0
+        while True:
+            before = router._turn_s
+            finish(router, pool, 0)
+            if router.in_flight(pool.workers[0]) is None:
+                break
+        # The last result found nothing to run: its batch counts, no time is added.
+        assert router._turn_n == len(pool.runs) and router._turn_s == before
+        await asyncio.gather(*tasks)
+    asyncio.run(main())

@@ -177,8 +177,8 @@ def server_config(p: ExperimentPlan, spec: PolicySpec) -> ServeConfig:
 def host_timeline(events: list[dict[str, Any]], t0: float
                   ) -> tuple[Callable[[float], float], Callable[[float], float], Callable[[float], float]]:
     """(speed(t), overhead_ms(t), lag_margin_ms(t)) of a live run from its server's calibration
-    events (the mean
-    measured / profiled batch time and the mean per-batch overhead over each window), with t
+    events (the mean measured / profiled batch time, and the mean per-batch overhead plus
+    the router's mean turnaround over each window), with t
     in seconds from the trace start ``t0`` (monotonic): piecewise constant, each estimate
     held from when it was made; before the first, the start-up check's."""
     pts = [e for e in events if e["event"] in ("profile_check", "calibration")]
@@ -190,7 +190,10 @@ def host_timeline(events: list[dict[str, Any]], t0: float
     # when capacity matters, which a window's average would smooth away); older servers
     # reported only window means.
     sp = [float(e.get("speed_now", e.get("mean_speed", e["speed"]))) for e in pts]
-    ov = [float(e.get("overhead_now_ms", e.get("overhead_mean_ms", e["overhead_p50_ms"]))) for e in pts]
+    # The worker is also idle from each result until its next batch leaves (answering,
+    # planning, dispatching: ~0.1 ms a batch, 1-2 % of a saturated worker's time).
+    ov = [float(e.get("overhead_now_ms", e.get("overhead_mean_ms", e["overhead_p50_ms"])))
+          + float(e.get("turnaround_now_ms", 0.0)) for e in pts]
     lag = [float(e.get("lag_margin_ms", 0.0)) for e in pts]
 
     def at(vals: list[float]) -> Callable[[float], float]:

@@ -152,6 +152,7 @@ class Router:
         # SubNet missed. Few and short-lived; dispatched before the EDF queue when due first.
         self._solo: list[Request] = []
         self._inflight: dict[WorkerHandle, InflightBatch] = {}  # worker -> the batch it runs
+        self._turn_s, self._turn_n = 0.0, 0  # result-to-next-dispatch time since the last calibration event
         # Inputs that were running when a worker crashed: hash(row) -> (deaths, until when). A
         # caller that retries one (a 503 when no time was left to re-run it) starts from its
         # count, so a poison input retried by its client still costs request_max_deaths
@@ -309,8 +310,11 @@ class Router:
                                  overhead_mean_ms=round(p.overhead_mean_ms, 4), speed_now=round(p.speed_now, 5),
                                  overhead_now_ms=round(p.overhead_now_ms, 4), samples=p.samples,
                                  rebuilt=p.rebuilt, lag_margin_ms=round(self.lag_margin_ms, 3),
+                                 turnaround_now_ms=round(1000.0 * self._turn_s / self._turn_n, 4)
+                                 if self._turn_n else 0.0,
                                  noise=round(planner.estimate.noise, 4),
                                  batch_corrections=[round(x, 4) for x in planner.estimate.batch_corrections])
+                self._turn_s, self._turn_n = 0.0, 0
             if len(history) > 10_000:
                 del history[:5_000]
         if not self._stopped:
@@ -568,6 +572,13 @@ class Router:
                 self._answer_batch(w, inflight, msg.compute_ms, now)
         self._free.append(w)
         self._next()
+        # Turnaround: a worker re-dispatched at once idles from its result until its next batch
+        # is on the way (answering, planning, dispatching); averaged over all batches, the
+        # simulated twin replays it as part of each batch's overhead.
+        self._turn_n += 1
+        nxt = self._inflight.get(w)
+        if nxt is not None and nxt.dispatched >= now:
+            self._turn_s += time.monotonic() - now
 
     def _answer_batch(self, w: WorkerHandle, inflight: InflightBatch, compute_ms: float, now: float) -> None:
         d, batch = inflight.decision, inflight.batch
