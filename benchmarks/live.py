@@ -5,9 +5,11 @@ Writes benchmarks/results/live.json and live.png:
   live SLO attainment and mean served accuracy (measured at the open-loop client;
   ``slo_attainment_live``) and the simulator's twin for the same trace, served profile,
   calibrated planner and worker count (``slo_attainment_sim`` = ``sim_slo_attainment``:
-  log-normal latencies through the profile's p50/p99 on a host that runs at the speed the
-  live server measured over the run, from its calibration events; ``sim_p50_*``: p50;
-  ``sim_nominal_*``: a host at 1 / profile_speed_factor throughout);
+  log-normal latencies through the profile's p50/p99 on a host that replays what the live
+  server measured over the run, from its calibration events and the run's records (speed,
+  overhead and turnaround per 0.25 s, latency shape by batch size), with the router's own
+  policy rebuilds replayed; ``sim_p50_*``: p50; ``sim_selfcal_*``: the twin calibrating on
+  its simulated host instead; ``sim_nominal_*``: a host at 1 / profile_speed_factor throughout);
   target: live within 1 point of simulated attainment, SlackFit live >= 0.99.
 * ``--profile-speed-factor 0.85``: the servers load the bundle's profile x 0.85, a profile
   that claims the host is ~18 % faster than it is (recorded as ``profile_speed_factor``);
@@ -142,6 +144,10 @@ def compare(p: ex.ExperimentPlan, args) -> tuple[list, dict]:
         r["slo_attainment_sim"] = r["sim_slo_attainment"]
         r["gap_points"] = round(100 * (r["slo_attainment"] - r["sim_slo_attainment"]), 3)
         r["gap_points_p50"] = round(100 * (r["slo_attainment"] - r["sim_p50_slo_attainment"]), 3)
+        # Diagnostic: the twin re-learning the host from its own simulated batches instead of
+        # replaying the router's beliefs (what calibration alone predicts).
+        r.update(ex.live_twin(p, spec, s, replay_beliefs=False, prefix="sim_selfcal"))
+        r["gap_points_selfcal"] = round(100 * (r["slo_attainment"] - r["sim_selfcal_slo_attainment"]), 3)
         # Diagnostic: the twin on a host that runs exactly as the bundle's profile says.
         r.update(ex.simulate_policy(p, spec, prefix="sim_nominal"))
         r["gap_points_nominal"] = round(100 * (r["slo_attainment"] - r["sim_nominal_slo_attainment"]), 3)
@@ -163,7 +169,8 @@ def compare(p: ex.ExperimentPlan, args) -> tuple[list, dict]:
         series[spec.label] = ts
         chk = r["profile_check"] or {}
         print(f"{spec.label}: live {r['slo_attainment']:.4f} / sim {r['sim_slo_attainment']:.4f} "
-              f"(p50 sim {r['sim_p50_slo_attainment']:.4f}; nominal host {r['sim_nominal_slo_attainment']:.4f}); "
+              f"(p50 sim {r['sim_p50_slo_attainment']:.4f}; self-calibrating twin {r['sim_selfcal_slo_attainment']:.4f}; "
+              f"nominal host {r['sim_nominal_slo_attainment']:.4f}); "
               f"accuracy live {r['mean_accuracy']} sim {r['sim_mean_accuracy']}; start-up check x{chk.get('speed')}, "
               f"live speed {r['live_speed_factor']}")
     return rows, series

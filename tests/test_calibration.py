@@ -202,3 +202,43 @@ def test_batch_corrections_are_smooth_across_bucket_edges():
     assert max(b / a for a, b in zip(f, f[1:])) < 1.04  # a step would be 1.1 / 1.0 at the edge
     single = LatencyEstimate(1.0, (1.0,), 0.0, 0.0, 100, 0.0, batch_corrections=(1.3,), max_batch=16)
     assert {round(single.factor(0, b), 9) for b in range(1, 17)} == {1.3}
+
+
+def test_replayed_beliefs_reproduce_the_run_that_logged_them():
+    """The twin of a live run replays the router's own policy rebuilds: fed the plans a
+    calibrating planner logged (as the router does, at its start-up check and at every
+    rebuild), a ReplayedPlanner on the same trace and host makes every decision the same."""
+    import numpy as np
+
+    from superserve.scheduling.calibration import ReplayedPlanner
+
+    class Logging(CalibratedPlanner):
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            self.log = []
+
+        def refresh(self, now, *, force=False):
+            rebuilt = super().refresh(now, force=force)
+            if rebuilt:
+                self.log.append((now, self.built.plan_dict()))
+            return rebuilt
+
+    big = PROFILE.largest.latency_p50_ms[-1]
+    cap = PROFILE.max_batch / (big / 1000)
+    tr = bursty(cap / 2, cap / 2, 8, 10, seed=3)
+    drift = lambda t: 1.0 if t < 4 else 1.4  # noqa: E731
+    kw = dict(num_workers=2, slo_ms=2 * big, latency="lognormal", overhead_ms=0.3, host_speed=drift,
+              queue_capacity=1024)
+    base = _planner(PROFILE)
+    logging = Logging(PROFILE, base.factory, base.config, base_overhead_ms=0.3)
+    live = simulate(tr, PROFILE, logging, **kw)
+    assert len(logging.log) >= 3
+    replay = simulate(tr, PROFILE, ReplayedPlanner(_planner(PROFILE), logging.log), **kw)
+    assert np.array_equal(live.outcome, replay.outcome) and np.array_equal(live.subnet, replay.subnet)
+    assert np.allclose(live.finish, replay.finish, equal_nan=True)
+    # Replaying other beliefs (a planner that thought the host twice as slow) changes decisions.
+    slow = [(t, {**plan, "plan_speed": 2 * plan["plan_speed"]}) for t, plan in logging.log]
+    other = simulate(tr, PROFILE, ReplayedPlanner(_planner(PROFILE), slow), **kw)
+    assert not np.array_equal(live.subnet, other.subnet)
+    with pytest.raises(ValueError):
+        ReplayedPlanner(_planner(PROFILE), [])

@@ -26,8 +26,10 @@ Rules (all measured or derived on the machine that runs it):
 * ``profile_speed_factor`` (default 1): the servers are given the bundle's profile scaled by
   it (0.85: a profile that claims the host is ~18 % faster than it is), to show that online
   calibration absorbs a wrong profile. The SLO and the trace stay those of the bundle.
-* The simulated twin (:func:`simulate_policy`) runs the server's own calibrated planner on
-  the served profile; its host runs at the speed the live server measured over the run
+* The simulated twin (:func:`simulate_policy`, :func:`live_twin`) runs the server's own
+  policy factory on the served profile, replaying the router's logged policy rebuilds (its
+  beliefs; ``replay_beliefs=False``: the planner calibrates on the simulated host instead);
+  its host runs at the speed the live server measured over the run
   (the server's calibration events, a function of time) with the per-batch-size shape the
   live run measured (:func:`host_shape`: this host's batch 1 may run 0.7 x the profile and
   its batch 12 0.88 x; a uniform factor would overstate a saturated SubNet's throughput by
@@ -232,13 +234,22 @@ def host_shape(records: Any, profile: LatencyProfile, prior_batches: float = 8.0
     return [round(float(x), 4) for x in shrunk]
 
 
-def live_twin(p: ExperimentPlan, spec: PolicySpec, s: dict[str, Any]) -> dict[str, Any]:
+def plan_points(events: list[dict[str, Any]], t0: float) -> list[tuple[float, dict]]:
+    """(t from the trace start, plan) of every policy the live router built (its start-up
+    check's and each rebuild's), for :class:`~superserve.scheduling.calibration.ReplayedPlanner`."""
+    return [(e["t"] - t0, e["plan"]) for e in events if "plan" in e]
+
+
+def live_twin(p: ExperimentPlan, spec: PolicySpec, s: dict[str, Any], *, replay_beliefs: bool = True,
+              prefix: str = "sim") -> dict[str, Any]:
     """The simulated twin of a live run (``s`` from :func:`run_policy`): the host replayed at
     the speed, overhead and loop-lag margin the server measured over time, with the
-    per-batch-size shape of its records."""
+    per-batch-size shape of its records, and (``replay_beliefs``) the router's own policy
+    rebuilds replayed instead of re-learnt from the simulated host."""
     speed_fn, over_fn, lag_fn = host_timeline(s["calibration_events"], s["trace_t0"])
+    plans = plan_points(s["calibration_events"], s["trace_t0"]) if replay_beliefs else None
     return simulate_policy(p, spec, host_speed=speed_fn, host_overhead_ms=over_fn, lag_margin_ms=lag_fn,
-                           host_shape=s.get("host_shape"))
+                           host_shape=s.get("host_shape"), plans=plans or None, prefix=prefix)
 
 
 def simulate_policy(p: ExperimentPlan, spec: PolicySpec, trace: Trace | None = None,
@@ -246,7 +257,8 @@ def simulate_policy(p: ExperimentPlan, spec: PolicySpec, trace: Trace | None = N
                     host_speed: float | Callable[[float], float] | None = None,
                     host_overhead_ms: float | Callable[[float], float] | None = None,
                     lag_margin_ms: Callable[[float], float] | None = None,
-                    host_shape: list[float] | None = None) -> dict[str, Any]:
+                    host_shape: list[float] | None = None,
+                    plans: list[tuple[float, dict]] | None = None) -> dict[str, Any]:
     """The simulator's prediction with the very objects the server builds from the same
     config (the calibrated planner and its policy factory: same planning quantile,
     overhead, response margin, start-up check and queue bound), on the same trace and
@@ -255,9 +267,11 @@ def simulate_policy(p: ExperimentPlan, spec: PolicySpec, trace: Trace | None = N
     ``{prefix}_p50_*`` figures use deterministic p50 latencies. The simulated host runs
     ``host_speed`` x the served profile (default ``1 / profile_speed_factor``: the bundle's
     profile; a function of time replays a measured host), times ``host_shape[b - 1]`` per
-    batch size when given. ``speed_factor`` != 1 scales the
+    batch size when given. ``plans`` (from :func:`plan_points`): the planner replays these
+    policy rebuilds instead of calibrating on the simulated host. ``speed_factor`` != 1 scales the
     served profile itself (a diagnostic), policy included."""
     from superserve.serving.model_info import read_model_info
+    from superserve.scheduling.calibration import ReplayedPlanner
     from superserve.serving.server import build_planner
     from superserve.sim import simulate
 
@@ -277,7 +291,10 @@ def simulate_policy(p: ExperimentPlan, spec: PolicySpec, trace: Trace | None = N
     over = host_overhead_ms if host_overhead_ms is not None else cfg.overhead_ms
     out: dict[str, Any] = {f"{prefix}_slo_ms": budget_ms}
     for key, model in ((prefix, "lognormal"), (f"{prefix}_p50", "p50")):
-        res = simulate(trace, info.profile, build_planner(cfg, info), num_workers=p.workers, slo_ms=budget,
+        planner = build_planner(cfg, info)
+        if plans:
+            planner = ReplayedPlanner(planner, plans)
+        res = simulate(trace, info.profile, planner, num_workers=p.workers, slo_ms=budget,
                        latency=model, overhead_ms=over, late=cfg.late, seed=0,
                        queue_capacity=cfg.queue_capacity, host_speed=host, host_shape=host_shape)
         out[f"{key}_slo_attainment"] = round(res.slo_attainment, 6)

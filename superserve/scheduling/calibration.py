@@ -31,6 +31,7 @@ on this host's speed, and a profile that is off by more than ``warn_rel`` is rep
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import Callable
@@ -111,6 +112,22 @@ class LatencyEstimate:
                 "batch_corrections": [round(x, 4) for x in self.batch_corrections],
                 "corrections_min": round(min(self.corrections), 4) if self.corrections else 1.0,
                 "corrections_max": round(max(self.corrections), 4) if self.corrections else 1.0}
+
+
+    def plan_dict(self) -> dict:
+        """What a policy is built from (the planning profile's factors and the planned
+        overhead), exactly enough to rebuild the same policy elsewhere: the router logs it
+        with every rebuild, and the simulated twin of a live run replays it."""
+        return {"plan_speed": self.plan_speed, "noise": self.noise, "overhead_ms": self.overhead_ms,
+                "corrections": list(self.corrections), "batch_corrections": list(self.batch_corrections),
+                "speed": self.speed}
+
+
+def estimate_from_plan(plan: dict, max_batch: int, at: float = 0.0) -> LatencyEstimate:
+    """The inverse of :meth:`LatencyEstimate.plan_dict` (the planning fields; the rest at rest)."""
+    return LatencyEstimate(float(plan["speed"]), tuple(float(x) for x in plan["corrections"]),
+                           float(plan["overhead_ms"]), 0.0, 0, at, tuple(float(x) for x in plan["batch_corrections"]),
+                           float(plan["noise"]), max_batch, float(plan["plan_speed"]))
 
 
 def _bucket(batch_size: int, max_batch: int, buckets: int) -> int:
@@ -352,6 +369,45 @@ class CalibratedPlanner:
     @property
     def estimate(self) -> LatencyEstimate:
         return self.calibrator.estimate
+
+
+class ReplayedPlanner(CalibratedPlanner):
+    """A planner that installs, at each time, the policy another planner had then: the
+    simulated twin of a live run replays the router's own beliefs (its logged rebuilds)
+    instead of re-learning them from the simulated host. A twin that re-learns plans on a
+    host it sees as steadier than the live router saw it (the log-normal draws vs a host
+    shared with the client under bursts), plans less conservatively, runs larger batches
+    and so predicts more than the router could do with what it believed; replaying the
+    beliefs leaves the twin to predict what the shared scheduling step makes of them.
+
+    ``points``: (time, :meth:`LatencyEstimate.plan_dict`) in the simulator's clock,
+    ascending; before the first, the first holds."""
+
+    def __init__(self, base: CalibratedPlanner, points: list[tuple[float, dict]]) -> None:
+        cal = base.calibrator
+        super().__init__(cal.profile, base.factory, base.config, base_overhead_ms=cal.base_overhead_ms,
+                         enabled=True, keep_history=False)
+        if not points:
+            raise ValueError("a replayed planner needs at least one logged plan")
+        self._times = [t for t, _ in points]
+        self._plans = [p for _, p in points]
+        self._at = -1
+
+    def observe(self, subnet_index: int, batch_size: int, compute_ms: float, total_ms: float | None,
+                now: float) -> None:
+        self.calibrator.observed += 1  # measured nothing: the beliefs come from the log
+
+    def refresh(self, now: float, *, force: bool = False) -> bool:
+        self.next_refresh = now + self.config.refresh_s
+        i = max(0, bisect_right(self._times, now) - 1)
+        if i == self._at:
+            return False
+        self._at = i
+        est = estimate_from_plan(self._plans[i], self.calibrator.max_batch, now)
+        self.calibrator.estimate = self.built = est
+        self.policy = self.factory(self.calibrator.planning_profile(est), est.overhead_ms)
+        self.rebuilds += 1
+        return True
 
 
 def probe_plan(profile: LatencyProfile, num_subnets: int = 6, batches: tuple[int, ...] = (1, 4, 8, 16)

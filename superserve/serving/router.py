@@ -237,7 +237,7 @@ class Router:
             fields = report.to_dict()
             fields.pop("message")
             self.events.emit("profile_check", ("warning: " if report.warned else "") + report.message,
-                             text=report.message, **fields)
+                             text=report.message, plan=_plan_fields(planner), **fields)
         self.accepting = was_accepting
         self._schedule_refresh()
         self._pump()
@@ -313,7 +313,8 @@ class Router:
                                  turnaround_now_ms=round(1000.0 * self._turn_s / self._turn_n, 4)
                                  if self._turn_n else 0.0,
                                  noise=round(planner.estimate.noise, 4),
-                                 batch_corrections=[round(x, 4) for x in planner.estimate.batch_corrections])
+                                 batch_corrections=[round(x, 4) for x in planner.estimate.batch_corrections],
+                                 **({"plan": _plan_fields(planner)} if p.rebuilt else {}))
                 self._turn_s, self._turn_n = 0.0, 0
             if len(history) > 10_000:
                 del history[:5_000]
@@ -702,6 +703,13 @@ class Router:
             + ("; they re-run one by one" if suspect and not alone else ""),
             worker=w.index, exitcode=w.exitcode, hung=inflight.hung, subnet_id=inflight.decision.subnet_id,
             batch_size=len(inflight.batch), requests=[_fields(r) for r in batch[:16]])
+
+
+def _plan_fields(planner: CalibratedPlanner) -> dict[str, object]:
+    """The estimate the installed policy was built from, for the event log (a replay of this
+    router's beliefs rebuilds the same policy from it)."""
+    return {k: ([round(x, 6) for x in v] if isinstance(v, list) else round(v, 6))
+            for k, v in planner.built.plan_dict().items()}
 
 
 def _times(n: int) -> str:
