@@ -10,7 +10,10 @@ workloads are the paper's at the paper's loads, on the simulator (p50 latencies,
 * Azure Functions: the bundled 2019 sample's per-minute totals, one minute compressed to
   83 ms (the paper's 24 h in 120 s), mean 6,400 req/s, Poisson within a minute, SLO 36 ms;
   ``--seeds`` seeds. Every served SubNet also runs as a fixed Clipper+ version: the gains
-  are measured against that interpolated fixed line (benchmarks/grid.py's helpers).
+  are measured against that interpolated fixed line (benchmarks/grid.py's helpers). The
+  sample is a format sample, nearly flat minute to minute (peak/mean 1.02 per minute against
+  the paper's 1.37), so this trace is milder than the paper's. Supplementary, not a
+  headline: the same trace at 0.25 / 0.5 / 0.75 of that load.
 * Bursty: a constant 1,500 req/s base stream plus a Gamma stream of 2,950 / 4,900 / 5,550
   req/s at CV^2 2 / 4 / 8 (mean 4,450-7,050 req/s).
 * Time-varying: 2,500 req/s ramping to 4,800 / 6,800 / 7,800 at tau 250 / 500 / 5,000 q/s^2,
@@ -18,8 +21,14 @@ workloads are the paper's at the paper's loads, on the simulator (p50 latencies,
 * Worker kills: one of 8 workers killed every 12 s from t = 12 s until 4 remain (8 -> 4 in
   60 s), bursty load of 2,800 req/s (1,500 base + 1,300 Gamma at CV^2 8: 70 % of what 4
   workers serve with the fastest SubNet).
-* Scaling: for 1-32 workers, the highest rate at which SlackFit keeps 0.999 attainment
-  (bisection on a bursty trace whose mean is split 30 % base / 70 % Gamma at CV^2 4).
+* Scaling: for 1-48 workers, the highest rate at which SlackFit keeps 0.999 attainment
+  (bisection on a bursty trace whose mean is split 30 % base / 70 % Gamma at CV^2 4), beside
+  the paper's rule and the fastest SubNet alone (INFaaS).
+
+Seeds: ``--seeds`` for the Azure trace, ``--cell-seeds`` for every bursty and time-varying
+cell and the kill run; headlines take the median (gains) or the worst (attainments).
+"SlackFit" is the library default; "SlackFit-paper" is the paper's rule as stated (head
+slack only, a partial batch runs on its bucket's SubNet).
 
 Why a figure falls short is measured, not argued: a fluid bound (every request served, no
 queueing: the most accurate SubNet mix whose throughput within the SLO covers each minute's
@@ -67,7 +76,10 @@ KILL_BASE, KILL_VARIANT, KILL_CV2 = 1500.0, 1300.0, 8.0
 SCALE_WORKERS = (1, 2, 4, 8, 16, 32, 48)
 SCALE_TARGET = 0.999
 SWEEP_LOADS = (0.25, 0.5, 0.75)
-DYNAMIC = ("SlackFit", "SlackFit-paper", "MaxBatch", "MaxAcc", "INFaaS")
+# Not a headline: our SlackFit with batches capped at half the SLO, to measure why the default
+# falls short here (its default, the whole SLO, was chosen on the CPU profile, whose SLO is 2x the
+# largest batch; here the 36-ms SLO is 0.56x the most accurate SubNet's batch of 16).
+HALF = "SlackFit(batch_share=0.5)"
 
 # The paper's published values (SuperServe, NSDI 2025), each stated so that higher is better.
 PAPER_SPAN_PTS = 6.3  # the accuracy span its served SubNets cover (about 74-80 %)
@@ -101,7 +113,8 @@ def policies(p: LatencyProfile, workers: int, fixed: str) -> list[tuple[str, Pol
     "ends" (fastest and mid) or "none"."""
     pols: list[tuple[str, Policy]] = [("SlackFit", SlackFit(p, num_workers=workers)),
                                       ("SlackFit-paper", paper_rule(p)), ("MaxBatch", MaxBatch(p)),
-                                      ("MaxAcc", MaxAcc(p)), ("INFaaS", INFaaS(p))]
+                                      ("MaxAcc", MaxAcc(p)), ("INFaaS", INFaaS(p)),
+                                      (HALF, SlackFit(p, num_workers=workers, batch_share=0.5))]
     ids = {"all": [s.id for s in p.subnets], "six": spanning_subnets(p, 6),
            "ends": [p.smallest.id, p.subnets[len(p) // 2].id], "none": []}[fixed]
     return pols + [(f"Clipper+({i})", ClipperPlus(p, i)) for i in ids]
@@ -174,7 +187,7 @@ def job(spec: dict) -> dict:
         rows = [row(n, simulate(tr, p, pol, num_workers=WORKERS, slo_ms=SLO_MS))
                 for n, pol in policies(p, WORKERS, "all")]
         bound = azure_bound(p, tr)
-        gains = {w: line_gains(rows, w) for w in ("SlackFit", "SlackFit-paper")}
+        gains = {w: line_gains(rows, w) for w in ("SlackFit", "SlackFit-paper", HALF)}
         for g in gains.values():  # the most any policy could gain over the line at that attainment
             g["fluid_headroom_pts"] = (None if g["line_accuracy_pts"] is None
                                        else bound["accuracy_bound_pts"] - g["line_accuracy_pts"])
@@ -188,7 +201,7 @@ def job(spec: dict) -> dict:
         rows = [row(n, simulate(tr, p, pol, num_workers=WORKERS, slo_ms=SLO_MS))
                 for n, pol in policies(p, WORKERS, "six")]
         return {**spec, "trace": tr.summary(), "rows": rows,
-                "gains": {w: line_gains(rows, w) for w in ("SlackFit", "SlackFit-paper")}}
+                "gains": {w: line_gains(rows, w) for w in ("SlackFit", "SlackFit-paper", HALF)}}
     if kind == "kill":
         tr = workload.bursty(KILL_BASE, KILL_VARIANT, KILL_CV2, spec["duration_s"], seed=spec["seed"])
         kills = [(KILL_EVERY_S * (k + 1), WORKERS - 1 - k) for k in range(WORKERS // 2)]
@@ -213,7 +226,8 @@ def max_rate(p: LatencyProfile, workers: int, who: str, duration_s: float, seed:
 
     def attains(rate: float) -> bool:
         tr = workload.bursty(0.3 * rate, 0.7 * rate, 4.0, duration_s, seed=seed)
-        pol = SlackFit(p, num_workers=workers) if who == "SlackFit" else paper_rule(p)
+        pol = {"SlackFit": lambda: SlackFit(p, num_workers=workers), "SlackFit-paper": lambda: paper_rule(p),
+               "INFaaS": lambda: INFaaS(p), HALF: lambda: SlackFit(p, num_workers=workers, batch_share=0.5)}[who]()
         a = simulate(tr, p, pol, num_workers=workers, slo_ms=SLO_MS).slo_attainment
         probes.append((rate, a))
         return a >= SCALE_TARGET
@@ -224,21 +238,22 @@ def max_rate(p: LatencyProfile, workers: int, who: str, duration_s: float, seed:
     return {"max_qps": lo, "probes": probes, "fastest_capacity_qps": cap}
 
 
-def specs(quick: bool, seeds: int) -> list[dict]:
+def specs(quick: bool, seeds: int, cell_seeds: int) -> list[dict]:
     out: list[dict] = [{"kind": "azure", "seed": s, "quick": quick, "load": 1.0} for s in range(seeds)]
     # Supplementary, not a headline: the same trace at lower loads, where the load leaves room.
     out += [{"kind": "azure_sweep", "seed": 0, "quick": quick, "load": x} for x in SWEEP_LOADS]
-    for v in BURSTY_VARIANTS:
-        for c in BURSTY_CV2S:
-            out.append({"kind": "bursty", "variant": v, "cv2": c, "duration_s": 5.0 if quick else 10.0,
-                        "seed": int(v) + int(c)})
-    for tgt in TV_TARGETS:
-        for tau in TV_TAUS:
-            out.append({"kind": "timevarying", "target": tgt, "tau": tau, "hold_scale": 0.4 if quick else 1.0,
-                        "seed": int(tgt) + int(tau)})
-    out.append({"kind": "kill", "duration_s": KILL_EVERY_S * (WORKERS // 2 + 1), "seed": 7})
+    for k in range(cell_seeds):
+        for v in BURSTY_VARIANTS:
+            for c in BURSTY_CV2S:
+                out.append({"kind": "bursty", "variant": v, "cv2": c, "duration_s": 5.0 if quick else 10.0,
+                            "seed": int(v) + int(c) + 1000 * k, "rep": k})
+        for tgt in TV_TARGETS:
+            for tau in TV_TAUS:
+                out.append({"kind": "timevarying", "target": tgt, "tau": tau, "hold_scale": 0.4 if quick else 1.0,
+                            "seed": int(tgt) + int(tau) + 100_000 * k, "rep": k})
+        out.append({"kind": "kill", "duration_s": KILL_EVERY_S * (WORKERS // 2 + 1), "seed": 7 + k, "rep": k})
     for w in SCALE_WORKERS[:4] if quick else SCALE_WORKERS:
-        for who in ("SlackFit", "SlackFit-paper"):
+        for who in ("SlackFit", "SlackFit-paper", "INFaaS", HALF):  # INFaaS: the fastest SubNet alone
             dur = min(max(60.0 / w, 2.0), 30.0) / (2 if quick else 1)  # long enough for bursts to recur
             out.append({"kind": "scale", "workers": w, "policy": who, "duration_s": dur, "seed": w})
     # Longest first, so two processes finish together.
@@ -263,10 +278,11 @@ def headlines(res: dict[str, list[dict]], span_pts: float) -> dict[str, dict[str
     def put(name: str, ours: float | None, paper_rule: float | None, **extra: Any) -> None:
         h[name] = {"paper": PAPER[name], "ours": ours, "ours_paper_rule": paper_rule, **extra}
 
-    gain = {w: [j["gains"][w]["accuracy_gain_pts"] for j in az] for w in ("SlackFit", "SlackFit-paper")}
-    ratio = {w: [j["gains"][w]["attainment_ratio"] for j in az] for w in ("SlackFit", "SlackFit-paper")}
+    gain = {w: [j["gains"][w]["accuracy_gain_pts"] for j in az] for w in ("SlackFit", "SlackFit-paper", HALF)}
+    ratio = {w: [j["gains"][w]["attainment_ratio"] for j in az] for w in ("SlackFit", "SlackFit-paper", HALF)}
     put("azure_accuracy_gain_at_equal_attainment_pts", _median(gain["SlackFit"]), _median(gain["SlackFit-paper"]),
         per_seed=gain["SlackFit"], per_seed_paper_rule=gain["SlackFit-paper"],
+        ours_batch_share_half=_median(gain[HALF]),
         fluid_headroom_pts=_median([j["gains"]["SlackFit"]["fluid_headroom_pts"] for j in az]),
         against="the interpolated line of every served SubNet run as a fixed Clipper+ version")
     frac = {w: _median([None if g is None else g / span_pts for g in gain[w]]) for w in gain}
@@ -274,28 +290,45 @@ def headlines(res: dict[str, list[dict]], span_pts: float) -> dict[str, dict[str
         span_pts={"paper": PAPER_SPAN_PTS, "ours": span_pts})
     put("azure_attainment_gain_at_equal_accuracy_x", _median(ratio["SlackFit"]), _median(ratio["SlackFit-paper"]),
         per_seed=ratio["SlackFit"], per_seed_paper_rule=ratio["SlackFit-paper"],
+        ours_batch_share_half=_median(ratio[HALF]),
         ceiling=_median([1 / j["gains"]["SlackFit"]["line_attainment"] for j in az
                          if j["gains"]["SlackFit"]["line_attainment"]]),
         ceiling_rule="1 / the fixed line's attainment at SlackFit's accuracy (what a perfect 1.0 would give)")
-    put("azure_attainment", min(_att(az, "SlackFit")), min(_att(az, "SlackFit-paper")), rule="worst seed")
+    put("azure_attainment", min(_att(az, "SlackFit")), min(_att(az, "SlackFit-paper")), rule="worst seed",
+        ours_batch_share_half=min(_att(az, HALF)))
     for kind, name in (("bursty", "bursty_min_attainment"), ("timevarying", "timevarying_min_attainment")):
         put(name, min(_att(res[kind], "SlackFit")), min(_att(res[kind], "SlackFit-paper")),
             cells=len(res[kind]), rule="worst cell", fastest_subnet_alone=min(_att(res[kind], "INFaaS")),
+            ours_batch_share_half=min(_att(res[kind], HALF)),
             accuracy_gain_vs_six_clipper_line_pts_median=_median(
                 [j["gains"]["SlackFit"]["accuracy_gain_pts"] for j in res[kind]]))
-    kill = res["kill"][0]["rows"]
-    k = {r["policy"]: r for r in kill}
-    put("kill_attainment", k["SlackFit"]["slo_attainment"], k["SlackFit-paper"]["slo_attainment"],
-        min_1s_bin={"ours": k["SlackFit"]["min_1s_attainment"], "ours_paper_rule": k["SlackFit-paper"]["min_1s_attainment"]})
-    sc = {w: {j["workers"]: j["max_qps"] for j in res["scale"] if j["policy"] == w} for w in ("SlackFit", "SlackFit-paper")}
+    kills = [{r["policy"]: r for r in j["rows"]} for j in res["kill"]]
+
+    def worst(who: str, key: str) -> float:
+        return min(k[who][key] for k in kills)
+    put("kill_attainment", worst("SlackFit", "slo_attainment"), worst("SlackFit-paper", "slo_attainment"),
+        rule="worst seed", seeds=len(kills), fastest_subnet_alone=worst("INFaaS", "slo_attainment"),
+        ours_batch_share_half=worst(HALF, "slo_attainment"),
+        min_1s_bin={"ours": worst("SlackFit", "min_1s_attainment"),
+                    "ours_paper_rule": worst("SlackFit-paper", "min_1s_attainment")})
+    sc = {w: {j["workers"]: j["max_qps"] for j in res["scale"] if j["policy"] == w}
+          for w in ("SlackFit", "SlackFit-paper", "INFaaS", HALF)}
     top = {w: max(sc[w]) for w in sc}
     put("scaling_max_qps", sc["SlackFit"][top["SlackFit"]], sc["SlackFit-paper"][top["SlackFit-paper"]],
         workers={"ours": top["SlackFit"], "paper": "the worker count behind the paper's 33,000 req/s is not in our notes"})
     per = {w: {n: q / n for n, q in sc[w].items()} for w in sc}
-    lin = {w: min(per[w].values()) / max(per[w].values()) if max(per[w].values()) > 0 else None for w in sc}
+    def linearity(rates: dict[int, float], base: int) -> float | None:
+        """min over W >= base of the per-worker rate at W over the one at base: 1 = linear from base."""
+        return min(q for n, q in rates.items() if n >= base) / rates[base] if rates.get(base) else None
+    lin = {w: linearity(per[w], WORKERS) for w in sc}
     put("scaling_linearity", lin["SlackFit"], lin["SlackFit-paper"],
-        rule="min over worker counts of max_qps(W) / W, over its max (1 = perfectly linear)",
-        qps_per_worker={"ours": per["SlackFit"], "ours_paper_rule": per["SlackFit-paper"]})
+        rule="scaling out from the paper's 8 workers: min over W >= 8 of (max_qps(W) / W) / (max_qps(8) / 8); "
+             ">= 1 = at least linear",
+        one_worker_per_worker_rate_over_eight={w: per[w][1] / per[w][WORKERS] for w in sc
+                                               if per[w].get(1) and per[w].get(WORKERS)},
+        fastest_subnet_alone=lin["INFaaS"], ours_batch_share_half=lin[HALF],
+        qps_per_worker={"ours": per["SlackFit"], "ours_paper_rule": per["SlackFit-paper"],
+                        "fastest_subnet_alone": per["INFaaS"], "ours_batch_share_half": per[HALF]})
     for v in h.values():
         o, pp = v["ours"], v["paper"]
         v["ours_reaches_paper"] = None if o is None else bool(o >= pp - 1e-12)
@@ -310,18 +343,21 @@ def figures(res: dict[str, list[dict]], p: LatencyProfile) -> None:
     plot_grid("paper_azure_sweep", [(f"Azure Functions at {j['load']:g} x 6,400 req/s", j["rows"])
                                     for j in res["azure_sweep"] + res["azure"][:1]], ncols=len(SWEEP_LOADS) + 1,
               suptitle="Supplementary: the Azure trace at lower loads (seed 0), same setting")
-    plot_grid("paper_bursty", [(f"lambda_v={j['variant']:.0f}, CV^2={j['cv2']:g}", j["rows"]) for j in res["bursty"]],
+    first = {k: [j for j in res[k] if j["rep"] == 0] for k in ("bursty", "timevarying")}
+    plot_grid("paper_bursty", [(f"lambda_v={j['variant']:.0f}, CV^2={j['cv2']:g}", j["rows"]) for j in first["bursty"]],
               suptitle="Paper setting: bursty traces (base 1,500 req/s + Gamma), 8 workers, SLO 36 ms")
-    plot_grid("paper_timevarying", [(f"2500->{j['target']:.0f}, tau={j['tau']:g}", j["rows"]) for j in res["timevarying"]],
+    plot_grid("paper_timevarying", [(f"2500->{j['target']:.0f}, tau={j['tau']:g}", j["rows"]) for j in first["timevarying"]],
               suptitle="Paper setting: time-varying traces, CV^2 8, 8 workers, SLO 36 ms")
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     kill = res["kill"][0]
     fig, (a1, a2) = plt.subplots(2, 1, figsize=(7, 5.5), sharex=True)
+    acc = {r["policy"]: r["mean_accuracy"] for r in kill["rows"]}
     for n, ts in kill["series"].items():
-        a1.plot(ts["t"], ts["slo_attainment"], label=n)
-        a2.plot(ts["t"], [100 * v for v in ts["accuracy"]], label=n)
+        label = f"Clipper+ ({100 * acc[n]:.1f} %)" if n.startswith("Clipper+") else n
+        a1.plot(ts["t"], ts["slo_attainment"], label=label)
+        a2.plot(ts["t"], [100 * v for v in ts["accuracy"]], label=label)
     for t, _ in kill["kills"]:
         for ax in (a1, a2):
             ax.axvline(t, color="tab:red", ls=":", lw=1)
@@ -329,14 +365,14 @@ def figures(res: dict[str, list[dict]], p: LatencyProfile) -> None:
     a2.set_ylabel("serving accuracy (%)")
     a2.set_xlabel("time (s); dotted: a worker is killed (8 -> 4)")
     a1.legend(fontsize=7)
-    fig.suptitle("Paper setting: worker kills, 2,800 req/s bursty, SLO 36 ms", fontsize=9)
+    fig.suptitle(f"Paper setting: worker kills, 2,800 req/s bursty, SLO 36 ms (seed {kill['seed']})", fontsize=9)
     fig.tight_layout()
     fig.savefig(RESULTS / "paper_kill.png", dpi=110)
     plt.close(fig)
     fig, ax = plt.subplots(figsize=(5.5, 4))
-    for w, m in (("SlackFit", "r*-"), ("SlackFit-paper", "P--")):
+    for w, m in (("SlackFit", "r*-"), ("SlackFit-paper", "P--"), ("INFaaS", "D:")):
         pts = sorted((j["workers"], j["max_qps"]) for j in res["scale"] if j["policy"] == w)
-        ax.plot([x for x, _ in pts], [y for _, y in pts], m, label=w)
+        ax.plot([x for x, _ in pts], [y for _, y in pts], m, label="INFaaS (fastest SubNet)" if w == "INFaaS" else w)
     ws = sorted({j["workers"] for j in res["scale"]})
     cap = p.max_batch / (p.smallest.latency_p50_ms[-1] / 1000.0)
     ax.plot(ws, [w * cap for w in ws], "k:", label="fastest SubNet's capacity")
@@ -355,6 +391,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="shorter traces and fewer worker counts")
     ap.add_argument("--seeds", type=int, default=3, help="Azure trace seeds")
+    ap.add_argument("--cell-seeds", type=int, default=2, help="seeds per bursty / time-varying cell and kill run")
     ap.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
     ap.add_argument("--out", default="paper")
     args = ap.parse_args()
@@ -367,11 +404,12 @@ def main() -> None:
     t0 = time.perf_counter()
     res: dict[str, list[dict]] = {k: [] for k in ("azure", "azure_sweep", "bursty", "timevarying", "kill", "scale")}
     with ProcessPoolExecutor(args.jobs) as ex:
-        for j in ex.map(job, specs(args.quick, args.seeds)):
+        for j in ex.map(job, specs(args.quick, args.seeds, args.cell_seeds)):
             res[j["kind"]].append(j)
     wall = time.perf_counter() - t0
     for k in ("bursty", "timevarying"):
-        res[k].sort(key=lambda j: (j.get("variant", j.get("target")), j.get("cv2", j.get("tau"))))
+        res[k].sort(key=lambda j: (j["rep"], j.get("variant", j.get("target")), j.get("cv2", j.get("tau"))))
+    res["kill"].sort(key=lambda j: j["seed"])
     res["azure"].sort(key=lambda j: j["seed"])
     res["azure_sweep"].sort(key=lambda j: j["load"])
     h = headlines(res, span)
