@@ -34,7 +34,7 @@ Why a figure falls short is measured, not argued: a fluid bound (every request s
 queueing: the most accurate SubNet mix whose throughput within the SLO covers each minute's
 rate) caps the accuracy any policy can reach on the Azure trace.
 
-    python -m benchmarks.paper            # about 6-8 minutes on 2 cores
+    python -m benchmarks.paper            # about 6 CPU-minutes; 8-9 minutes on 2 shared cores
     python -m benchmarks.paper --quick    # shorter traces, one seed, for development
 """
 from __future__ import annotations

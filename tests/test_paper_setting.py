@@ -90,3 +90,14 @@ def test_the_simulator_runs_on_it(profile):
     tr = poisson(1000.0, 1.0, seed=0)
     r = simulate(tr, profile, SlackFit(profile, num_workers=8), num_workers=8, slo_ms=36.0)
     assert r.slo_attainment == 1.0 and r.mean_accuracy > 0.79
+
+
+def test_fluid_bound_of_the_paper_benchmark(profile):
+    from benchmarks.paper import fluid_accuracy_bound
+    # A trickle: the most accurate SubNet keeps up. Far beyond the fastest's capacity: nothing does.
+    assert fluid_accuracy_bound(profile, 1.0, 8, 36.0) == profile.largest.accuracy
+    assert fluid_accuracy_bound(profile, 100_000.0, 8, 36.0) is None
+    # In between, a mix: at least the fastest SubNet's accuracy, below the most accurate's, and
+    # falling as the rate rises.
+    mids = [fluid_accuracy_bound(profile, r, 8, 36.0) for r in (3000.0, 5000.0, 7000.0)]
+    assert profile.smallest.accuracy <= mids[-1] < mids[1] < mids[0] < profile.largest.accuracy
