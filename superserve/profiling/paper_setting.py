@@ -7,7 +7,8 @@ What it holds and where every number comes from:
   0-2 extra bottleneck blocks on each of 4 stages of 2/2/4/2, expand ratio 0.2/0.25/0.35 per
   block, width multiplier 0.65/0.8/1.0 per stem layer and stage, input resolution). Their
   multiply-accumulates (MACs) are counted layer by layer from OFA's architecture
-  (:func:`resnet_macs`; a ResNet-50-D shape at 224 px counts 4.33 G against the published 4.35 G).
+  (:func:`resnet_macs`; a ResNet-50-D shape at 224 px counts 4.33 G, against the 4.3 G published
+  for ResNet-50-D).
   Ids follow the OFA importer's format (``ofa-r50-d...-e...-w...-r...``).
 * **Accuracy**: OFA's eight published ResNet-50 SubNets (the ``resnet50D_MAC@...`` networks
   of the once-for-all model zoo, ImageNet top-1: 0.6 G MACs 75.0 % ... 4.1 G 79.8 %; the
