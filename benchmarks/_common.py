@@ -145,7 +145,7 @@ def plot_grid(name: str, panels: list[tuple[str, list[dict]]], ncols: int = 3, s
 
     nrows = math.ceil(len(panels) / ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.4 * nrows), squeeze=False)
-    style = {"SlackFit": ("*", "tab:red", 180), "MaxBatch": ("s", "tab:blue", 50), "MaxAcc": ("^", "tab:green", 50),
+    style = {"SlackFit": ("*", "tab:red", 180), "SlackFit-paper": ("P", "tab:orange", 90), "MaxBatch": ("s", "tab:blue", 50), "MaxAcc": ("^", "tab:green", 50),
              "INFaaS": ("D", "tab:purple", 45)}
     for ax, (title, rows) in zip(axes.flat, panels):
         clip = [r for r in rows if r["policy"].startswith("Clipper+")]
