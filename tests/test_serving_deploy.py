@@ -6,8 +6,10 @@ import io
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -100,3 +102,13 @@ def test_a_failed_start_logs_json_when_asked(tmp_path):
     assert out.returncode == 2
     records = [json.loads(line) for line in out.stderr.splitlines()]
     assert records[-1]["level"] == "error" and "missing" in records[-1]["msg"]
+
+
+def test_the_deploy_files_name_only_real_settings():
+    """Every SUPERSERVE_ variable in deploy/ and the docs is a setting the server reads."""
+    root = Path(__file__).resolve().parent.parent
+    texts = [p.read_text() for p in [*(root / "deploy").iterdir(), root / "docs" / "serving.md", root / "README.md"]]
+    names = {m for text in texts for m in re.findall(r"\bSUPERSERVE_[A-Z_]*[A-Z]\b", text)}
+    assert {"SUPERSERVE_AUTH_TOKEN", "SUPERSERVE_HOST", "SUPERSERVE_LOG_FORMAT"} <= names
+    settings = {f.name for f in fields(ServeConfig)}
+    assert {n for n in names if n.removeprefix("SUPERSERVE_").lower() not in settings} == set()
