@@ -14,10 +14,12 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
+import psutil
 import pytest
 
 import superserve
@@ -199,6 +201,35 @@ def test_an_unknown_model_is_not_found(server, mode, labelled):
         other("model_metadata")
 
 
+def test_one_connection_serves_many_calls(server, mode, labelled):
+    """Calls on one client reuse its connection (REST keep-alive; gRPC: one HTTP/2 channel)."""
+    scheme, is_async = mode
+    port = int(url_of(server, scheme).rsplit(":", 1)[1])
+
+    def connections() -> set[int]:
+        """The local ports of this process's open connections to the server."""
+        return {c.laddr.port for c in psutil.Process().net_connections("tcp")
+                if c.raddr and c.raddr.port == port and c.status == psutil.CONN_ESTABLISHED}
+
+    if not is_async:
+        with Client(url_of(server, scheme), token=TOKEN) as client:
+            client.infer(labelled[0])
+            first = connections()
+            for _ in range(4):
+                client.infer(labelled[0])
+            assert len(first) == 1 and connections() == first
+
+    async def calls() -> None:
+        async with AsyncClient(url_of(server, scheme), token=TOKEN) as client:
+            await client.infer(labelled[0])
+            first = connections()
+            for _ in range(4):
+                await client.infer(labelled[0])
+            assert len(first) == 1 and connections() == first
+    if is_async:
+        asyncio.run(calls())
+
+
 # --- no answer --------------------------------------------------------------------------------
 @pytest.mark.parametrize("scheme,is_async", MODES, ids=IDS)
 def test_a_silent_server_is_a_timeout(scheme, is_async, labelled):
@@ -206,9 +237,10 @@ def test_a_silent_server_is_a_timeout(scheme, is_async, labelled):
         silent.bind(("127.0.0.1", 0))
         silent.listen(8)
         url = f"{scheme}://127.0.0.1:{silent.getsockname()[1]}"
-        with pytest.raises(Timeout) as err:
-            Caller(url, is_async, timeout_s=0.5)("infer", labelled[0])
-    assert isinstance(err.value, TimeoutError)
+        t0 = time.monotonic()
+        with pytest.raises(Timeout) as err:  # the call's own timeout overrides the client's
+            Caller(url, is_async, timeout_s=60)("infer", labelled[0], timeout_s=0.5)
+    assert isinstance(err.value, TimeoutError) and time.monotonic() - t0 < 30
 
 
 @pytest.mark.parametrize("scheme,is_async", MODES, ids=IDS)
