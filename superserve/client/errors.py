@@ -64,7 +64,8 @@ class NotFound(SuperserveError):
 
 class ServerError(SuperserveError):
     """The server failed to serve the request (HTTP 500, gRPC INTERNAL, outcome ``error``;
-    also any status this client does not know): its message says why."""
+    also any status this client does not know, and an answer it cannot read): the message
+    says why."""
 
 
 class Timeout(SuperserveError, TimeoutError):

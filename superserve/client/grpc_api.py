@@ -14,7 +14,7 @@ from typing import Any
 import grpc
 import numpy as np
 
-from superserve.client.errors import ConnectionFailed, SuperserveError, grpc_error
+from superserve.client.errors import ConnectionFailed, ServerError, SuperserveError, grpc_error
 from superserve.client.grpc_messages import SERVICE, message, parameter_value, set_parameter
 from superserve.client.prediction import Prediction, as_image, prediction
 from superserve.outcome import GRPC_OUTCOME_METADATA
@@ -43,7 +43,7 @@ def infer_request(model: str, image: Any, params: dict[str, Any]) -> Any:
 def infer_answer(resp: Any, latency_ms: float) -> Prediction:
     raw = resp.raw_output_contents
     if len(raw) != len(resp.outputs):
-        raise SuperserveError(f"the server sent {len(resp.outputs)} outputs but {len(raw)} raw contents")
+        raise ServerError(f"the server sent {len(resp.outputs)} outputs but {len(raw)} raw contents")
     outputs = {out.name: np.frombuffer(data, dtype=_DTYPES.get(out.datatype, "<f4"))
                for out, data in zip(resp.outputs, raw)}
     params = {k: parameter_value(v) for k, v in resp.parameters.items()}

@@ -20,7 +20,7 @@ from typing import Any
 import aiohttp
 import urllib3
 
-from superserve.client.errors import ConnectionFailed, SuperserveError, Timeout, http_error
+from superserve.client.errors import ConnectionFailed, ServerError, Timeout, http_error
 from superserve.client.prediction import Prediction, as_image, error_text, prediction, rest_outputs
 from superserve.loadgen.kserve import HEADER_LENGTH, encode_binary_request, infer_path
 
@@ -37,7 +37,7 @@ def infer_answer(status: int, length: str | None, body: bytes, latency_ms: float
     try:
         header_length = int(length) if length is not None else None
     except ValueError:
-        raise SuperserveError(f"the server sent {HEADER_LENGTH}: {length!r}, not a length") from None
+        raise ServerError(f"the server sent {HEADER_LENGTH}: {length!r}, not a length") from None
     params, outputs = rest_outputs(body, header_length)
     return prediction(params, outputs, latency_ms)
 
@@ -55,9 +55,9 @@ def json_answer(status: int, body: bytes) -> dict[str, Any]:
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise SuperserveError(f"the server's answer is not JSON: {exc}") from None
+        raise ServerError(f"the server's answer is not JSON: {exc}") from None
     if not isinstance(data, dict):
-        raise SuperserveError("the server's answer is not a JSON object")
+        raise ServerError("the server's answer is not a JSON object")
     return data
 
 

@@ -45,6 +45,6 @@ def configure(fmt: str, stream: TextIO | None = None) -> None:
     logging.captureWarnings(True)  # Python warnings become records too (logger "py.warnings")
 
 
-def log(level: int, message: str, **fields: Any) -> None:
+def log(level: int, message: str, /, **fields: Any) -> None:
     """One record on the server's logger; ``fields`` become JSON keys (text shows the message)."""
     logging.getLogger(LOGGER).log(level, message, extra={"fields": fields} if fields else None)
