@@ -1,5 +1,6 @@
 """superserve: serving weight-shared SuperNets with SubNetAct and SlackFit."""
 import os
+from typing import Any
 
 # oneDNN caches one compiled primitive per (layer shape, batch size). Serving switches SubNet and
 # batch size on every batch, so the default capacity (1,024) thrashes: interleaved (SubNet,
@@ -9,3 +10,15 @@ import os
 os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "65536")
 
 __version__ = "0.1.0"
+
+_CLIENT_NAMES = ("Client", "AsyncClient")
+
+
+def __getattr__(name: str) -> Any:
+    """``superserve.Client`` / ``superserve.AsyncClient``, imported on first use: every
+    submodule import runs this file, so it must not load the client (numpy) eagerly."""
+    if name in _CLIENT_NAMES:
+        from superserve import client
+
+        return getattr(client, name)
+    raise AttributeError(f"module 'superserve' has no attribute {name!r}")

@@ -63,3 +63,7 @@ GRPC_CODE = {Outcome.IN_TIME: "OK", Outcome.LATE: "OK", Outcome.SHED: "DEADLINE_
              Outcome.REJECTED: "RESOURCE_EXHAUSTED", Outcome.REFUSED: "INVALID_ARGUMENT",
              Outcome.ERROR: "INTERNAL", Outcome.UNAVAILABLE: "UNAVAILABLE",
              Outcome.FLOOR_UNMET: "FAILED_PRECONDITION"}
+# gRPC trailing-metadata key under which the server sends the outcome label of a router answer
+# that is an error (REST puts it in the error body): a client tells a shed request from its
+# own deadline passing, and "no live worker" from "cannot connect", by it.
+GRPC_OUTCOME_METADATA = "superserve-outcome"

@@ -1,6 +1,7 @@
 """`superserve serve`: the typer command (mounted by superserve/cli.py)."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Optional
 
@@ -28,12 +29,13 @@ def serve_command(
                                                                   "(default 5; capped at slo_ms / 4)"),
     model_name: Optional[str] = typer.Option(None, help="model name clients address (default 'supernet')"),
     config: Optional[Path] = typer.Option(None, help="JSON or TOML file with any of these settings "
-                                                     "(keys as in superserve.serving.ServeConfig); flags win"),
+                                                     "(keys as in superserve.serving.ServeConfig); "
+                                                     "SUPERSERVE_<SETTING> variables win over it, flags over both"),
     ready_file: Optional[Path] = typer.Option(None, help="write JSON {pid, http_port, grpc_port, worker_pids} "
                                                          "here once every worker is warm"),
-    auth_token: Optional[str] = typer.Option(None, envvar="SUPERSERVE_AUTH_TOKEN", show_default=False,
+    auth_token: Optional[str] = typer.Option(None, show_default=False,
                                              help="require 'Authorization: Bearer TOKEN' on every endpoint but "
-                                                  "health (prefer the env variable: flags show in `ps`)"),
+                                                  "health (prefer env SUPERSERVE_AUTH_TOKEN: flags show in `ps`)"),
     restart: Optional[bool] = typer.Option(None, "--restart/--no-restart",
                                            help="restart dead workers with back-off (default: on)"),
     events_file: Optional[Path] = typer.Option(None, help="append lifecycle events (worker died, restarted, "
@@ -48,8 +50,11 @@ def serve_command(
     tls_cert: Optional[Path] = typer.Option(None, help="PEM certificate (chain): serve HTTPS and gRPC over TLS "
                                                        "(with --tls-key)"),
     tls_key: Optional[Path] = typer.Option(None, help="PEM private key of --tls-cert"),
+    log_format: Optional[str] = typer.Option(None, help="stderr log lines: text (default) or json (one object "
+                                                        "per line: ts, level, logger, msg, event fields)"),
 ) -> None:
-    """Serve a SuperNet over KServe v2 REST and gRPC, choosing SubNet and batch per decision."""
+    """Serve a SuperNet over KServe v2 REST and gRPC, choosing SubNet and batch per decision.
+    Settings: flags > SUPERSERVE_<SETTING> environment variables > --config file > defaults."""
     from superserve.serving.config import ServeConfig
     from superserve.serving.server import run
 
@@ -61,10 +66,10 @@ def serve_command(
         ready_file=str(ready_file) if ready_file else None,
         auth_token=auth_token or None, restart=restart, events_file=str(events_file) if events_file else None,
         calibrate=calibrate, calibration_check_s=calibration_check_s, standby_workers=standby_workers,
-        tls_cert=str(tls_cert) if tls_cert else None, tls_key=str(tls_key) if tls_key else None)
+        tls_cert=str(tls_cert) if tls_cert else None, tls_key=str(tls_key) if tls_key else None,
+        log_format=log_format)
     try:
-        cfg = ServeConfig.from_file(config, **overrides) if config else \
-            ServeConfig(**{k: v for k, v in overrides.items() if v is not None})
+        cfg = ServeConfig.from_sources(config, os.environ, **overrides)
         if cfg.grpc_port is not None and cfg.grpc_port < 0:
             cfg.grpc_port = None
         cfg.validate()

@@ -1,4 +1,5 @@
-"""Server configuration: one dataclass, filled from defaults, a JSON/TOML file and CLI flags.
+"""Server configuration: one dataclass, filled from defaults, a JSON/TOML file, SUPERSERVE_*
+environment variables and CLI flags (each later source wins).
 
 Everything a server process needs to start is here, so `superserve serve`, the Python API
 (:class:`~superserve.serving.process.ServerProcess`) and tests build the same object.
@@ -10,10 +11,11 @@ import math
 import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, get_args, get_origin, get_type_hints
 
 from superserve.bundle_layout import EMBEDDED_DIR, BundleLayout
 from superserve.scheduling.policy import PolicyKind
+from superserve.serving.logs import LOG_FORMATS
 from superserve.serving.restart import RestartPolicy
 
 LATE_MODES = ("shed", "serve")
@@ -99,6 +101,7 @@ class ServeConfig:
     # (None: no auth). Prefer env SUPERSERVE_AUTH_TOKEN to a flag: flags show in `ps`.
     auth_token: str | None = field(default=None, repr=False)
     events_file: str | None = None  # lifecycle events as JSON lines (worker died/restarted/ready)
+    log_format: str = "text"  # stderr log lines: "text" (superserve: ...) or "json" (one object per line)
     # TLS for REST and gRPC: PEM certificate (chain) and private key paths; both or neither.
     tls_cert: str | None = None
     tls_key: str | None = None
@@ -110,6 +113,8 @@ class ServeConfig:
         """Check every setting; raises ValueError saying which one and what is allowed."""
         if self.late not in LATE_MODES:
             raise ValueError(f"late must be one of {LATE_MODES}, not {self.late!r}")
+        if self.log_format not in LOG_FORMATS:
+            raise ValueError(f"log_format must be one of {LOG_FORMATS}, not {self.log_format!r}")
         _check_int("workers", self.workers, 1, 1024)
         _check_int("standby_workers", self.standby_workers, 0, 8)
         _check_int("threads_per_worker", self.threads_per_worker, 1, 1024)
@@ -190,20 +195,82 @@ class ServeConfig:
     def from_file(cls, path: str | Path, **overrides: Any) -> "ServeConfig":
         """Read a JSON (.json) or TOML (.toml) file whose keys are this class's fields.
         Relative paths in it are taken relative to the file. ``overrides`` (non-None) win."""
-        path = Path(path)
-        text = path.read_text()
-        data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: expected a table/object of settings")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"{path}: unknown settings {unknown}; known: {sorted(known)}")
-        for key in ("bundle", "profile", "tls_cert", "tls_key"):
-            if isinstance(data.get(key), str) and not Path(data[key]).is_absolute():
-                data[key] = str((path.parent / data[key]).resolve())
+        return cls.from_sources(path, {}, **overrides)
+
+    @classmethod
+    def from_sources(cls, path: str | Path | None, environ: Mapping[str, str], **overrides: Any) -> "ServeConfig":
+        """The configuration of ``superserve serve``: defaults, then the file at ``path`` (if
+        any), then ``SUPERSERVE_<FIELD>`` variables of ``environ``, then ``overrides`` (the
+        command line's flags; None: not given). Each later source wins, field by field."""
+        data = _file_settings(Path(path)) if path is not None else {}
+        data.update(env_settings(environ))
         data.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**data)
+
+
+ENV_PREFIX = "SUPERSERVE_"
+
+
+def _file_settings(path: Path) -> dict[str, Any]:
+    text = path.read_text()
+    data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a table/object of settings")
+    known = {f.name for f in fields(ServeConfig)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"{path}: unknown settings {unknown}; known: {sorted(known)}")
+    for key in ("bundle", "profile", "tls_cert", "tls_key"):
+        if isinstance(data.get(key), str) and not Path(data[key]).is_absolute():
+            data[key] = str((path.parent / data[key]).resolve())
+    return data
+
+
+def env_settings(environ: Mapping[str, str]) -> dict[str, Any]:
+    """The settings given as ``SUPERSERVE_<FIELD>`` variables (``SUPERSERVE_WORKERS=2``,
+    ``SUPERSERVE_GRPC_PORT=none``), parsed by the field's type: booleans as true/false/1/0/
+    yes/no, lists comma-separated, tables as JSON, ``none`` or empty for an optional field's
+    None. An unknown ``SUPERSERVE_`` name is an error, so a typo never leaves a default on."""
+    types = get_type_hints(ServeConfig)
+    out: dict[str, Any] = {}
+    for var, text in environ.items():
+        if not var.startswith(ENV_PREFIX):
+            continue
+        name = var[len(ENV_PREFIX):].lower()
+        if name not in types:
+            raise ValueError(f"{var}: not a setting; SUPERSERVE_ variables name ServeConfig fields: "
+                             f"{', '.join(ENV_PREFIX + n.upper() for n in sorted(types))}")
+        try:
+            out[name] = _parse_env(types[name], text)
+        except ValueError as exc:
+            raise ValueError(f"{var}={text!r}: {exc}") from None
+    return out
+
+
+def _parse_env(kind: Any, text: str) -> Any:
+    args = get_args(kind)
+    if type(None) in args:  # Optional[X]
+        if text.strip().lower() in ("", "none", "null"):
+            return None
+        kind = next(a for a in args if a is not type(None))
+    origin = get_origin(kind) or kind
+    if origin is bool:
+        word = text.strip().lower()
+        if word not in ("true", "false", "1", "0", "yes", "no"):
+            raise ValueError("expected true or false")
+        return word in ("true", "1", "yes")
+    if origin is int:
+        return int(text)
+    if origin is float:
+        return float(text)
+    if origin is list:
+        return [item.strip() for item in text.split(",") if item.strip()]
+    if origin is dict:
+        value = json.loads(text)
+        if not isinstance(value, dict):
+            raise ValueError("expected a JSON object")
+        return value
+    return text
 
 
 def check_token(token: str) -> str:

@@ -9,14 +9,21 @@ router's loop costs nothing that matters.
 from __future__ import annotations
 
 import json
-import sys
+import logging
 import time
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
+
+from superserve.serving.logs import log
+
+# Events logged as warnings (the rest as info): something an operator should look at.
+WARNING_EVENTS = frozenset({"insecure_bind", "poison_request", "worker_died", "worker_given_up",
+                            "worker_spawn_failed", "calibration_error"})
 
 
 class EventLog:
-    def __init__(self, path: str | Path | None = None, echo: TextIO | None = sys.stderr) -> None:
+    def __init__(self, path: str | Path | None = None, echo: bool = True) -> None:
+        """``echo``: also log each event that has a message (superserve/serving/logs.py)."""
         self._file = open(path, "a", buffering=1) if path else None  # line-buffered
         self._echo = echo
 
@@ -24,8 +31,9 @@ class EventLog:
         record = {"event": event, "t": time.monotonic(), "wall": time.time(), **fields}
         if self._file is not None:
             self._file.write(json.dumps(record) + "\n")
-        if self._echo is not None and message:
-            print(f"superserve: {message}", file=self._echo, flush=True)
+        if self._echo and message:
+            warn = event in WARNING_EVENTS or message.lower().startswith("warning")
+            log(logging.WARNING if warn else logging.INFO, message, event=event, **fields)
 
     def close(self) -> None:
         if self._file is not None:

@@ -14,6 +14,7 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from superserve import __version__
+from superserve.outcome import GRPC_OUTCOME_METADATA
 from superserve.serving.auth import UNAUTHORIZED, BearerAuth
 from superserve.serving.codec import (CLASS, LOGITS, ApiError, InputCodec, class_index, model_config,
                                       model_metadata, result_error, result_parameters)
@@ -133,7 +134,8 @@ class GrpcApi:
             raise ApiError(404, f"model {name!r} has no version {version!r}; it has version '1'")
 
     async def _abort(self, context, exc: ApiError):
-        await context.abort(getattr(grpc.StatusCode, exc.grpc), exc.message)
+        outcome = ((GRPC_OUTCOME_METADATA, exc.outcome.label),) if exc.outcome is not None else ()
+        await context.abort(getattr(grpc.StatusCode, exc.grpc), exc.message, outcome)
 
     async def model_ready(self, request, context) -> pb.ModelReadyResponse:
         try:

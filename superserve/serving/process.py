@@ -23,7 +23,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from superserve.serving.config import ServeConfig
+from superserve.serving.config import ENV_PREFIX, ServeConfig
 from superserve.serving.events import read_events
 
 AUTH_ENV = "SUPERSERVE_AUTH_TOKEN"
@@ -63,7 +63,10 @@ class ServerProcess:
         (self._dir / "config.json").write_text(json.dumps(settings))
         env = dict(os.environ if self.env is None else self.env)
         env.setdefault("OMP_NUM_THREADS", str(cfg.threads_per_worker))
-        env.pop(AUTH_ENV, None)
+        # The config file is the whole configuration: SUPERSERVE_* variables of this process
+        # (which `superserve serve` would put above the file) must not change it.
+        for var in [v for v in env if v.startswith(ENV_PREFIX)]:
+            del env[var]
         if token:
             env[AUTH_ENV] = token
         self.events_path = Path(cfg.events_file or self._dir / "events.jsonl")

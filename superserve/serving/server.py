@@ -10,10 +10,10 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+import logging
 import os
 import signal
 import ssl
-import sys
 import time
 from dataclasses import fields
 from pathlib import Path
@@ -28,6 +28,8 @@ from superserve.serving.auth import BearerAuth
 from superserve.serving.codec import InputCodec
 from superserve.serving.config import ServeConfig
 from superserve.serving.events import EventLog
+from superserve.serving.logs import configure as configure_logging
+from superserve.serving.logs import log
 from superserve.serving.metrics import ServingMetrics
 from superserve.serving.model_info import ModelInfo, read_model_info
 from superserve.serving.pool import WorkerPool
@@ -98,8 +100,8 @@ def build_planner(config: ServeConfig, info: ModelInfo, now: float = 0.0) -> Cal
                              now=now)
 
 
-def _log(msg: str) -> None:
-    print(f"superserve: {msg}", file=sys.stderr, flush=True)
+def _log(msg: str, level: int = logging.INFO) -> None:
+    log(level, msg)
 
 
 async def serve(config: ServeConfig) -> int:
@@ -250,8 +252,9 @@ def _write_ready_file(path: Path, http_port: int, grpc_port: int | None, pool: W
 
 
 def run(config: ServeConfig) -> int:
+    configure_logging(config.log_format)
     try:
         return asyncio.run(serve(config))
     except (FileNotFoundError, ValueError, RuntimeError, OSError) as exc:
-        _log(f"error: {exc}")
+        _log(f"error: {exc}", logging.ERROR)
         return 2
