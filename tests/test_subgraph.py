@@ -274,3 +274,12 @@ def test_adaptive_subgraph_saves_traffic_over_no_cache(small_catalog):
     aware = serve(small_catalog, acc, AdaptiveSubGraph(small_catalog, budget, period=8), q)
     assert aware.offchip_bytes < 0.8 * none.offchip_bytes
     assert aware.sim.mean_accuracy >= none.sim.mean_accuracy - 0.003
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**32 - 1))
+def test_ofa_subnet_ids_round_trip(seed):
+    cfg = MbV3Config.sample(random.Random(seed))
+    assert MbV3Config.from_id(cfg.id) == cfg
+    with pytest.raises(ValueError):
+        MbV3Config.from_id("d2222-k33")

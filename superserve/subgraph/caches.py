@@ -104,6 +104,7 @@ class AdaptiveSubGraph(PinnedSubGraph):
             raise ValueError("period and window must be >= 1")
         self.period, self.window = period, window
         self.history: deque[int] = deque(maxlen=window)
+        self.chooser = SubGraphChooser(catalog)
         self._since = 0
         self.loads = 0
 
@@ -118,7 +119,7 @@ class AdaptiveSubGraph(PinnedSubGraph):
         self._since = 0
         cat, sp = self.catalog, self.catalog.space
         weights = np.bincount(np.fromiter(self.history, dtype=np.int64), minlength=len(cat)) / len(self.history)
-        new = choose_subgraph(cat, weights, self.buffer_bytes)
+        new = self.chooser(weights, self.buffer_bytes)
         gain = expected_saving(cat, weights, new) - expected_saving(cat, weights, self.subgraph)
         load = sp.nbytes(new) - sp.nbytes(intersect(new, self.subgraph))
         if load == 0 or gain * self.window <= load:
@@ -181,63 +182,70 @@ def expected_saving(catalog: Catalog, weights: np.ndarray, subgraph: np.ndarray)
 
 def choose_subgraph(catalog: Catalog, weights: np.ndarray, budget_bytes: int) -> np.ndarray:
     """The SubGraph (a box) of at most ``budget_bytes`` that keeps the most bytes on chip per
-    query when SubNet i runs with frequency ``weights[i]``.
+    query when SubNet i runs with frequency ``weights[i]`` (see :class:`SubGraphChooser`)."""
+    return SubGraphChooser(catalog)(weights, budget_bytes)
+
+
+class SubGraphChooser:
+    """Chooses SubGraphs for one catalog; the per-tensor candidates are computed once.
 
     The saving separates by tensor (a SubNet's hit in tensor t is min(its box, the cached
-    extent) there), so this is a multiple-choice knapsack: per tensor, pick one extent among
-    the boxes the weighted SubNets read and their pairwise minima (their shared parts). Solved
-    greedily on each tensor's upper convex hull of (bytes, saving), best saving per byte first;
-    ties go to the earlier tensor. Exact when the budget ends on a hull point."""
-    sp = catalog.space
-    active = np.nonzero(weights > 0)[0]
-    out = sp.empty()
-    if budget_bytes <= 0 or active.size == 0:
+    extent) there), so choosing is a multiple-choice knapsack: per tensor, one extent among
+    the boxes the SubNets read and their pairwise minima (their shared parts). It is solved
+    greedily on each tensor's upper convex hull of (bytes, saving), best saving per byte first,
+    ties to the earlier tensor; exact when the budget ends on a hull point."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+        sp = catalog.space
+        self.cands: list[np.ndarray] = []  # per tensor: candidate extents (m, R)
+        self.cost: list[np.ndarray] = []  # per tensor: bytes of each candidate (m,)
+        self.hits: list[np.ndarray] = []  # per tensor: bytes SubNet s keeps with candidate c (N, m)
+        for t in range(len(sp)):
+            rows = np.unique(catalog.boxes[:, t], axis=0)
+            rows = rows[np.prod(rows, axis=-1) > 0]
+            if rows.shape[0] > 1:
+                i, j = np.triu_indices(rows.shape[0], 1)
+                rows = np.unique(np.concatenate([rows, np.minimum(rows[i], rows[j])]), axis=0)
+            self.cands.append(rows)
+            self.cost.append(np.prod(rows, axis=-1) * sp.element_bytes)
+            self.hits.append(np.prod(np.minimum(catalog.boxes[:, t][:, None], rows[None]), axis=-1)
+                             * sp.element_bytes)
+
+    def __call__(self, weights: np.ndarray, budget_bytes: int) -> np.ndarray:
+        out = self.catalog.space.empty()
+        if budget_bytes <= 0 or not np.any(weights > 0):
+            return out
+        w = np.asarray(weights, dtype=np.float64)
+        heap: list[tuple[float, int, int]] = []
+        hulls: list[list[tuple[int, float, int]]] = []
+        for t, (cost, hits) in enumerate(zip(self.cost, self.hits)):
+            hull = _upper_hull(cost, w @ hits) if cost.size else []
+            hulls.append(hull)
+            if hull:
+                heapq.heappush(heap, (-hull[0][1] / hull[0][0], t, 0))
+        left = budget_bytes
+        spent = [0] * len(hulls)
+        while heap:
+            _, t, k = heapq.heappop(heap)
+            c, v, row = hulls[t][k]
+            if c - spent[t] > left:
+                continue  # the next step does not fit; this tensor stays where it is
+            left -= c - spent[t]
+            spent[t] = c
+            out[t] = self.cands[t][row]
+            if k + 1 < len(hulls[t]):
+                c2, v2, _ = hulls[t][k + 1]
+                heapq.heappush(heap, (-(v2 - v) / (c2 - c), t, k + 1))
         return out
-    w = weights[active].astype(np.float64)
-    boxes = catalog.boxes[active]  # (a, tensors, R)
-    heap: list[tuple[float, int, int]] = []
-    hulls: list[list[tuple[int, float, np.ndarray]]] = []
-    for t in range(len(sp)):
-        rows = np.unique(boxes[:, t], axis=0)
-        rows = rows[np.prod(rows, axis=-1) > 0]
-        if rows.shape[0] == 0:
-            hulls.append([])
-            continue
-        if rows.shape[0] > 1:
-            i, j = np.triu_indices(rows.shape[0], 1)
-            rows = np.unique(np.concatenate([rows, np.minimum(rows[i], rows[j])]), axis=0)
-        cost = np.prod(rows, axis=-1) * sp.element_bytes
-        value = (w[:, None] * np.prod(np.minimum(boxes[:, t][:, None], rows[None]), axis=-1)).sum(axis=0) \
-            * sp.element_bytes
-        hull = _upper_hull(cost, value, rows)
-        hulls.append(hull)
-        if hull:
-            c, v, _ = hull[0]
-            heapq.heappush(heap, (-v / c, t, 0))
-    left = budget_bytes
-    spent_cost = [0] * len(sp)
-    spent_value = [0.0] * len(sp)
-    while heap:
-        _, t, k = heapq.heappop(heap)
-        c, v, row = hulls[t][k]
-        dc = c - spent_cost[t]
-        if dc > left:
-            continue  # the next step does not fit; this tensor stays where it is
-        left -= dc
-        spent_cost[t], spent_value[t] = c, v
-        out[t] = row
-        if k + 1 < len(hulls[t]):
-            c2, v2, _ = hulls[t][k + 1]
-            heapq.heappush(heap, (-(v2 - v) / (c2 - c), t, k + 1))
-    return out
 
 
-def _upper_hull(cost: np.ndarray, value: np.ndarray, rows: np.ndarray) -> list[tuple[int, float, np.ndarray]]:
-    """Points of the upper concave hull of (cost, value) from (0, 0), by increasing cost, each
-    step with a lower saving per byte than the one before (dominated points dropped)."""
-    order = np.lexsort((-value, cost))
-    pts: list[tuple[int, float, np.ndarray]] = []
-    for i in order:
+def _upper_hull(cost: np.ndarray, value: np.ndarray) -> list[tuple[int, float, int]]:
+    """(cost, value, candidate index) on the upper concave hull from (0, 0), by increasing
+    cost, each step with a lower saving per byte than the one before (dominated points
+    dropped)."""
+    pts: list[tuple[int, float, int]] = []
+    for i in np.lexsort((-value, cost)).tolist():
         c, v = int(cost[i]), float(value[i])
         if v <= (pts[-1][1] if pts else 0.0):
             continue
@@ -249,5 +257,5 @@ def _upper_hull(cost: np.ndarray, value: np.ndarray, rows: np.ndarray) -> list[t
                 pts.pop()
             else:
                 break
-        pts.append((c, v, rows[i]))
+        pts.append((c, v, i))
     return pts

@@ -93,6 +93,21 @@ class MbV3Config:
         return f"d{''.join(str(d) for d in self.depths)}-k{ks}-e{es}"
 
     @classmethod
+    def from_id(cls, subnet_id: str) -> "MbV3Config":
+        """Parse :attr:`id` back (inactive slots come back as the minimum)."""
+        try:
+            d, k, e = subnet_id.split("-")
+            depths = tuple(int(c) for c in d[1:])
+            ks = [[int(c) for c in s] for s in k[1:].split(".")]
+            es = [[int(c) for c in s] for s in e[1:].split(".")]
+        except ValueError as exc:
+            raise ValueError(f"not an OFA-MobileNetV3 SubNet id: {subnet_id!r} ({exc})") from None
+        if len(ks) != len(depths) or len(es) != len(depths):
+            raise ValueError(f"not an OFA-MobileNetV3 SubNet id: {subnet_id!r}")
+        return cls.make(depths, [x + [KERNELS[0]] * (MAX_DEPTH - len(x)) for x in ks],
+                        [x + [EXPANDS[0]] * (MAX_DEPTH - len(x)) for x in es])
+
+    @classmethod
     def largest(cls) -> "MbV3Config":
         n = len(STAGE_WIDTHS)
         return cls.make((MAX_DEPTH,) * n, ((MAX_KERNEL,) * MAX_DEPTH,) * n, ((max(EXPANDS),) * MAX_DEPTH,) * n)
