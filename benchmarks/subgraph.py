@@ -90,6 +90,7 @@ def pooled(runs: list[RunResult], acc: Accelerator) -> dict[str, Any]:
     off = sum(r.offchip_bytes for r in runs)
     on = sum(r.onchip_bytes for r in runs)
     return {"latency_mean_ms": float(lat.mean()), "latency_p99_ms": float(np.percentile(lat, 99)),
+            "service_mean_ms": float(np.concatenate([r.service_s for r in runs]).mean() * 1e3),
             "offchip_bytes_per_query": off / served,
             "offchip_energy_uj_per_query": off * acc.offchip_pj_per_byte * 1e-6 / served,
             "total_weight_energy_uj_per_query": (off * acc.offchip_pj_per_byte + on * acc.onchip_pj_per_byte)
@@ -101,6 +102,7 @@ def pooled(runs: list[RunResult], acc: Accelerator) -> dict[str, Any]:
 def savings(ours: dict, base: dict) -> dict[str, float]:
     rel = lambda k: 1.0 - ours[k] / base[k] if base[k] else 0.0  # noqa: E731
     return {"latency_mean": rel("latency_mean_ms"), "latency_p99": rel("latency_p99_ms"),
+            "service_time": rel("service_mean_ms"),
             "offchip_bytes": rel("offchip_bytes_per_query"), "offchip_energy": rel("offchip_energy_uj_per_query"),
             "accuracy_gain_pts": 100 * (ours["mean_accuracy"] - base["mean_accuracy"]),
             "slo_attainment_gain": ours["slo_attainment"] - base["slo_attainment"]}
@@ -123,7 +125,8 @@ def study(name: str, cat: Catalog, acc: Accelerator, scale: float) -> dict[str, 
             runs[pname].append(r)
             per_load[wname][pname] = r.summary(acc)
             s = per_load[wname][pname]
-            print(f"  {wname:12s} {pname:16s} lat {s['latency_mean_ms']:.4f}/{s['latency_p99_ms']:.4f} ms  "
+            print(f"  {wname:12s} {pname:16s} lat {s['latency_mean_ms']:.4f}/{s['latency_p99_ms']:.4f} ms "
+                  f"(service {s['service_mean_ms']:.4f})  "
                   f"off-chip {s['offchip_bytes_per_query'] / 1e3:9.1f} KB/q  acc {s['mean_accuracy']:.4f}  "
                   f"SLO {s['slo_attainment']:.4f}  ({time.perf_counter() - t0:.1f} s)")
     policies = {p: pooled(rs, acc) for p, rs in runs.items()}
@@ -131,7 +134,8 @@ def study(name: str, cat: Catalog, acc: Accelerator, scale: float) -> dict[str, 
     best = {k: min((p for p in POLICIES[1:]), key=lambda p: policies[p][k])
             for k in ("latency_mean_ms", "offchip_bytes_per_query")}
     out = {
-        "catalog": {**cat.meta, "subnets": len(cat), "weight_bytes_min": int(wb.min()), "weight_bytes_max": int(wb.max()),
+        "catalog": {**cat.meta, "subnets": len(cat), "weight_bytes_min": int(wb.min()),
+                    "weight_bytes_max": int(wb.max()),
                     "accuracy_min": float(cat.accuracy.min()), "accuracy_max": float(cat.accuracy.max()),
                     "layers": len(cat.space.layers), "tensors": len(cat.space)},
         "buffer_bytes": buffer_bytes, "buffer_rule": f"{BUFFER_FRACTION} x the largest SubNet's weight bytes",
@@ -144,7 +148,8 @@ def study(name: str, cat: Catalog, acc: Accelerator, scale: float) -> dict[str, 
         "buffer_sweep": sweep(cat, acc, loads["time_varying"]),
     }
     sv = out["savings_vs_no_cache"]
-    print(f"  cache_aware vs no_cache: latency {100 * sv['latency_mean']:.1f} % (p99 {100 * sv['latency_p99']:.1f} %), "
+    print(f"  cache_aware vs no_cache: latency {100 * sv['latency_mean']:.1f} % (p99 {100 * sv['latency_p99']:.1f} %, "
+          f"service time {100 * sv['service_time']:.1f} %), "
           f"off-chip bytes/energy {100 * sv['offchip_bytes']:.1f} %, accuracy {sv['accuracy_gain_pts']:+.2f} pts, "
           f"SLO {sv['slo_attainment_gain']:+.4f}")
     return out
@@ -157,8 +162,8 @@ def sweep(cat: Catalog, acc: Accelerator, q: Queries) -> list[dict]:
         row: dict[str, Any] = {"buffer_fraction_of_largest": frac, "buffer_bytes": b}
         for pname, make in make_caches(cat, b).items():
             s = serve(cat, acc, make(), q).summary(acc)
-            row[pname] = {k: s[k] for k in ("latency_mean_ms", "offchip_bytes_per_query", "mean_accuracy",
-                                            "slo_attainment")}
+            row[pname] = {k: s[k] for k in ("latency_mean_ms", "service_mean_ms", "offchip_bytes_per_query",
+                                            "mean_accuracy", "slo_attainment")}
         rows.append(row)
         print(f"  sweep buffer {frac:5.3f} x largest: off-chip KB/q " + ", ".join(
             f"{p} {row[p]['offchip_bytes_per_query'] / 1e3:.1f}" for p in POLICIES))

@@ -227,13 +227,17 @@ def small_catalog() -> Catalog:
                    np.zeros(len(cfgs), dtype=np.int64), {})
 
 
+def _nocache_latency(cat: Catalog, acc: Accelerator) -> np.ndarray:
+    return latency_s(CostTable.build(cat, acc), acc, layer_fetch_bytes(cat, cat.space.empty()))
+
+
 def _acc() -> Accelerator:
     return Accelerator("test", macs_per_s=2e9, offchip_bytes_per_s=2e7, offchip_pj_per_byte=100, onchip_pj_per_byte=5)
 
 
 def test_zero_buffer_cache_aware_equals_no_cache(small_catalog):
     acc = _acc()
-    lat = latency_s(CostTable.build(small_catalog, acc), acc, layer_fetch_bytes(small_catalog, small_catalog.space.empty()))
+    lat = _nocache_latency(small_catalog, acc)
     q = _queries(600, 0.8 / np.median(lat), 3 * lat.max(), float(np.median(small_catalog.accuracy)))
     base = serve(small_catalog, acc, NoCache(small_catalog, 0), q)
     for cache in (AdaptiveSubGraph(small_catalog, 0, period=4), LayerLRU(small_catalog, 0),
@@ -245,7 +249,7 @@ def test_zero_buffer_cache_aware_equals_no_cache(small_catalog):
 
 def test_every_query_gets_one_outcome_and_floors_met_when_possible(small_catalog):
     acc = _acc()
-    lat = latency_s(CostTable.build(small_catalog, acc), acc, layer_fetch_bytes(small_catalog, small_catalog.space.empty()))
+    lat = _nocache_latency(small_catalog, acc)
     floor = float(np.quantile(small_catalog.accuracy, 0.7))
     q = _queries(800, 1.2 / np.median(lat), 2 * lat.max(), floor, seed=1)
     budget = int(0.5 * small_catalog.weight_bytes().max())
@@ -267,7 +271,7 @@ def test_every_query_gets_one_outcome_and_floors_met_when_possible(small_catalog
 
 def test_adaptive_subgraph_saves_traffic_over_no_cache(small_catalog):
     acc = _acc()
-    lat = latency_s(CostTable.build(small_catalog, acc), acc, layer_fetch_bytes(small_catalog, small_catalog.space.empty()))
+    lat = _nocache_latency(small_catalog, acc)
     q = _queries(1500, 0.6 / np.median(lat), 4 * lat.max(), 0.0, seed=2)
     budget = int(0.5 * small_catalog.weight_bytes().max())
     none = serve(small_catalog, acc, NoCache(small_catalog, budget), q)

@@ -92,6 +92,7 @@ class RunResult:
     onchip_bytes: float  # weight bytes read from the buffer (every byte used, once)
     loads: int
     served: int
+    service_s: np.ndarray  # per served query: the accelerator time it took (no queueing, no loads)
 
     def latencies_ms(self) -> np.ndarray:
         ok = self.sim.subnet >= 0
@@ -103,6 +104,7 @@ class RunResult:
         return {
             "latency_mean_ms": float(lat.mean()) if lat.size else math.nan,
             "latency_p99_ms": float(np.percentile(lat, 99)) if lat.size else math.nan,
+            "service_mean_ms": float(self.service_s.mean() * 1000.0) if self.served else math.nan,
             "offchip_bytes_per_query": self.offchip_bytes / per,
             "offchip_energy_uj_per_query": self.offchip_bytes * acc.offchip_pj_per_byte * 1e-6 / per,
             "total_weight_energy_uj_per_query": (self.offchip_bytes * acc.offchip_pj_per_byte
@@ -128,6 +130,7 @@ def serve(catalog: Catalog, acc: Accelerator, cache: WeightCache, queries: Queri
     outcome = np.full(n, int(SHED), dtype=np.int8)
     b_start: list[float] = []
     b_subnet: list[int] = []
+    service: list[float] = []
     queue = EdfQueue()
     offchip = load_total = onchip = 0.0
     loads = served = 0
@@ -157,6 +160,7 @@ def serve(catalog: Catalog, acc: Accelerator, cache: WeightCache, queries: Queri
         took = float(latency_s(table, acc, fetched[None], np.array([s]))[0])
         b_start.append(now)
         b_subnet.append(s)
+        service.append(took)
         now += took
         finish[r.id], subnet[r.id] = now, s
         outcome[r.id] = int(IN_TIME) if now <= r.deadline + 1e-9 else int(LATE)
@@ -177,4 +181,4 @@ def serve(catalog: Catalog, acc: Accelerator, cache: WeightCache, queries: Queri
                     batch_worker=np.zeros(len(b_subnet), dtype=np.int64), subnet_accuracy=accuracy,
                     subnet_ids=catalog.ids, params={"cache": cache.name, "buffer_bytes": cache.buffer_bytes,
                                                     "accelerator": acc.name})
-    return RunResult(sim, offchip, load_total, onchip, loads, served)
+    return RunResult(sim, offchip, load_total, onchip, loads, served, np.array(service))
