@@ -287,3 +287,20 @@ def test_ofa_subnet_ids_round_trip(seed):
     assert MbV3Config.from_id(cfg.id) == cfg
     with pytest.raises(ValueError):
         MbV3Config.from_id("d2222-k33")
+
+
+def test_lru_of_layers_hits_only_when_the_whole_subnet_fits(small_catalog):
+    """Layers run in order, so a SubNet larger than the buffer evicts each of its layers before
+    running it again (LRU's sequential-scan pathology): no hits at all. A pinned SubGraph of
+    the same size keeps what it holds."""
+    s = small_catalog.largest
+    need = int(small_catalog.weight_bytes()[s])
+    roomy = LayerLRU(small_catalog, need)
+    roomy.run(s)
+    assert roomy.run(s).sum() == 0
+    tight = LayerLRU(small_catalog, need // 2)
+    tight.run(s)
+    assert tight.run(s).sum() == need
+    pinned = PinnedSubGraph(small_catalog, need // 2, choose_subgraph(small_catalog, np.eye(len(small_catalog))[s],
+                                                                        need // 2))
+    assert need - pinned.run(s).sum() > 0.3 * need  # lumpy layers: not all of the half fills
