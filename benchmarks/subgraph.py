@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from scipy import stats
 
-from benchmarks._common import write_json
+from benchmarks._common import RESULTS, write_json
 from superserve.bundle_layout import EMBEDDED_DIR
 from superserve.scheduling.profile import LatencyProfile
 from superserve.sim import IN_TIME
@@ -328,6 +328,56 @@ def cpu_locality(cat: Catalog, run: Callable[[str], float], flush_buf: torch.Ten
             "r2": fit.rvalue ** 2, "p_value": fit.pvalue}
 
 
+def plot(result: dict[str, Any]) -> None:
+    """Off-chip bytes and service time per policy (relative to no cache), the buffer sweep, and
+    the CPU's B-after-A latencies against shared MB."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    archs = result["architectures"]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    width = 0.8 / len(POLICIES)
+    for k, pname in enumerate(POLICIES):
+        xs = np.arange(2 * len(archs)) + k * width
+        ys = []
+        for a in archs.values():
+            base = a["policies"]["no_cache"]
+            ys += [a["policies"][pname]["offchip_bytes_per_query"] / base["offchip_bytes_per_query"],
+                   a["policies"][pname]["service_mean_ms"] / base["service_mean_ms"]]
+        axes[0].bar(xs, ys, width, label=pname)
+    axes[0].set_xticks(np.arange(2 * len(archs)) + 0.4 - width / 2,
+                       [f"{n}\n{m}" for n in archs for m in ("off-chip bytes", "service time")], fontsize=7)
+    axes[0].set_ylabel("relative to no_cache")
+    axes[0].legend(fontsize=7)
+    for name, a in archs.items():
+        fr = [r["buffer_fraction_of_largest"] for r in a["buffer_sweep"]]
+        for pname, style in (("cache_aware", "-o"), ("lru_layers", "--s"), ("static_smallest", ":^")):
+            axes[1].plot(fr, [r[pname]["offchip_bytes_per_query"] / r["no_cache"]["offchip_bytes_per_query"]
+                              for r in a["buffer_sweep"]], style, label=f"{name} {pname}")
+    axes[1].set_xscale("log", base=2)
+    axes[1].set_xlabel("buffer / largest SubNet's weight bytes")
+    axes[1].set_ylabel("off-chip bytes / no_cache (time-varying trace)")
+    axes[1].legend(fontsize=6)
+    loc = result.get("cpu_locality")
+    if loc:
+        for b in loc["per_target"]:
+            r = [row for row in loc["rows"] if row["b"] == b]
+            axes[2].plot([row["shared_mb"] for row in r], [row["t_b_after_a_ms"] for row in r], "o",
+                         label=f"B = {loc['per_target'][b]['b_mb']:.1f} MB")
+        axes[2].set_xlabel("weight MB shared with the SubNet run before (fp32)")
+        axes[2].set_ylabel("batch-1 latency of B (ms), this CPU")
+        axes[2].set_title(f"slope {loc['slope_ms_per_shared_mb']:+.3f} +- {loc['slope_stderr']:.3f} ms/MB", fontsize=9)
+        axes[2].legend(fontsize=7)
+    else:
+        axes[2].axis("off")
+    fig.tight_layout()
+    path = RESULTS / "subgraph.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    print(f"wrote {path}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="smaller traces and fewer CPU pairs")
@@ -352,6 +402,7 @@ def main() -> None:
         result["cpu_locality"] = cpu_locality(ofa32, run, flush_buf, 3 if args.quick else 5, args.quick)
     result["wall_s"] = time.perf_counter() - t0
     write_json("subgraph", result)
+    plot(result)
 
 
 if __name__ == "__main__":
