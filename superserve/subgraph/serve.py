@@ -105,6 +105,7 @@ class RunResult:
             "latency_mean_ms": float(lat.mean()) if lat.size else math.nan,
             "latency_p99_ms": float(np.percentile(lat, 99)) if lat.size else math.nan,
             "service_mean_ms": float(self.service_s.mean() * 1000.0) if self.served else math.nan,
+            "service_p99_ms": float(np.percentile(self.service_s, 99) * 1000.0) if self.served else math.nan,
             "offchip_bytes_per_query": self.offchip_bytes / per,
             "offchip_energy_uj_per_query": self.offchip_bytes * acc.offchip_pj_per_byte * 1e-6 / per,
             "total_weight_energy_uj_per_query": (self.offchip_bytes * acc.offchip_pj_per_byte
