@@ -29,7 +29,7 @@ from superserve.subgraph import (ZCU104_INT8, Accelerator, AdaptiveSubGraph, Cat
                                  PolicyConfig, Queries, RunResult, WeightCache, intersect, latency_s,
                                  layer_fetch_bytes, serve, static_smallest)
 from superserve.subgraph.mbv3_torch import SharedMbV3
-from superserve.subgraph.ofa_mbv3 import MbV3Config, mbv3_catalog
+from superserve.subgraph.ofa_mbv3 import MbV3Config, mbv3_catalog, mbv3_extents, mbv3_space
 from superserve.subgraph.resnet_space import resnet_catalog
 from superserve.supernet.config import fashion_mnist_spec
 from superserve.workload import bursty, time_varying
@@ -39,6 +39,7 @@ BUFFER_FRACTION = 0.5  # headline buffer: half the weight bytes of the largest S
 SWEEP_FRACTIONS = (0.125, 0.25, 0.5, 1.0)
 SLO_MULTIPLES = (1.5, 3.0, 6.0)  # per-query SLO: one of these x the largest SubNet's no-cache latency
 FLOOR_SHARE = 0.25  # share of queries with an accuracy floor (the catalog's median accuracy)
+LOCALITY_RESOLUTIONS = (224, 128)  # OFA's largest and smallest input size: weights matter more at 128
 SUSHI_PUBLISHED = {
     "source": "SUSHI (Behnam, Tong, Khare, et al., MLSys 2023; arXiv 2306.17266), abstract",
     "latency_reduction": "up to 25 % (abstract; 25-32 % across the versions quoted in the issue)",
@@ -254,13 +255,13 @@ def cost_model_check(p: dict[str, float], ofa_real: dict[str, float], ofa_cat: C
     return out
 
 
-def _ofa_runner(cat: Catalog) -> tuple[Callable[[str], float], torch.Tensor]:
+def _ofa_runner(cat: Catalog, input_size: int = 224) -> tuple[Callable[[str], float], torch.Tensor]:
     """A timed batch-1 forward of any catalog SubNet on the weight-shared executor (fp32, one
     thread), and a 128 MB buffer whose sum flushes the last-level cache (4 x its 32 MB)."""
     torch.set_num_threads(1)
     torch.set_flush_denormal(True)
-    model = SharedMbV3(224, seed=0).eval()
-    x = torch.randn(1, 3, 224, 224)
+    model = SharedMbV3(input_size, seed=0).eval()
+    x = torch.randn(1, 3, input_size, input_size)
     configs = {i: MbV3Config.from_id(i) for i in cat.ids}
 
     @torch.inference_mode()
@@ -285,19 +286,23 @@ def measure_ofa(cat: Catalog, run: Callable[[str], float], repeats: int, every: 
     return {sid: statistics.median(v) for sid, v in samples.items()}
 
 
-def cpu_locality(cat: Catalog, run: Callable[[str], float], flush_buf: torch.Tensor, repeats: int,
-                 quick: bool) -> dict[str, Any]:
+def cpu_locality(cat: Catalog, input_size: int, cpu: dict[str, float], repeats: int, quick: bool) -> dict[str, Any]:
     """Latency of SubNet B right after SubNet A on this CPU, against the weight bytes they share.
 
-    Per target B and repeat, interleaved: flush (read 128 MB), run A, time B, for A among
-    SubNets spread over the catalog, for A = B (everything shared) and for no A (nothing
-    shared in cache). The slope of t(B after A) on the shared MB, pooled over the targets with
-    each target's mean removed, is what each shared MB left in cache saves B."""
+    Per target B (the smallest, the median and the largest SubNet by bytes) and repeat,
+    interleaved: flush (read 128 MB), run A, time B, for A among SubNets spread over the
+    catalog, for A = B (everything shared) and for no A (nothing shared in cache). The slope of
+    t(B after A) on the shared MB, pooled over the targets with each target's mean removed, is
+    what each shared MB left in cache saves B. Beside it, what the roofline with this CPU's
+    parameters predicts for B after itself versus after a flush (weights from cache or DRAM)."""
+    run, flush_buf = _ofa_runner(cat, input_size)
     order = np.argsort(cat.weight_bytes())
     n = len(order)
-    targets = [cat.ids[order[k]] for k in ((n // 2,) if quick else (n // 4, n // 2, 3 * n // 4))]
+    targets = [cat.ids[order[k]] for k in ((n // 2,) if quick else (0, n // 2, n - 1))]
     sources = [cat.ids[order[k]] for k in np.linspace(0, n - 1, 4 if quick else 7).round().astype(int)]
     mb = lambda nbytes: float(nbytes) / 2**20  # noqa: E731
+    for sid in set(targets) | set(sources):
+        run(sid)
     rows = []
     for b in targets:
         ib = cat.index_of(b)
@@ -320,16 +325,25 @@ def cpu_locality(cat: Catalog, run: Callable[[str], float], flush_buf: torch.Ten
         xs += [row["shared_mb"] - mx for row in r]
         ys += [row["t_b_after_a_ms"] - my for row in r]
     fit = stats.linregress(xs, ys)
+    space = mbv3_space(input_size, 4)
+    tcat = Catalog(space, tuple(targets), np.stack([space.box(mbv3_extents(MbV3Config.from_id(b), input_size))
+                                                    for b in targets]),
+                   np.zeros(len(targets)), np.zeros(len(targets), dtype=np.int64), {})
+    acc = cpu_accelerator(cpu, cpu["dram_bytes_per_s"])
+    table = CostTable.build(tcat, acc)
+    pred_gap = latency_s(table, acc, layer_fetch_bytes(tcat, space.empty())) - \
+        latency_s(table, acc, layer_fetch_bytes(tcat, space.full))
     per_b = {b: {"b_mb": next(r["b_mb"] for r in rows if r["b"] == b),
                  "after_flush_ms": next(r["t_b_after_a_ms"] for r in rows if r["b"] == b and r["a"] == "flush"),
-                 "after_itself_ms": next(r["t_b_after_a_ms"] for r in rows if r["b"] == b and r["a"] == "self")}
-             for b in targets}
-    print(f"  CPU locality: slope {fit.slope:+.4f} +- {fit.stderr:.4f} ms per shared MB (R^2 {fit.rvalue ** 2:.2f}); "
-          + "; ".join(f"B of {v['b_mb']:.1f} MB: {v['after_flush_ms']:.2f} ms after a flush, "
-                      f"{v['after_itself_ms']:.2f} ms after itself" for v in per_b.values()))
+                 "after_itself_ms": next(r["t_b_after_a_ms"] for r in rows if r["b"] == b and r["a"] == "self"),
+                 "roofline_predicted_saving_ms": float(1e3 * g)} for b, g in zip(targets, pred_gap)}
+    print(f"  CPU locality at {input_size} px: slope {fit.slope:+.4f} +- {fit.stderr:.4f} ms per shared MB "
+          f"(R^2 {fit.rvalue ** 2:.2f}); " + "; ".join(
+              f"B of {v['b_mb']:.1f} MB: {v['after_flush_ms']:.2f} ms after a flush, {v['after_itself_ms']:.2f} "
+              f"after itself (roofline: {v['roofline_predicted_saving_ms']:.2f} ms saved)" for v in per_b.values()))
     return {"method": " ".join(cpu_locality.__doc__.split("\n\n")[1].split()), "precision": "fp32",
-            "input": "1x3x224x224", "threads": 1, "repeats": repeats, "last_level_cache_mb": 32, "rows": rows,
-            "per_target": per_b, "slope_ms_per_shared_mb": fit.slope, "slope_stderr": fit.stderr,
+            "input": f"1x3x{input_size}x{input_size}", "threads": 1, "repeats": repeats, "last_level_cache_mb": 32,
+            "rows": rows, "per_target": per_b, "slope_ms_per_shared_mb": fit.slope, "slope_stderr": fit.stderr,
             "r2": fit.rvalue ** 2, "p_value": fit.pvalue}
 
 
@@ -354,7 +368,8 @@ def plot(result: dict[str, Any]) -> None:
     axes[0].set_xticks(np.arange(2 * len(archs)) + 0.4 - width / 2,
                        [f"{n}\n{m}" for n in archs for m in ("off-chip bytes", "service time")], fontsize=7)
     axes[0].set_ylabel("relative to no_cache")
-    axes[0].legend(fontsize=7)
+    axes[0].set_ylim(0, 1.3)
+    axes[0].legend(fontsize=7, loc="upper center", ncol=4)
     for name, a in archs.items():
         fr = [r["buffer_fraction_of_largest"] for r in a["buffer_sweep"]]
         for pname, style in (("cache_aware", "-o"), ("lru_layers", "--s"), ("static_smallest", ":^")):
@@ -364,13 +379,13 @@ def plot(result: dict[str, Any]) -> None:
     axes[1].set_xlabel("buffer / largest SubNet's weight bytes")
     axes[1].set_ylabel("off-chip bytes / no_cache (time-varying trace)")
     axes[1].legend(fontsize=6)
-    loc = result.get("cpu_locality")
+    loc = next(iter(result["cpu_locality"].values())) if result.get("cpu_locality") else None
     if loc:
         for b in loc["per_target"]:
             r = [row for row in loc["rows"] if row["b"] == b]
             axes[2].plot([row["shared_mb"] for row in r], [row["t_b_after_a_ms"] for row in r], "o",
                          label=f"B = {loc['per_target'][b]['b_mb']:.1f} MB")
-        axes[2].set_xlabel("weight MB shared with the SubNet run before (fp32)")
+        axes[2].set_xlabel(f"weight MB shared with the SubNet run before (fp32, {loc['input']})")
         axes[2].set_ylabel("batch-1 latency of B (ms), this CPU")
         axes[2].set_title(f"slope {loc['slope_ms_per_shared_mb']:+.3f} +- {loc['slope_stderr']:.3f} ms/MB", fontsize=9)
         axes[2].legend(fontsize=7)
@@ -401,10 +416,12 @@ def main() -> None:
     if not args.skip_cpu:
         print("\n== this CPU")
         ofa32 = mbv3_catalog(element_bytes=4)
-        run, flush_buf = _ofa_runner(ofa32)
+        run, _ = _ofa_runner(ofa32)
         real = measure_ofa(ofa32, run, 3 if args.quick else 5, 3 if args.quick else 2)
-        result["cpu_cost_model_check"] = cost_model_check(measure_cpu(), real, ofa32)
-        result["cpu_locality"] = cpu_locality(ofa32, run, flush_buf, 3 if args.quick else 5, args.quick)
+        cpu = measure_cpu()
+        result["cpu_cost_model_check"] = cost_model_check(cpu, real, ofa32)
+        result["cpu_locality"] = {f"r{r}": cpu_locality(ofa32, r, cpu, 3 if args.quick else 7, args.quick)
+                                  for r in LOCALITY_RESOLUTIONS}
     result["wall_s"] = time.perf_counter() - t0
     write_json("subgraph", result)
     plot(result)
