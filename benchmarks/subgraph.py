@@ -151,7 +151,7 @@ def study(name: str, cat: Catalog, acc: Accelerator, scale: float) -> dict[str, 
             "by_offchip_bytes": {"baseline": best["offchip_bytes_per_query"],
                                  **savings(ours, policies[best["offchip_bytes_per_query"]])}},
         "ablation_cache_aware_without_accuracy_trade": pooled(strict, acc),
-        "buffer_sweep": sweep(cat, acc, loads["time_varying"]),
+        "buffer_sweep": sweep(cat, acc, workloads(cat, acc, scale / 2)[0]["time_varying"]),
     }
     sv = out["savings_vs_no_cache"]
     print(f"  cache_aware vs no_cache: latency {100 * sv['latency_mean']:.1f} % (p99 {100 * sv['latency_p99']:.1f} %, "
@@ -162,6 +162,7 @@ def study(name: str, cat: Catalog, acc: Accelerator, scale: float) -> dict[str, 
 
 
 def sweep(cat: Catalog, acc: Accelerator, q: Queries) -> list[dict]:
+    """Every cache at buffers of 1/8 to 1 x the largest SubNet (a half-length time-varying trace)."""
     rows = []
     for frac in SWEEP_FRACTIONS:
         b = int(frac * cat.weight_bytes().max())
@@ -377,7 +378,7 @@ def plot(result: dict[str, Any]) -> None:
                               for r in a["buffer_sweep"]], style, label=f"{name} {pname}")
     axes[1].set_xscale("log", base=2)
     axes[1].set_xlabel("buffer / largest SubNet's weight bytes")
-    axes[1].set_ylabel("off-chip bytes / no_cache (time-varying trace)")
+    axes[1].set_ylabel("off-chip bytes / no_cache (half-length time-varying)")
     axes[1].legend(fontsize=6)
     loc = next(iter(result["cpu_locality"].values())) if result.get("cpu_locality") else None
     if loc:
