@@ -137,7 +137,7 @@ def test_boxes_match_the_slices_the_embedded_supernet_reads(seed):
     _grad_support_matches(model.named_parameters(), SPACE, box_of(cfg))
 
 
-@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("seed", range(2))
 def test_boxes_match_the_slices_the_mbv3_executor_reads(seed, monkeypatch):
     # A ReLU on the pooled squeeze-excitation vector is dead for about half its channels per
     # image: their weights are still read, but get no gradient. A leaky ReLU keeps it flowing.
@@ -147,7 +147,7 @@ def test_boxes_match_the_slices_the_mbv3_executor_reads(seed, monkeypatch):
     # (on smaller maps the outer taps only ever see padding and get no gradient)
     model = SharedMbV3(input_size=128, seed=seed)
     cfg = MbV3Config.sample(random.Random(seed))
-    model(torch.randn(2, 3, 128, 128), cfg).square().sum().backward()
+    model(torch.randn(1, 3, 128, 128), cfg).square().sum().backward()
     named = [(t.name, model.weights[model._key(t.name)]) for t in model.space.tensors]
     # A 3x3 kernel uses 9 of the 25 output rows of its block's 7to5 matrix (those landing in
     # the centre 3x3); the box counts the whole matrix (625 elements, a known over-count).
