@@ -42,9 +42,6 @@ class WeightCache(ABC):
         """Called between queries; returns the bytes loaded into the buffer now (0: none)."""
         return 0
 
-    def resident_bytes(self) -> int:
-        return 0
-
 
 class NoCache(WeightCache):
     name = "no_cache"
@@ -78,9 +75,6 @@ class PinnedSubGraph(WeightCache):
     def run(self, s: int) -> np.ndarray:
         return self._planned[s]
 
-    def resident_bytes(self) -> int:
-        return self.catalog.space.nbytes(self.subgraph)
-
 
 def static_smallest(catalog: Catalog, buffer_bytes: int) -> PinnedSubGraph:
     """The baseline: pin the smallest SubNet (as much of it as fits, first layers first)."""
@@ -106,7 +100,6 @@ class AdaptiveSubGraph(PinnedSubGraph):
         self.history: deque[int] = deque(maxlen=window)
         self.chooser = SubGraphChooser(catalog)
         self._since = 0
-        self.loads = 0
 
     def run(self, s: int) -> np.ndarray:
         self.history.append(s)
@@ -125,7 +118,6 @@ class AdaptiveSubGraph(PinnedSubGraph):
         if load == 0 or gain * self.window <= load:
             return 0
         self._set(new)
-        self.loads += 1
         return load
 
 
@@ -169,9 +161,6 @@ class LayerLRU(WeightCache):
             self.lru[k] = size
             self.used += size
         return fetch
-
-    def resident_bytes(self) -> int:
-        return self.used
 
 
 def expected_saving(catalog: Catalog, weights: np.ndarray, subgraph: np.ndarray) -> float:
