@@ -45,12 +45,13 @@ class Accelerator:
         return asdict(self)
 
 
-# Xilinx Zynq UltraScale+ ZCU104 (XCZU7EV) running an INT8 DPU-class engine. Sources:
-#  - compute: DPUCZDX8G B4096 = 4,096 operations (2,048 MACs) per cycle (Xilinx PG338, DPU
-#    product guide, the B4096 configuration); clock 300 MHz is our assumption (a typical DPU
-#    clock on this board), so 614 GMAC/s peak;
-#  - off-chip: the PS DDR4 of the ZCU104, 64-bit at 2,400 MT/s (Xilinx UG1267 board guide /
-#    the Zynq UltraScale+ PS DDR controller), 19.2 GB/s peak;
+# Xilinx Zynq UltraScale+ ZCU104 (XCZU7EV) running one DPUCZDX8G B4096 INT8 core. Sources:
+#  - compute: B4096 = 4,096 operations (2,048 MACs) per cycle (Xilinx PG338, DPU product
+#    guide) at 300 MHz, the clock of the ZCU104 reference design (Xilinx UG1354, "ZCU104
+#    Performance": dual B4096 cores at 300 MHz, 2.4 TOPS INT8 peak); one core serves a batch-1
+#    query: 614 GMAC/s;
+#  - off-chip: the ZCU104's 64-bit PS DDR4 (Xilinx UG1267) at the Zynq UltraScale+ PS
+#    controller's DDR4-2400 rate, 19.2 GB/s peak;
 #  - on-chip memory: XCZU7EV 11 Mb block RAM + 27 Mb UltraRAM (Xilinx DS891 product table),
 #    4.75 MB in all, the ceiling on any weight buffer;
 #  - energy per byte: M. Horowitz, "Computing's energy problem", ISSCC 2014 (45 nm): a 64-bit
@@ -58,7 +59,7 @@ class Accelerator:
 #    12.5 pJ/byte. The FPGA is 16 nm, so both are pessimistic in absolute terms; their ratio
 #    (about 13x), which decides what caching saves, is the figure that matters.
 ZCU104_INT8 = Accelerator(
-    name="ZCU104 (XCZU7EV) INT8 DPU-class, 300 MHz",
+    name="ZCU104 (XCZU7EV), one DPUCZDX8G B4096 INT8 core at 300 MHz",
     macs_per_s=2048 * 300e6,
     offchip_bytes_per_s=64 / 8 * 2400e6,
     offchip_pj_per_byte=1300 / 8,
@@ -67,8 +68,8 @@ ZCU104_INT8 = Accelerator(
     onchip_bytes=(11 + 27) * 2**20 // 8,
     element_bytes=1,
     sources={
-        "macs_per_s": "Xilinx PG338 (DPUCZDX8G B4096: 4096 ops/cycle) x 300 MHz (assumed clock)",
-        "offchip_bytes_per_s": "ZCU104 PS DDR4, 64-bit x 2400 MT/s (Xilinx UG1267)",
+        "macs_per_s": "Xilinx PG338 (DPUCZDX8G B4096: 4096 ops/cycle) x 300 MHz (ZCU104 DPU clock, Xilinx UG1354)",
+        "offchip_bytes_per_s": "ZCU104 64-bit PS DDR4 (Xilinx UG1267) at DDR4-2400 (Zynq UltraScale+ PS controller)",
         "offchip_pj_per_byte": "Horowitz ISSCC 2014, DRAM 1.3 nJ per 64-bit access (45 nm)",
         "onchip_pj_per_byte": "Horowitz ISSCC 2014, 1 MB SRAM 100 pJ per 64-bit read (45 nm)",
         "onchip_bytes": "Xilinx DS891: XCZU7EV 11 Mb BRAM + 27 Mb UltraRAM",
