@@ -343,10 +343,18 @@ def cpu_locality(cat: Catalog, input_size: int, cpu: dict[str, float], repeats: 
           f"(R^2 {fit.rvalue ** 2:.2f}); " + "; ".join(
               f"B of {v['b_mb']:.1f} MB: {v['after_flush_ms']:.2f} ms after a flush, {v['after_itself_ms']:.2f} "
               f"after itself (roofline: {v['roofline_predicted_saving_ms']:.2f} ms saved)" for v in per_b.values()))
+    model_slope = -float(np.mean([v["roofline_predicted_saving_ms"] / v["b_mb"] for v in per_b.values()]))
+    best = max(1.0 - v["after_itself_ms"] / v["after_flush_ms"] for v in per_b.values())
+    reading = (f"slope {fit.slope:+.3f} +- {fit.stderr:.3f} ms per shared MB (negative: what B shares with A "
+               f"saves time), {'' if fit.pvalue < 0.05 else 'not '}significant at 5 % (p {fit.pvalue:.2f}); the "
+               f"roofline with this CPU's parameters expects {model_slope:+.3f}; B after itself against B after a "
+               f"flush: at most {100 * best:.0f} % faster")
+    print(f"    {reading}")
     return {"method": " ".join(cpu_locality.__doc__.split("\n\n")[1].split()), "precision": "fp32",
             "input": f"1x3x{input_size}x{input_size}", "threads": 1, "repeats": repeats, "last_level_cache_mb": 32,
             "rows": rows, "per_target": per_b, "slope_ms_per_shared_mb": fit.slope, "slope_stderr": fit.stderr,
-            "r2": fit.rvalue ** 2, "p_value": fit.pvalue}
+            "r2": fit.rvalue ** 2, "p_value": fit.pvalue, "roofline_slope_ms_per_shared_mb": model_slope,
+            "reading": reading}
 
 
 def plot(result: dict[str, Any]) -> None:
