@@ -17,7 +17,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("cores: the torch-free scheduler and workloads; the model and its data",
      {"scheduling", "workload", "supernet", "datasets"}),
     ("the simulator; loading a bundle into a model", {"sim", "embedded"}),
-    ("offline profiling; the load client", {"profiling", "loadgen"}),
+    ("offline profiling; the load client; SubGraph caching studies", {"profiling", "loadgen", "subgraph"}),
     ("training; the server", {"train", "serving"}),
     ("the Python client (the server's wire definitions, the load client's encoder)", {"client"}),
     ("experiments composing server, client and simulator", {"experiments"}),
