@@ -6,7 +6,7 @@ import os
 import platform
 import statistics
 import time
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -58,9 +58,11 @@ def measure_profile(
     warmup: int = 3,
     device: str = "cpu",
     progress: Callable[[int, int], None] | None = None,
+    cost: Callable[[Any], tuple[int, int]] | None = None,
 ) -> LatencyProfile:
     """Latency p50/p99 per SubNet and batch size 1..max_batch, measured with the threads
-    torch is set to use (set them to what one serving worker gets).
+    torch is set to use (set them to what one serving worker gets). ``cost`` gives a SubNet's
+    (MACs, parameters) for SuperNets of another family (default: superserve's own).
 
     Interleaved: after a warm-up of every (SubNet, batch) cell, each of the `repeats` rounds
     times every cell once, SubNet switching between runs as it does in serving. A transient
@@ -89,7 +91,7 @@ def measure_profile(
                 progress(done, steps)
     subnets = []
     for config in configs:
-        macs, params = subnet_cost(spec, config)
+        macs, params = subnet_cost(spec, config) if cost is None else cost(config)
         acc = accuracies.get(config.id, {})
         p50 = tuple(statistics.median(samples[(config.id, b)]) for b in range(1, max_batch + 1))
         p99 = tuple(max(percentile(samples[(config.id, b)], 99), p50[b - 1]) for b in range(1, max_batch + 1))

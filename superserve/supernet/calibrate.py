@@ -6,19 +6,20 @@ their averages in that SubNet's row of the table.
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
 
 from .config import SubNetConfig
+from .ofa.base import OFASuperNet
 from .ops import SubnetNorm
 from .resnet import SuperResNet
 
 
 @torch.no_grad()
 def calibrate(
-    model: SuperResNet,
-    configs: Sequence[SubNetConfig],
+    model: SuperResNet | OFASuperNet,
+    configs: Sequence[SubNetConfig] | Sequence[Any],
     batches: Callable[[], Iterable[torch.Tensor]],
     progress: Callable[[int, int], None] | None = None,
 ) -> None:
