@@ -45,7 +45,7 @@ class Bundle:
         return self.layout.subset
 
     def configs(self) -> list[SubNetConfig]:
-        return [SubNetConfig.from_id(s.id) for s in self.profile.subnets]
+        return [self.model.config_from_id(s.id) for s in self.profile.subnets]
 
     def subset(self) -> Split:
         return load_subset(self.subset_path)

@@ -6,12 +6,12 @@ import os
 import platform
 import statistics
 import time
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import torch
 
 from ..scheduling.profile import LatencyProfile, SubnetProfile
-from ..supernet import SubNetConfig, SuperResNet, subnet_cost
+from ..supernet import SubNetConfig, SuperResNet
 
 
 def device_name() -> str:
@@ -58,11 +58,10 @@ def measure_profile(
     warmup: int = 3,
     device: str = "cpu",
     progress: Callable[[int, int], None] | None = None,
-    cost: Callable[[Any], tuple[int, int]] | None = None,
 ) -> LatencyProfile:
     """Latency p50/p99 per SubNet and batch size 1..max_batch, measured with the threads
-    torch is set to use (set them to what one serving worker gets). ``cost`` gives a SubNet's
-    (MACs, parameters) for SuperNets of another family (default: superserve's own).
+    torch is set to use (set them to what one serving worker gets). Any SuperNet family
+    (superserve's own or an imported OFA one): it needs actuate, subnet_cost and spec.
 
     Interleaved: after a warm-up of every (SubNet, batch) cell, each of the `repeats` rounds
     times every cell once, SubNet switching between runs as it does in serving. A transient
@@ -91,7 +90,7 @@ def measure_profile(
                 progress(done, steps)
     subnets = []
     for config in configs:
-        macs, params = subnet_cost(spec, config) if cost is None else cost(config)
+        macs, params = model.subnet_cost(config)
         acc = accuracies.get(config.id, {})
         p50 = tuple(statistics.median(samples[(config.id, b)]) for b in range(1, max_batch + 1))
         p99 = tuple(max(percentile(samples[(config.id, b)], 99), p50[b - 1]) for b in range(1, max_batch + 1))

@@ -138,7 +138,7 @@ def build_ofa_bundle(checkpoint: Path, out: Path, settings: OFAImportSettings,
     torch.set_num_threads(settings.threads)
     try:
         profile = measure_profile(model, configs, accs, settings.max_batch, settings.repeats,
-                                  progress=lambda i, n: step("profile", i, n), cost=lambda c: costs[c.id])
+                                  progress=lambda i, n: step("profile", i, n))
     finally:
         torch.set_num_threads(before)
     source = "given (--subnets)" if measured is not None else PROXY_NOTE
