@@ -13,12 +13,13 @@ with `ofa`'s dynamic forward (``set_active_subnet``) and its extraction
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import random
 import sys
 import types
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -111,6 +112,13 @@ def write_checkpoint(net: torch.nn.Module, path: Path, legacy: bool = False) -> 
     torch.save({"state_dict": state}, str(path))
 
 
+def resized(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Images at a SubNet's resolution, resized as superserve's SuperNet resizes its input."""
+    if images.shape[-1] == size and images.shape[-2] == size:
+        return images
+    return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
+
+
 @torch.no_grad()
 def reference_outputs(net: torch.nn.Module, arguments: dict, resolution: int, calib: torch.Tensor,
                       x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -119,50 +127,69 @@ def reference_outputs(net: torch.nn.Module, arguments: dict, resolution: int, ca
     superserve's SuperNet resizes its input)."""
     utils = importlib.import_module("ofa.imagenet_classification.elastic_nn.utils")
     net.set_active_subnet(**arguments)
-    batch = F.interpolate(calib, size=(resolution, resolution), mode="bilinear", align_corners=False) \
-        if calib.shape[-1] != resolution else calib
-    utils.set_running_statistics(net, [(batch, None)])
+    utils.set_running_statistics(net, [(resized(calib, resolution), None)])
     net.eval()
     dynamic = net(x)
     extracted = net.get_active_subnet(preserve_weight=True).eval()(x)
     return dynamic, extracted
 
 
+@contextlib.contextmanager
+def default_dtype(dtype: torch.dtype) -> Iterator[None]:
+    """Build and run everything in ``dtype`` (`ofa`'s extraction creates new layers in the
+    default dtype)."""
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(before)
+
+
 @torch.no_grad()
-def equivalence(arch: str, workdir: Path, samples: int = 20, resolutions: tuple[int, ...] = (32, 48),
-                batch: int = 2, calib_images: int = 8, seed: int = 0) -> dict:
+def equivalence(arch: str, workdir: Path, samples: int = 20, resolutions: tuple[int, ...] = (24, 32),
+                batch: int = 2, calib_images: int = 4, seed: int = 0, dtype: torch.dtype = torch.float64) -> dict:
     """Import a random reference SuperNet through an OFA-format checkpoint and compare
     ``samples`` seeded random SubNets plus the smallest and the largest: superserve's
-    SuperNet and its extraction vs `ofa`'s dynamic forward and its extraction. Returns the
-    count and the largest absolute differences (and the output scale, for context)."""
+    SuperNet and its extraction vs `ofa`'s dynamic forward and its extraction.
+
+    In float64 by default: random-weight networks evaluated on tiny calibration batches are
+    ill-conditioned, and ``reference_sensitivity`` (how far the reference's own output moves
+    when its input is scaled by 1 + 1e-7 noise, about one float32 rounding) exceeds 1e-4 for
+    ResNet-50, so a float32 comparison would measure rounding, not the implementations;
+    float64 shows their difference itself."""
     from superserve.supernet import calibrate
     from superserve.supernet.ofa.extract import extract_ofa
     from superserve.supernet.ofa.importer import import_checkpoint
 
-    net = reference_net(arch, seed=seed)
-    path = Path(workdir) / f"ofa_{arch}.pth"
-    write_checkpoint(net, path, legacy=True)
-    model = import_checkpoint(path, arch, max(resolutions), resolutions)
-    space, rng, pick = model.space, torch.Generator().manual_seed(seed), random.Random(seed)
-    configs = {c.id: c for c in (space.smallest(), space.largest())}
-    while len(configs) < samples + 2:
-        c = space.sample(pick)
-        configs.setdefault(c.id, c)
-    calib = torch.randn(calib_images, 3, max(resolutions), max(resolutions), generator=rng)
-    calibrate(model, list(configs.values()), lambda: [calib])
-    model.eval()
-    worst = {"vs_ofa_forward": 0.0, "vs_ofa_extraction": 0.0, "extracted_vs_ofa_extraction": 0.0}
-    scale = 0.0
-    for c in configs.values():
-        x = torch.randn(batch, 3, c.r, c.r, generator=rng)
-        model.actuate(c.id)
-        ours = model(x)
-        ours_extracted = extract_ofa(model, c.id)(x)
-        dynamic, extracted = reference_outputs(net, c.ofa_arguments(), c.r, calib, x)
-        worst["vs_ofa_forward"] = max(worst["vs_ofa_forward"], float((ours - dynamic).abs().max()))
-        worst["vs_ofa_extraction"] = max(worst["vs_ofa_extraction"], float((ours - extracted).abs().max()))
-        worst["extracted_vs_ofa_extraction"] = max(worst["extracted_vs_ofa_extraction"],
-                                                   float((ours_extracted - extracted).abs().max()))
-        scale = max(scale, float(dynamic.abs().max()))
+    with default_dtype(dtype):
+        net = reference_net(arch, seed=seed)
+        path = Path(workdir) / f"ofa_{arch}.pth"
+        write_checkpoint(net, path, legacy=True)
+        model = import_checkpoint(path, arch, max(resolutions), resolutions)
+        space, rng, pick = model.space, torch.Generator().manual_seed(seed), random.Random(seed)
+        configs = {c.id: c for c in (space.smallest(), space.largest())}
+        while len(configs) < samples + 2:
+            c = space.sample(pick)
+            configs.setdefault(c.id, c)
+        calib = torch.randn(calib_images, 3, max(resolutions), max(resolutions), generator=rng)
+        calibrate(model, list(configs.values()), lambda: [calib])
+        model.eval()
+        worst = {"vs_ofa_forward": 0.0, "vs_ofa_extraction": 0.0, "extracted_vs_ofa_extraction": 0.0}
+        scale = sensitivity = 0.0
+        for c in configs.values():
+            x = resized(calib[:batch], c.r)  # in distribution: random weights stay well scaled
+            model.actuate(c.id)
+            ours = model(x)
+            ours_extracted = extract_ofa(model, c.id)(x)
+            dynamic, extracted = reference_outputs(net, c.ofa_arguments(), c.r, calib, x)
+            worst["vs_ofa_forward"] = max(worst["vs_ofa_forward"], float((ours - dynamic).abs().max()))
+            worst["vs_ofa_extraction"] = max(worst["vs_ofa_extraction"], float((ours - extracted).abs().max()))
+            worst["extracted_vs_ofa_extraction"] = max(worst["extracted_vs_ofa_extraction"],
+                                                       float((ours_extracted - extracted).abs().max()))
+            nudged = net(x * (1 + 1e-7 * torch.randn(x.shape, generator=rng)))
+            sensitivity = max(sensitivity, float((nudged - dynamic).abs().max()))
+            scale = max(scale, float(dynamic.abs().max()))
     return {"subnets_checked": len(configs), "max_abs_diff": worst, "max_abs_output": scale,
+            "reference_sensitivity": sensitivity, "dtype": str(dtype).removeprefix("torch."),
             "resolutions": list(resolutions), "batch": batch, "calibration_images": calib_images}

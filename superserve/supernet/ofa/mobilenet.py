@@ -135,6 +135,7 @@ class OFAMobileNetV3(OFASuperNet):
         return self.classifier(torch.flatten(x, 1))
 
     def ofa_names(self) -> dict[str, str]:
+        """Own key -> OFA's key (current spelling; the fixed layers are plain modules there)."""
         names = {"first_conv.weight": "first_conv.conv.weight", "first_bn.weight": "first_conv.bn.weight",
                  "first_bn.bias": "first_conv.bn.bias",
                  "first_block.dw.weight": "blocks.0.conv.depth_conv.conv.weight",
@@ -151,12 +152,12 @@ class OFAMobileNetV3(OFASuperNet):
         for s, stage in enumerate(self.stages):
             for i, block in enumerate(stage.blocks):
                 ours, ofa = f"stages.{s}.blocks.{i}", f"blocks.{g}.conv"
-                for mine, theirs in (("conv1", "inverted_bottleneck.conv"), ("bn1", "inverted_bottleneck.bn"),
-                                     ("conv3", "point_linear.conv"), ("bn3", "point_linear.bn"),
-                                     ("bn2", "depth_conv.bn")):
+                for mine, theirs in (("conv1", "inverted_bottleneck.conv.conv"), ("bn1", "inverted_bottleneck.bn.bn"),
+                                     ("conv3", "point_linear.conv.conv"), ("bn3", "point_linear.bn.bn"),
+                                     ("bn2", "depth_conv.bn.bn")):
                     for p in ("weight",) if mine.startswith("conv") else ("weight", "bias"):
                         names[f"{ours}.{mine}.{p}"] = f"{ofa}.{theirs}.{p}"
-                names[f"{ours}.dw.weight"] = f"{ofa}.depth_conv.conv.weight"
+                names[f"{ours}.dw.weight"] = f"{ofa}.depth_conv.conv.conv.weight"
                 for t in block.dw.transforms:
                     names[f"{ours}.dw.transforms.{t}"] = f"{ofa}.depth_conv.conv.{t}"
                 if block.se is not None:

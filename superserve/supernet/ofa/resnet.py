@@ -129,11 +129,12 @@ class OFAResNet50(OFASuperNet):
         return self.classifier(x.mean((2, 3)))
 
     def ofa_names(self) -> dict[str, str]:
-        names = {"classifier.weight": "classifier.linear.weight", "classifier.bias": "classifier.linear.bias"}
+        names = {"classifier.weight": "classifier.linear.linear.weight",
+                 "classifier.bias": "classifier.linear.linear.bias"}
         for k, ofa in ((0, "input_stem.0"), (1, "input_stem.1.conv"), (2, "input_stem.2")):
-            names[f"stem{k}_conv.weight"] = f"{ofa}.conv.weight"
-            names[f"stem{k}_bn.weight"] = f"{ofa}.bn.weight"
-            names[f"stem{k}_bn.bias"] = f"{ofa}.bn.bias"
+            names[f"stem{k}_conv.weight"] = f"{ofa}.conv.conv.weight"
+            names[f"stem{k}_bn.weight"] = f"{ofa}.bn.bn.weight"
+            names[f"stem{k}_bn.bias"] = f"{ofa}.bn.bn.bias"
         g = 0
         for s, stage in enumerate(self.stages):
             for i, block in enumerate(stage.blocks):
@@ -142,9 +143,9 @@ class OFAResNet50(OFASuperNet):
                 if block.project:
                     pairs.append(("down_conv", "down_bn", "downsample"))
                 for conv, bn, where in pairs:
-                    names[f"{ours}.{conv}.weight"] = f"{ofa}.{where}.conv.weight"
-                    names[f"{ours}.{bn}.weight"] = f"{ofa}.{where}.bn.weight"
-                    names[f"{ours}.{bn}.bias"] = f"{ofa}.{where}.bn.bias"
+                    names[f"{ours}.{conv}.weight"] = f"{ofa}.{where}.conv.conv.weight"
+                    names[f"{ours}.{bn}.weight"] = f"{ofa}.{where}.bn.bn.weight"
+                    names[f"{ours}.{bn}.bias"] = f"{ofa}.{where}.bn.bn.bias"
                 g += 1
         return names
 
