@@ -6,7 +6,8 @@ extracted SubNets, actuation and extracted-model load times.
 Per architecture:
 * equivalence: a random `ofa` SuperNet (OFA's published constructor) written as an OFA
   checkpoint and imported; seeded random SubNets plus the smallest and largest compared with
-  `ofa`'s dynamic forward and its extraction (benchmarks/_ofa_reference.py; small inputs).
+  `ofa`'s dynamic forward and its extraction (benchmarks/_ofa_reference.py; 32 and 48 px), in
+  float64 (the headline) and float32 (for context, with the reference's own sensitivity).
 * memory at ImageNet size (224 x 224, 1000 classes; random weights: memory depends on shapes
   only): SuperNet weights + SubnetNorm table vs six extracted SubNets spanning the published
   accuracy range. OFA's README publishes accuracy, parameters and MACs of specialised SubNets
@@ -220,17 +221,19 @@ def main(argv: list[str] | None = None) -> None:
         rss_child(args.rss_child[0], args.rss_child[1:])
         return
     torch.set_num_threads(1)
-    archs = args.arch or ["resnet50", "mbv3-w1.0"]
+    archs = args.arch or ["resnet50", "mbv3-w1.0", "mbv3-w1.2"]
     result = json.loads(args.out.read_text()) if args.out.exists() else {}
     result.setdefault("architectures", {})
     for arch in archs:
         t0 = time.perf_counter()
         with tempfile.TemporaryDirectory() as tmp:
-            eq = equivalence(arch, Path(tmp), samples=args.samples, resolutions=(48, 64), seed=args.seed)
+            eq = equivalence(arch, Path(tmp), samples=args.samples, resolutions=(32, 48), seed=args.seed)
+            eq32 = equivalence(arch, Path(tmp), samples=args.samples, resolutions=(32, 48), seed=args.seed,
+                               calib_images=16, dtype=torch.float32)
         entry = {"subnets_checked": eq["subnets_checked"],
                  "max_abs_diff_vs_reference": max(eq["max_abs_diff"]["vs_ofa_forward"],
                                                   eq["max_abs_diff"]["vs_ofa_extraction"]),
-                 "equivalence": eq}
+                 "equivalence": eq, "equivalence_float32": eq32}
         if arch in PUBLISHED:
             entry.update(memory_and_actuation(arch, args.pool, args.served, args.seed, args.switches, args.loads))
         entry["seconds"] = round(time.perf_counter() - t0, 1)
