@@ -12,12 +12,14 @@ float64: in float32 random networks amplify rounding past 1e-4 in the reference 
 """
 from __future__ import annotations
 
+import json
 import random
 
 import pytest
 import torch
 
 from benchmarks._ofa_reference import equivalence, reference_net, write_checkpoint
+from superserve.profiling.ofa_import import OFAImportSettings, load_images, served_subnets
 from superserve.supernet import CheckpointError
 from superserve.supernet.ofa.importer import import_checkpoint
 from superserve.supernet.ofa.models import build_ofa, ofa_spec
@@ -71,6 +73,26 @@ def test_subnet_ids_round_trip_and_actuation_is_a_plan_swap(arch):
         assert model.actuate(c.id) is model.actuate(c)  # the cached plan: no recomputation, no copies
     with pytest.raises(ValueError, match="SubNet id"):
         space.from_id("ofa-r50-d9-e-w-r1" if arch == "resnet50" else "ofa-mb-k1-e1-d1-r1")
+
+
+def test_served_subnets_from_a_file_with_accuracies(tmp_path):
+    model = build_ofa(ofa_spec("mbv3-w1.0", 10, 32))
+    largest = model.space.largest()
+    rows = [{"config": model.space.smallest().ofa_arguments(), "r": 32, "accuracy": 0.70},
+            {"id": largest.id, "accuracy": 0.77}]
+    (tmp_path / "subnets.json").write_text(json.dumps(rows))
+    settings = OFAImportSettings(arch="mbv3-w1.0", images=tmp_path, subnets=tmp_path / "subnets.json", input_size=32)
+    configs, accs = served_subnets(model, settings)
+    assert [c.id for c in configs] == [model.space.smallest().id, largest.id]
+    assert accs == {model.space.smallest().id: 0.70, largest.id: 0.77}
+    (tmp_path / "subnets.json").write_text(json.dumps([dict(rows[1], accuracy=77.0)]))
+    with pytest.raises(ValueError, match="not a fraction"):
+        served_subnets(model, settings)
+    (tmp_path / "subnets.json").write_text(json.dumps([{"config": {"ks": [3]}, "accuracy": 0.5}]))
+    with pytest.raises(ValueError, match="entry 0"):
+        served_subnets(model, settings)
+    with pytest.raises(FileNotFoundError, match="no images"):
+        load_images(tmp_path, 32, 4)
 
 
 def test_uncalibrated_subnet_is_refused():

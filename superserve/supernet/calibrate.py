@@ -6,12 +6,13 @@ their averages in that SubNet's row of the table.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import torch
 
 from .config import SubNetConfig
 from .ofa.base import OFASuperNet
+from .ofa.space import MobileChoice, ResNetChoice
 from .ops import SubnetNorm
 from .resnet import SuperResNet
 
@@ -19,7 +20,7 @@ from .resnet import SuperResNet
 @torch.no_grad()
 def calibrate(
     model: SuperResNet | OFASuperNet,
-    configs: Sequence[SubNetConfig] | Sequence[Any],
+    configs: Sequence[SubNetConfig | ResNetChoice | MobileChoice],
     batches: Callable[[], Iterable[torch.Tensor]],
     progress: Callable[[int, int], None] | None = None,
 ) -> None:

@@ -93,7 +93,6 @@ class OFAResNet50(OFASuperNet):
         super().__init__(spec)
         space = self.space
         stem_mid, stem_out, stage_widths = resnet_widths(spec)
-        self.stem_mid, self.stem_out, self.stage_widths = stem_mid, stem_out, stage_widths
         self.stem0_conv, self.stem0_bn = SlicedConv2d(3, max(stem_mid), 3, 2), SubnetNorm(max(stem_mid))
         self.stem1_conv, self.stem1_bn = SlicedConv2d(max(stem_mid), max(stem_mid), 3), SubnetNorm(max(stem_mid))
         self.stem2_conv, self.stem2_bn = SlicedConv2d(max(stem_mid), max(stem_out), 3), SubnetNorm(max(stem_out))
