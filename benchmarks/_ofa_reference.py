@@ -32,6 +32,8 @@ ZOO_ARGUMENTS = {
                                          expand_ratio_list=[3, 4, 6], depth_list=[2, 3, 4])),
     "mbv3-w1.2": ("OFAMobileNetV3", dict(dropout_rate=0, width_mult=1.2, ks_list=[3, 5, 7],
                                          expand_ratio_list=[3, 4, 6], depth_list=[2, 3, 4])),
+    "proxyless": ("OFAProxylessNASNets", dict(dropout_rate=0, width_mult=1.3, ks_list=[3, 5, 7],
+                                              expand_ratio_list=[3, 4, 6], depth_list=[2, 3, 4])),
 }
 
 

@@ -207,7 +207,7 @@ def memory_and_actuation(arch: str, pool_size: int, served: int, seed: int, swit
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--arch", action="append", choices=["resnet50", "mbv3-w1.0", "mbv3-w1.2"])
+    ap.add_argument("--arch", action="append", choices=["resnet50", "mbv3-w1.0", "mbv3-w1.2", "proxyless"])
     ap.add_argument("--samples", type=int, default=28, help="random SubNets compared (plus smallest, largest)")
     ap.add_argument("--pool", type=int, default=3000, help="SubNets searched for the six matches")
     ap.add_argument("--served", type=int, default=500, help="SubNets prepared for actuation")
@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> None:
         rss_child(args.rss_child[0], args.rss_child[1:])
         return
     torch.set_num_threads(1)
-    archs = args.arch or ["resnet50", "mbv3-w1.0", "mbv3-w1.2"]
+    archs = args.arch or ["resnet50", "mbv3-w1.0", "mbv3-w1.2", "proxyless"]
     result = json.loads(args.out.read_text()) if args.out.exists() else {}
     result.setdefault("architectures", {})
     for arch in archs:

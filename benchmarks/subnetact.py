@@ -2,7 +2,7 @@
 SubNets from disk, and the memory of both for the served (Pareto) set.
 
     python -m benchmarks.subnetact [--bundle DIR] [--switches 20000]
-    python -m benchmarks.subnetact --arch resnet50|mbv3-w1.0|mbv3-w1.2   (an imported OFA SuperNet)
+    python -m benchmarks.subnetact --arch resnet50|mbv3-w1.0|mbv3-w1.2|proxyless   (an imported OFA SuperNet)
 
 Writes benchmarks/results/subnetact.json (with --arch: benchmarks/ofa.py's figures for that
 architecture, in benchmarks/results/ofa.json).
@@ -64,7 +64,7 @@ def main() -> None:
     ap.add_argument("--switches", type=int, default=20000)
     ap.add_argument("--loads", type=int, default=20)
     ap.add_argument("--out", type=Path, default=RESULTS / "subnetact.json")
-    ap.add_argument("--arch", choices=["resnet50", "mbv3-w1.0", "mbv3-w1.2"],
+    ap.add_argument("--arch", choices=["resnet50", "mbv3-w1.0", "mbv3-w1.2", "proxyless"],
                     help="measure an imported Once-for-All SuperNet instead (runs benchmarks.ofa)")
     args = ap.parse_args()
     if args.arch:

@@ -104,7 +104,7 @@ def profile(
 @app.command("import-ofa")
 def import_ofa(
     checkpoint: Path = typer.Argument(..., help="OFA checkpoint ({'state_dict': ...}, e.g. ofa_mbv3_d234_e346_k357_w1.0)"),
-    arch: str = typer.Option(..., help="resnet50 | mbv3-w1.0 | mbv3-w1.2"),
+    arch: str = typer.Option(..., help="resnet50 | mbv3-w1.0 | mbv3-w1.2 | proxyless (w1.3)"),
     images: Path = typer.Option(..., help="directory of images (jpg/png; recursive) to calibrate SubnetNorm on"),
     out: Path = typer.Option(Path("runs/ofa-bundle"), help="bundle directory to write"),
     subnets: Path = typer.Option(None, help="JSON list of SubNets to serve: {\"id\" or \"config\" (OFA's "

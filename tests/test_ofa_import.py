@@ -37,7 +37,7 @@ def test_equals_the_ofa_reference(arch, tmp_path):
         assert diff <= TOLERANCE, f"{arch}: {against} differs by {diff}"
 
 
-@pytest.mark.parametrize("arch", ["resnet50", "mbv3-w1.0"])
+@pytest.mark.parametrize("arch", ["resnet50", "mbv3-w1.0", "proxyless"])
 def test_every_key_spelling_imports_the_same(arch, tmp_path):
     net = reference_net(arch, n_classes=10)
     kept = {k for k in net.state_dict() if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))}
@@ -64,7 +64,7 @@ def test_wrong_architecture_and_pickled_code_are_refused(tmp_path):
         ofa_spec("vgg16")
 
 
-@pytest.mark.parametrize("arch", ["resnet50", "mbv3-w1.0", "mbv3-w1.2"])
+@pytest.mark.parametrize("arch", ["resnet50", "mbv3-w1.0", "mbv3-w1.2", "proxyless"])
 def test_subnet_ids_round_trip_and_actuation_is_a_plan_swap(arch):
     model = build_ofa(ofa_spec(arch, 10, 64, (48, 64)))
     space, rng = model.space, random.Random(1)

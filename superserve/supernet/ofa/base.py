@@ -21,7 +21,7 @@ from .ops import ElasticDepthwiseConv
 from .space import MobileChoice, MobileSpace, ResNetChoice, ResNetSpace
 
 FAMILY = "ofa"
-ARCHS = ("resnet50", "mbv3-w1.0", "mbv3-w1.2")
+ARCHS = ("resnet50", "mbv3-w1.0", "mbv3-w1.2", "proxyless")
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ class OFASpec:
     arch: str
     num_classes: int = 1000
     input_size: int = 224  # what a served request carries (each SubNet resizes to its r)
-    width_mult: float = 1.0  # MobileNet families only (ResNet widths are elastic)
+    width_mult: float = 1.0  # MobileNet-like families only (ResNet widths are elastic)
     space: dict = field(default_factory=dict)  # the space's to_dict(); empty: OFA's published one
     in_channels: int = 3
 
@@ -43,7 +43,11 @@ class OFASpec:
     def subnet_space(self) -> ResNetSpace | MobileSpace:
         if self.arch == "resnet50":
             return ResNetSpace.from_dict(self.space) if self.space else ResNetSpace()
-        return MobileSpace.from_dict(self.space) if self.space else MobileSpace()
+        if self.space:
+            return MobileSpace.from_dict(self.space)
+        if self.arch == "proxyless":
+            return MobileSpace(num_stages=6, blocks_per_stage=(4, 4, 4, 4, 4, 1))
+        return MobileSpace()
 
     def to_dict(self) -> dict[str, Any]:
         return {"family": FAMILY, "arch": self.arch, "num_classes": self.num_classes,

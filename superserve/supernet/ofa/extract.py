@@ -16,14 +16,15 @@ from ..checkpoint import load_into, read_safetensors
 from ..ops import SlicedConv2d, SubnetNorm
 from ..resnet import UNCALIBRATED
 from .base import OFASpec, OFASuperNet
-from .mobilenet import STAGE_HSWISH, STAGE_STRIDES as MB_STRIDES, MobilePlan, mobile_plan, mobile_widths
+from .mobilenet import MobilePlan, activate, mobile_arch, mobile_plan, mobile_widths
 from .resnet import STAGE_STRIDES as RN_STRIDES, ResNetPlan, resnet_plan
 
 EXTRACTED_FORMAT = "superserve-ofa-extracted/1"
 
 
-def _conv_bn(cin: int, cout: int, k: int, stride: int = 1, groups: int = 1) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=False), nn.BatchNorm2d(cout))
+def _conv_bn(cin: int, cout: int, k: int, stride: int = 1, groups: int = 1, eps: float = 1e-5) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=False),
+                         nn.BatchNorm2d(cout, eps=eps))
 
 
 class PlainBottleneck(nn.Module):
@@ -75,17 +76,17 @@ class PlainSqueezeExcite(nn.Module):
 
 
 class PlainMobileBlock(nn.Module):
-    def __init__(self, cin: int, mid: int, out: int, k: int, stride: int, hswish: bool, se: int) -> None:
+    def __init__(self, cin: int, mid: int, out: int, k: int, stride: int, act: str, se: int, eps: float) -> None:
         super().__init__()
-        self.conv1 = _conv_bn(cin, mid, 1)
-        self.dw = _conv_bn(mid, mid, k, stride, groups=mid)
+        self.conv1 = _conv_bn(cin, mid, 1, eps=eps)
+        self.dw = _conv_bn(mid, mid, k, stride, groups=mid, eps=eps)
         self.se = PlainSqueezeExcite(mid, se) if se else None
-        self.conv3 = _conv_bn(mid, out, 1)
-        self.act = nn.Hardswish() if hswish else nn.ReLU()
+        self.conv3 = _conv_bn(mid, out, 1, eps=eps)
+        self.act = act
         self.residual = stride == 1 and cin == out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.act(self.dw(self.act(self.conv1(x))))
+        h = activate(self.dw(activate(self.conv1(x), self.act)), self.act)
         if self.se is not None:
             h = self.se(h)
         h = self.conv3(h)
@@ -96,26 +97,34 @@ class PlainOFAMobileNet(nn.Module):
     def __init__(self, spec: OFASpec, plan: MobilePlan) -> None:
         super().__init__()
         self.resolution = plan.resolution
-        w = mobile_widths(spec)
-        self.first = _conv_bn(3, w[0], 3, 2)
-        self.first_dw, self.first_pw = _conv_bn(w[0], w[0], 3, groups=w[0]), _conv_bn(w[0], w[1], 1)
+        arch, w = mobile_arch(spec), mobile_widths(spec)
+        self.arch = arch
+        self.first = _conv_bn(3, w[0], 3, 2, eps=arch.eps)
+        self.first_dw = _conv_bn(w[0], w[0], 3, groups=w[0], eps=arch.eps)
+        self.first_pw = _conv_bn(w[0], w[1], 1, eps=arch.eps)
         blocks, cin = [], w[1]
         for s, args in enumerate(plan.block_args):
             for i, (mid, k, se, _) in enumerate(args):
-                blocks.append(PlainMobileBlock(cin, mid, w[s + 2], k, MB_STRIDES[s] if i == 0 else 1,
-                                               STAGE_HSWISH[s], se))
+                blocks.append(PlainMobileBlock(cin, mid, w[s + 2], k, arch.strides[s] if i == 0 else 1,
+                                               arch.acts[s], se, arch.eps))
                 cin = w[s + 2]
         self.blocks = nn.Sequential(*blocks)
-        self.final = _conv_bn(cin, w[7], 1)
-        self.mix = nn.Conv2d(w[7], w[8], 1, bias=False)
-        self.classifier = nn.Linear(w[8], spec.num_classes)
+        self.final = _conv_bn(cin, w[-2], 1, eps=arch.eps) if arch.final_expand else None
+        if arch.final_expand:
+            self.mix = nn.Conv2d(w[-2], w[-1], 1, bias=False)
+        else:
+            self.mix = _conv_bn(cin, w[-1], 1, eps=arch.eps)
+        self.classifier = nn.Linear(w[-1], spec.num_classes)
         self.first_residual = w[0] == w[1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.hardswish(self.first(x))
-        h = self.first_pw(F.relu(self.first_dw(x)))
+        x = activate(self.first(x), self.arch.stem_act)
+        h = self.first_pw(activate(self.first_dw(x), self.arch.first_act))
         x = self.blocks(h + x if self.first_residual else h)
-        x = F.hardswish(self.mix(F.hardswish(self.final(x)).mean((2, 3), keepdim=True)))
+        if self.final is not None:
+            x = F.hardswish(self.mix(F.hardswish(self.final(x)).mean((2, 3), keepdim=True)))
+        else:
+            x = F.relu6(self.mix(x)).mean((2, 3), keepdim=True)
         return self.classifier(torch.flatten(x, 1))
 
 
@@ -177,8 +186,11 @@ def _extract_mobile(model: OFASuperNet, plan: MobilePlan) -> PlainOFAMobileNet:
                 d.se.expand.weight.copy_(src.se.expand_weight[:mid, :se])
                 d.se.expand.bias.copy_(src.se.expand_bias[:mid])
             _copy(d.conv3, src.conv3, src.bn3, row)
-    _copy(out.final, model.final_conv, model.final_bn, row)
-    _copy_conv(out.mix, model.mix_conv.weight)
+    if out.final is not None:
+        _copy(out.final, model.final_conv, model.final_bn, row)
+        _copy_conv(out.mix, model.mix_conv.weight)
+    else:
+        _copy(out.mix, model.mix_conv, model.mix_bn, row)
     out.classifier.weight.copy_(model.classifier.weight)
     out.classifier.bias.copy_(model.classifier.bias)
     return out

@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 from .base import OFASpec, OFASuperNet
-from .mobilenet import OFAMobileNetV3
+from .mobilenet import OFAMobileNet
 from .resnet import OFAResNet50
 
-WIDTH_MULT = {"resnet50": 1.0, "mbv3-w1.0": 1.0, "mbv3-w1.2": 1.2}
+WIDTH_MULT = {"resnet50": 1.0, "mbv3-w1.0": 1.0, "mbv3-w1.2": 1.2, "proxyless": 1.3}
 
 
 def ofa_spec(arch: str, num_classes: int = 1000, input_size: int = 224, resolutions: tuple[int, ...] = ()
@@ -19,4 +19,4 @@ def ofa_spec(arch: str, num_classes: int = 1000, input_size: int = 224, resoluti
 
 
 def build_ofa(spec: OFASpec) -> OFASuperNet:
-    return OFAResNet50(spec) if spec.arch == "resnet50" else OFAMobileNetV3(spec)
+    return OFAResNet50(spec) if spec.arch == "resnet50" else OFAMobileNet(spec)

@@ -183,27 +183,35 @@ class ResNetSpace:
 
 @dataclass(frozen=True)
 class MobileSpace:
-    """The ``ofa_mbv3_d234_e346_k357_w*`` space: 5 elastic stages of up to 4 blocks."""
+    """The ``ofa_mbv3_d234_e346_k357_w*`` space (5 elastic stages of up to 4 blocks) and the
+    ``ofa_proxyless_d234_e346_k357_w1.3`` one (``blocks_per_stage`` 4, 4, 4, 4, 4, 1: a stage
+    with fewer blocks than a depth choice runs all of them)."""
 
     kernel_choices: tuple[int, ...] = (3, 5, 7)
     expand_choices: tuple[float, ...] = (3.0, 4.0, 6.0)
     depth_choices: tuple[int, ...] = (2, 3, 4)
     num_stages: int = 5
     resolutions: tuple[int, ...] = (224,)
+    blocks_per_stage: tuple[int, ...] = ()  # default: max(depth_choices) in every stage
+
+    @property
+    def stage_blocks(self) -> tuple[int, ...]:
+        return self.blocks_per_stage or (max(self.depth_choices),) * self.num_stages
 
     @property
     def num_blocks(self) -> int:
-        return self.num_stages * max(self.depth_choices)
+        return sum(self.stage_blocks)
 
     def active_blocks(self, choice: MobileChoice) -> list[int]:
-        dmax = max(self.depth_choices)
-        return [s * dmax + i for s in range(self.num_stages) for i in range(choice.d[s])]
+        stages = _stage_blocks(self.stage_blocks)
+        return [i for s, blocks in enumerate(stages) for i in blocks[:choice.d[s]]]
 
     def canonical(self, choice: MobileChoice) -> MobileChoice:
         active = set(self.active_blocks(choice))
         ks = tuple(k if i in active else max(self.kernel_choices) for i, k in enumerate(choice.ks))
         e = tuple(x if i in active else max(self.expand_choices) for i, x in enumerate(choice.e))
-        return replace(choice, ks=ks, e=e)
+        d = tuple(max(self.depth_choices) if x >= n else x for x, n in zip(choice.d, self.stage_blocks))
+        return replace(choice, ks=ks, e=e, d=d)
 
     def validate(self, choice: MobileChoice) -> None:
         n = self.num_blocks
@@ -250,7 +258,7 @@ class MobileSpace:
     def to_dict(self) -> dict:
         return {"kernel_choices": list(self.kernel_choices), "expand_choices": list(self.expand_choices),
                 "depth_choices": list(self.depth_choices), "num_stages": self.num_stages,
-                "resolutions": list(self.resolutions)}
+                "resolutions": list(self.resolutions), "blocks_per_stage": list(self.stage_blocks)}
 
     @classmethod
     def from_dict(cls, d: dict) -> "MobileSpace":
