@@ -10,10 +10,12 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-# torch is pinned and installed first so pip never pulls a CUDA build.
+# torch is pinned and installed first so pip never pulls a CUDA build. `ofa` (Once-for-All,
+# code only: the reference of the OFA-import tests) goes in with --no-deps for the same reason.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q --no-deps 'ofa==0.1.0.post202307202001'
 	touch $@
 
 setup: $(VENV)/.installed

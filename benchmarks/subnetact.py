@@ -2,8 +2,10 @@
 SubNets from disk, and the memory of both for the served (Pareto) set.
 
     python -m benchmarks.subnetact [--bundle DIR] [--switches 20000]
+    python -m benchmarks.subnetact --arch resnet50|mbv3-w1.0|mbv3-w1.2|proxyless   (an imported OFA SuperNet)
 
-Writes benchmarks/results/subnetact.json.
+Writes benchmarks/results/subnetact.json (with --arch: benchmarks/ofa.py's figures for that
+architecture, in benchmarks/results/ofa.json).
 """
 from __future__ import annotations
 
@@ -62,7 +64,14 @@ def main() -> None:
     ap.add_argument("--switches", type=int, default=20000)
     ap.add_argument("--loads", type=int, default=20)
     ap.add_argument("--out", type=Path, default=RESULTS / "subnetact.json")
+    ap.add_argument("--arch", choices=["resnet50", "mbv3-w1.0", "mbv3-w1.2", "proxyless"],
+                    help="measure an imported Once-for-All SuperNet instead (runs benchmarks.ofa)")
     args = ap.parse_args()
+    if args.arch:
+        from benchmarks.ofa import main as ofa_main
+
+        ofa_main(["--arch", args.arch])
+        return
     torch.set_num_threads(1)
 
     bundle = load_bundle(args.bundle)

@@ -101,6 +101,47 @@ def profile(
         typer.echo(f"  {k}: {v:.3f}")
 
 
+@app.command("import-ofa")
+def import_ofa(
+    checkpoint: Path = typer.Argument(..., help="OFA checkpoint ({'state_dict': ...}, e.g. ofa_mbv3_d234_e346_k357_w1.0)"),
+    arch: str = typer.Option(..., help="resnet50 | mbv3-w1.0 | mbv3-w1.2 | proxyless (w1.3)"),
+    images: Path = typer.Option(..., help="directory of images (jpg/png; recursive) to calibrate SubnetNorm on"),
+    out: Path = typer.Option(Path("runs/ofa-bundle"), help="bundle directory to write"),
+    subnets: Path = typer.Option(None, help="JSON list of SubNets to serve: {\"id\" or \"config\" (OFA's "
+                                            "set_active_subnet arguments), \"r\", \"accuracy\"}"),
+    num_subnets: int = typer.Option(20, help="without --subnets: serve the smallest, the largest and random ones"),
+    input_size: int = typer.Option(224, help="resolution of served requests"),
+    resolutions: str = typer.Option("", help="comma-separated SubNet resolutions (elastic resolution; "
+                                             "default: --input-size)"),
+    calib_images: int = typer.Option(256, help="images SubnetNorm statistics are computed from"),
+    max_batch: int = typer.Option(16, help="largest batch the profile covers"),
+    repeats: int = typer.Option(15, help="timed rounds per (SubNet, batch) cell"),
+    threads: int = typer.Option(1, help="torch threads while profiling (what one worker gets)"),
+) -> None:
+    """Import a Once-for-All SuperNet checkpoint as a servable bundle (SubnetNorm + latency profile)."""
+    from .profiling.ofa_import import OFAImportSettings, build_ofa_bundle
+    from .supernet import CheckpointError
+
+    try:
+        res = tuple(int(r) for r in resolutions.split(",") if r.strip())
+        settings = OFAImportSettings(arch=arch, images=images, subnets=subnets, num_subnets=num_subnets,
+                                     input_size=input_size, resolutions=res, calib_images=calib_images,
+                                     max_batch=max_batch, repeats=repeats, threads=threads)
+        bars: dict = {}
+
+        def progress(stage: str, i: int, n: int) -> None:
+            if stage not in bars:
+                bars[stage] = _bar(stage)
+            bars[stage](i, n)
+
+        summary = build_ofa_bundle(checkpoint, out, settings, progress)
+    except (CheckpointError, FileNotFoundError, ValueError) as exc:
+        typer.echo(f"superserve import-ofa: {exc}", err=True)
+        raise typer.Exit(2)
+    typer.echo(f"wrote {out}: {summary['subnets']} SubNets of OFA {arch}, SubnetNorm from "
+               f"{summary['calibration_images']} images; serve it with `superserve serve --bundle {out}`")
+
+
 def _mount_simulator() -> None:
     from .sim.cli import simulate_command
 

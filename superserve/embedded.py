@@ -13,6 +13,8 @@ from .bundle_layout import EMBEDDED_DIR, SUBSET_FORMAT, BundleLayout
 from .datasets import Split
 from .scheduling.profile import LatencyProfile
 from .supernet import SubNetConfig, SuperResNet, load_supernet
+from .supernet.ofa.space import MobileChoice, ResNetChoice
+from .supernet.ofa.base import OFASuperNet
 from .supernet.checkpoint import read_safetensors
 
 __all__ = ["EMBEDDED_DIR", "SUBSET_FORMAT", "Bundle", "load_bundle", "save_subset", "load_subset"]
@@ -21,7 +23,7 @@ __all__ = ["EMBEDDED_DIR", "SUBSET_FORMAT", "Bundle", "load_bundle", "save_subse
 @dataclass
 class Bundle:
     root: Path
-    model: SuperResNet  # eval mode, every served SubNet calibrated
+    model: SuperResNet | OFASuperNet  # eval mode, every served SubNet calibrated
     profile: LatencyProfile
 
     @property
@@ -44,8 +46,8 @@ class Bundle:
     def subset_path(self) -> Path:
         return self.layout.subset
 
-    def configs(self) -> list[SubNetConfig]:
-        return [SubNetConfig.from_id(s.id) for s in self.profile.subnets]
+    def configs(self) -> list[SubNetConfig | ResNetChoice | MobileChoice]:
+        return [self.model.config_from_id(s.id) for s in self.profile.subnets]
 
     def subset(self) -> Split:
         return load_subset(self.subset_path)

@@ -11,7 +11,7 @@ from typing import Callable, Sequence
 import torch
 
 from ..scheduling.profile import LatencyProfile, SubnetProfile
-from ..supernet import SubNetConfig, SuperResNet, subnet_cost
+from ..supernet import SubNetConfig, SuperResNet
 
 
 def device_name() -> str:
@@ -60,7 +60,8 @@ def measure_profile(
     progress: Callable[[int, int], None] | None = None,
 ) -> LatencyProfile:
     """Latency p50/p99 per SubNet and batch size 1..max_batch, measured with the threads
-    torch is set to use (set them to what one serving worker gets).
+    torch is set to use (set them to what one serving worker gets). Any SuperNet family
+    (superserve's own or an imported OFA one): it needs actuate, subnet_cost and spec.
 
     Interleaved: after a warm-up of every (SubNet, batch) cell, each of the `repeats` rounds
     times every cell once, SubNet switching between runs as it does in serving. A transient
@@ -89,7 +90,7 @@ def measure_profile(
                 progress(done, steps)
     subnets = []
     for config in configs:
-        macs, params = subnet_cost(spec, config)
+        macs, params = model.subnet_cost(config)
         acc = accuracies.get(config.id, {})
         p50 = tuple(statistics.median(samples[(config.id, b)]) for b in range(1, max_batch + 1))
         p99 = tuple(max(percentile(samples[(config.id, b)], 99), p50[b - 1]) for b in range(1, max_batch + 1))

@@ -193,7 +193,7 @@ def reprofile(bundle_dir: Path, out: Path, threads: int = 1, max_batch: int = 16
     bundle = load_bundle(bundle_dir)
     accs = {s.id: {"val": s.val_accuracy, "test": s.test_accuracy} for s in bundle.profile.subnets}
     torch.set_num_threads(threads)
-    configs = [SubNetConfig.from_id(s.id) for s in bundle.profile.subnets]
+    configs = bundle.configs()
     profile = measure_profile(bundle.model, configs, accs, max_batch, repeats, progress=progress)
     profile.save(out)
     return profile

@@ -11,14 +11,16 @@ from typing import Callable, Iterable, Sequence
 import torch
 
 from .config import SubNetConfig
+from .ofa.base import OFASuperNet
+from .ofa.space import MobileChoice, ResNetChoice
 from .ops import SubnetNorm
 from .resnet import SuperResNet
 
 
 @torch.no_grad()
 def calibrate(
-    model: SuperResNet,
-    configs: Sequence[SubNetConfig],
+    model: SuperResNet | OFASuperNet,
+    configs: Sequence[SubNetConfig | ResNetChoice | MobileChoice],
     batches: Callable[[], Iterable[torch.Tensor]],
     progress: Callable[[int, int], None] | None = None,
 ) -> None:

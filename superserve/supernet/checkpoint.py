@@ -14,6 +14,9 @@ from torch import nn
 
 from ..bundle_layout import NORM_FORMAT, WEIGHTS_FORMAT
 from .config import SuperNetSpec
+from .ofa.base import FAMILY as OFA_FAMILY
+from .ofa.base import OFASpec, OFASuperNet
+from .ofa.models import build_ofa
 from .resnet import SuperResNet
 
 
@@ -58,11 +61,11 @@ def load_into(module: nn.Module, tensors: dict[str, torch.Tensor], path: str | P
             state[k].copy_(tensors[k])
 
 
-def _weight_keys(model: SuperResNet) -> set[str]:
+def _weight_keys(model: nn.Module) -> set[str]:
     return {k for k in model.state_dict() if not k.endswith((".stats", ".offsets"))}
 
 
-def save_weights(model: SuperResNet, path: str | Path, extra_meta: dict | None = None) -> None:
+def save_weights(model: SuperResNet | OFASuperNet, path: str | Path, extra_meta: dict | None = None) -> None:
     state = model.state_dict()
     tensors = {k: state[k].contiguous() for k in _weight_keys(model)}
     meta = {"format": WEIGHTS_FORMAT, "spec": json.dumps(model.spec.to_dict())}
@@ -70,7 +73,7 @@ def save_weights(model: SuperResNet, path: str | Path, extra_meta: dict | None =
     save_file(tensors, str(path), metadata=meta)
 
 
-def save_norm_table(model: SuperResNet, path: str | Path) -> None:
+def save_norm_table(model: SuperResNet | OFASuperNet, path: str | Path) -> None:
     ids = sorted(model.norm_rows, key=model.norm_rows.get)
     tensors = {}
     for name, mod in model.norm_modules():
@@ -79,7 +82,7 @@ def save_norm_table(model: SuperResNet, path: str | Path) -> None:
     save_file(tensors, str(path), metadata={"format": NORM_FORMAT, "subnet_ids": json.dumps(ids)})
 
 
-def load_norm_table(model: SuperResNet, path: str | Path) -> list[str]:
+def load_norm_table(model: SuperResNet | OFASuperNet, path: str | Path) -> list[str]:
     tensors, meta = read_safetensors(path, NORM_FORMAT)
     ids = json.loads(meta["subnet_ids"])
     norms = model.norm_modules()
@@ -101,12 +104,19 @@ def load_norm_table(model: SuperResNet, path: str | Path) -> list[str]:
     return ids
 
 
-def load_supernet(weights: str | Path, norm_table: str | Path | None = None) -> SuperResNet:
-    """Build the SuperNet described by the weights file, load its weights and, if given,
-    its SubnetNorm table. Returns the model in eval mode."""
+def load_supernet(weights: str | Path, norm_table: str | Path | None = None) -> SuperResNet | OFASuperNet:
+    """Build the SuperNet described by the weights file (superserve's own family, or an
+    imported OFA one when the spec names that family), load its weights and, if given, its
+    SubnetNorm table. Returns the model in eval mode."""
     tensors, meta = read_safetensors(weights, WEIGHTS_FORMAT)
-    model = SuperResNet(SuperNetSpec.from_dict(json.loads(meta["spec"])))
-    load_into(model, tensors, weights, _weight_keys(model))
+    spec = json.loads(meta["spec"])
+    if spec.get("family") == OFA_FAMILY:
+        model = build_ofa(OFASpec.from_dict(spec))
+        load_into(model, tensors, weights, _weight_keys(model))
+        model.derive_kernels()
+    else:
+        model = SuperResNet(SuperNetSpec.from_dict(spec))
+        load_into(model, tensors, weights, _weight_keys(model))
     if norm_table is not None:
         load_norm_table(model, norm_table)
     return model.eval()

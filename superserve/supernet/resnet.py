@@ -115,6 +115,14 @@ class SuperResNet(nn.Module):
     def active(self) -> ActivePlan:
         return self._active
 
+    def config_from_id(self, subnet_id: str) -> SubNetConfig:
+        """The control tuple of a SubNet id (each SuperNet family parses its own ids)."""
+        return SubNetConfig.from_id(subnet_id)
+
+    def subnet_cost(self, config: SubNetConfig) -> tuple[int, int]:
+        """(multiply-accumulates per image, parameters) of one SubNet."""
+        return subnet_cost(self.spec, config)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         p = self._active
         if not self.training and p.norm_row == UNCALIBRATED:
