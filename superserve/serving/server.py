@@ -118,6 +118,7 @@ async def serve(config: ServeConfig) -> int:
                     hang_timeout_s=config.hang_timeout_s, request_max_deaths=config.request_max_deaths,
                     events=events)
     supervisor = Supervisor(router, pool, config.restart_policy(), metrics, events, loop)
+    router.start_activity_log()
     codec = InputCodec(info, config, slo_ms)
     auth = BearerAuth(config.auth_token)
     warning = insecure_bind_warning(config)
