@@ -81,7 +81,7 @@ class ActivityLog:
         record = (next(self.seq), now, totals.arrivals - last.arrivals, int(done.get("in_time", 0)),
                   int(done.get("late", 0)), int(done.get("shed", 0)), int(done.get("rejected", 0)),
                   int(sum(done.get(k, 0) for k in _OTHER)), accuracy, queue,
-                  max((b[7] for b in batches), default=queue), len(batches),
+                  max([queue, *(b[7] for b in batches)]), len(batches),
                   served / len(batches) if batches else None, *estimate)
         self.seconds.append(record)
         return record

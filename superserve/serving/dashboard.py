@@ -28,7 +28,8 @@ from superserve.serving.router import Router
 
 PAGE = "/dashboard"
 DATA = "/v2/dashboard/data"
-_FILES = {"index.html": "text/html", "dashboard.js": "text/javascript", "dashboard.css": "text/css"}
+_FILES = {"index.html": "text/html", "dashboard.js": "text/javascript", "dashboard.css": "text/css",
+          "favicon.svg": "image/svg+xml"}
 STATIC_PATHS = frozenset({PAGE, PAGE + "/", *(f"{PAGE}/{name}" for name in _FILES)})
 MAX_ROWS = 2000  # per kind and answer: bounds one answer's size and the time spent encoding it
 _HEADERS = {

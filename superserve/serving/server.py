@@ -156,6 +156,8 @@ async def serve(config: ServeConfig) -> int:
         if warm.done():
             warm.result()  # raises if a worker died during start-up
             await _admit_traffic(config, router, supervisor, pool, events, t0)
+            _log(f"live dashboard: {'https' if config.tls else 'http'}://{config.host}:{http_port}/dashboard"
+                 + ("#token=<token>" if auth.enabled else ""))
             if config.ready_file:
                 _write_ready_file(Path(config.ready_file), http_port, grpc_port, pool, slo_ms)
             await stopper
