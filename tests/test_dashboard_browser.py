@@ -25,7 +25,7 @@ def test_dashboard_charts_move_while_a_burst_is_served(tmp_path):
         payloads = payloads_from_bundle(None, slo_ms=srv.slo_ms, outputs=["class_index"])
         driver = open_browser()
         try:
-            driver.get(srv.http_url + "/dashboard")
+            driver.get(srv.http_url + "/dashboard?window=60")
             before = wait_for(driver, lambda s: s["polls"] >= 1)
             assert before["batches"] == 0 and before["errors"] == 0  # nothing served yet
             run, samples = watch_load(driver, lambda: send(srv, burst_trace(100.0, 1000.0), payloads))

@@ -33,6 +33,9 @@
     sessionStorage.setItem(TOKEN_KEY, state.token);
     $("token-form").hidden = true;
   });
+  // ?window=SECONDS preselects one of the window's choices (a link to a 30-s view, say).
+  const asked = new URLSearchParams(location.search).get("window");
+  if (asked && [...$("window").options].some((o) => o.value === asked)) $("window").value = asked;
   $("window").addEventListener("change", render);
   window.addEventListener("resize", render);
 
@@ -130,7 +133,7 @@
         for (let i = 0; i < s.xs.length; i++) {
           if (s.xs[i] < spec.x0) continue;
           ctx.fillStyle = s.colors ? s.colors[i] : s.color;
-          ctx.fillRect(X(s.xs[i]) - 1.5, Y(s.ys[i]) - 1.5, 3, 3);
+          ctx.fillRect(X(s.xs[i]) - 2, Y(s.ys[i]) - 2, 4, 4);
           points++;
         }
       }
@@ -261,7 +264,8 @@
     }
     const cal = $("calibration").tBodies[0];
     cal.replaceChildren();
-    for (const [key, value] of [["policy", d.policy], ...Object.entries(d.calibration)]) {
+    $("policy").textContent = d.policy;
+    for (const [key, value] of Object.entries(d.calibration)) {
       const tr = document.createElement("tr");
       cell(tr, key); cell(tr, String(value));
       cal.appendChild(tr);
