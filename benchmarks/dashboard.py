@@ -16,9 +16,10 @@ endpoint; the worker is another process), read with ns resolution from /proc/PID
    second closed and open; their difference (median over pairs) is what an open page costs
    the router per second (``dashboard_router_cpu_ms_per_s``), independent of the load, and
    ``dashboard_overhead_pct_at_rate`` puts it against the closed per-request figure at
-   ``--rate``. In this process: one batch record appended to the ring (ns) and one poll's
-   answer with 100 new batches (us, JSON included).
-3. **Picture.** A fresh server and page (``/dashboard?window=30``), then a burst:
+   ``--rate``. In this process: one batch record appended to the ring (ns), one poll's
+   answer with 100 new batches (us, JSON included) and a page's first answer on a full ring
+   (the newest 2,000 batches and the model; ms).
+3. **Picture** (run first). A fresh server and page (``/dashboard?window=30``), then a burst:
    ``--calm-rate`` for 4 s, ``--burst-rate`` for 3 s, ``--calm-rate`` for 4 s. Reported: the
    SubNets on the page's timeline and their accuracy range, the mean served accuracy and
    SubNets in the calm and burst phases (client records), and the screenshot
@@ -27,7 +28,7 @@ endpoint; the worker is another process), read with ns resolution from /proc/PID
 The functions that open the browser, build the burst and watch the page are shared with
 tests/test_dashboard_browser.py.
 
-Usage: python -m benchmarks.dashboard [--rate 100] [--seconds 10] [--rounds 3] [--idle-seconds 10]
+Usage: python -m benchmarks.dashboard [--rate 100] [--seconds 10] [--rounds 3] [--idle-seconds 20]
 Writes benchmarks/results/dashboard.json and dashboard.png.
 """
 from __future__ import annotations
@@ -239,8 +240,10 @@ def dashboard_micro() -> dict[str, float]:
     router.close_activity_second(now + 0.5)
     polls = 2000
     poll_s = timeit.timeit(lambda: json.dumps(dash.snapshot(since)).encode(), number=polls)
+    first_s = timeit.timeit(lambda: json.dumps(dash.snapshot(0)).encode(), number=50)  # a page's first poll
     return {"ring_append_ns_per_batch": append_s / n * 1e9, "poll_us_100_batches": poll_s / polls * 1e6,
-            "poll_bytes_100_batches": len(json.dumps(dash.snapshot(since)))}
+            "poll_bytes_100_batches": len(json.dumps(dash.snapshot(since))),
+            "first_poll_ms_full_ring": first_s / 50 * 1e3, "first_poll_bytes": len(json.dumps(dash.snapshot(0)))}
 
 
 def _shown(path: Path) -> str:
@@ -324,7 +327,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rate", type=float, default=100.0, help="Poisson rate of the loaded phases (req/s)")
     ap.add_argument("--seconds", type=float, default=10.0, help="length of one loaded phase (s)")
-    ap.add_argument("--idle-seconds", type=float, default=10.0, help="length of one idle phase (s)")
+    ap.add_argument("--idle-seconds", type=float, default=20.0, help="length of one idle phase (s)")
     ap.add_argument("--rounds", type=int, default=3, help="pairs of phases (closed, open) of each kind")
     ap.add_argument("--calm-rate", type=float, default=100.0)
     ap.add_argument("--burst-rate", type=float, default=1000.0)
@@ -334,17 +337,18 @@ def main() -> None:
     load_before = os.getloadavg()
     micro = dashboard_micro()
     print(f"ring append {micro['ring_append_ns_per_batch']:.0f} ns/batch; one poll with 100 new batches "
-          f"{micro['poll_us_100_batches']:.0f} us, {micro['poll_bytes_100_batches']} bytes")
-    cost = measure_cost(args)
-    print(f"router CPU per request at {args.rate:g} req/s: closed {cost['router_cpu_us_per_request_closed']:.1f} us, "
-          f"open {cost['router_cpu_us_per_request_open']:.1f} us ({cost['overhead_pct']:+.1f} %); an open page "
-          f"costs {cost['dashboard_router_cpu_ms_per_s']:.2f} ms of router CPU per second "
-          f"({cost['dashboard_overhead_pct_at_rate']:.2f} % at {args.rate:g} req/s)")
+          f"{micro['poll_us_100_batches']:.0f} us, {micro['poll_bytes_100_batches']} bytes; a first poll on a full "
+          f"ring {micro['first_poll_ms_full_ring']:.1f} ms, {micro['first_poll_bytes']} bytes")
     burst = picture(args)
     print(f"burst: the timeline shows {burst['timeline_subnets']:.0f} SubNets, accuracy "
           f"{burst['timeline_accuracy_range'][0]:.4f}-{burst['timeline_accuracy_range'][1]:.4f}; served accuracy "
           f"calm {burst['phases']['calm']['mean_accuracy']}, burst {burst['phases']['burst']['mean_accuracy']}; "
           f"screenshot {args.screenshot}")
+    cost = measure_cost(args)
+    print(f"router CPU per request at {args.rate:g} req/s: closed {cost['router_cpu_us_per_request_closed']:.1f} us, "
+          f"open {cost['router_cpu_us_per_request_open']:.1f} us ({cost['overhead_pct']:+.1f} %); an open page "
+          f"costs {cost['dashboard_router_cpu_ms_per_s']:.2f} ms of router CPU per second "
+          f"({cost['dashboard_overhead_pct_at_rate']:.2f} % at {args.rate:g} req/s)")
     write_json("dashboard", {
         "config": {"rate": args.rate, "seconds": args.seconds, "idle_seconds": args.idle_seconds,
                    "rounds": args.rounds, "workers": 1, "policy": "slackfit", "poll_ms": 500,

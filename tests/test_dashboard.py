@@ -14,6 +14,7 @@ from superserve.serving.activity import BATCH_FIELDS, SECOND_FIELDS, ActivityLog
 from superserve.serving.auth import BearerAuth
 from superserve.serving.codec import InputCodec
 from superserve.serving.config import ServeConfig
+from superserve.serving.dashboard import BATCH_WIRE_FIELDS
 from superserve.serving.messages import BatchDone
 from superserve.serving.pool import WorkerState
 from superserve.serving.rest import RestApi
@@ -117,7 +118,10 @@ def test_page_and_data_endpoints_with_a_token(fake_router):
             assert (await client.get("/v2/dashboard/data", headers={"Authorization": "Bearer nope"})).status == 401
             first = await (await client.get("/v2/dashboard/data?since=0", headers=auth)).json()
             assert first["model"]["slo_ms"] == 45.0 and len(first["model"]["subnets"]) == len(router.info.subnet_ids)
-            assert first["batch_fields"] == list(BATCH_FIELDS) and len(first["batches"]) == 2
+            assert first["batch_fields"] == list(BATCH_WIRE_FIELDS) and len(first["batches"]) == 2
+            wire = dict(zip(BATCH_WIRE_FIELDS, first["batches"][1]))
+            kept = router.activity.batches[1]
+            assert wire["t_ms"] == int(kept[B["t"]] * 1000) and wire["compute_us"] == 4000 and wire["size"] == 3
             assert len(first["seconds"]) == 1 and first["seconds"][0][S["arrivals"]] == 5
             assert first["workers"][0]["state"] == "idle" and first["calibration"] == {"calibration": "off"}
             assert first["last_seq"] == first["seconds"][0][0] and not first["reset"]

@@ -22,7 +22,7 @@ from typing import Any
 
 from aiohttp import web
 
-from superserve.serving.activity import BATCH_FIELDS, SECOND_FIELDS
+from superserve.serving.activity import SECOND_FIELDS
 from superserve.serving.model_info import ModelInfo
 from superserve.serving.router import Router
 
@@ -32,6 +32,9 @@ _FILES = {"index.html": "text/html", "dashboard.js": "text/javascript", "dashboa
           "favicon.svg": "image/svg+xml"}
 STATIC_PATHS = frozenset({PAGE, PAGE + "/", *(f"{PAGE}/{name}" for name in _FILES)})
 MAX_ROWS = 2000  # per kind and answer: bounds one answer's size and the time spent encoding it
+# A batch record on the wire: integers only (times in ms of time.monotonic(), compute time in
+# us), which encode about four times faster than rounded floats.
+BATCH_WIRE_FIELDS = ("seq", "t_ms", "subnet", "size", "in_time", "compute_us", "worker", "queue")
 _HEADERS = {
     "Cache-Control": "no-cache",
     "X-Content-Type-Options": "nosniff",
@@ -86,8 +89,8 @@ class Dashboard:
         out: dict[str, Any] = {
             "now": round(time.monotonic(), 3), "last_seq": got.last_seq, "reset": restarted,
             "truncated": got.truncated,
-            "batch_fields": BATCH_FIELDS, "second_fields": SECOND_FIELDS,
-            "batches": [[s, round(t, 3), sub, n, ok, round(c, 3), w, q] for s, t, sub, n, ok, c, w, q in got.batches],
+            "batch_fields": BATCH_WIRE_FIELDS, "second_fields": SECOND_FIELDS,
+            "batches": [[s, int(t * 1000.0), sub, n, ok, int(c * 1000.0), w, q] for s, t, sub, n, ok, c, w, q in got.batches],
             "seconds": [_rounded(r) for r in got.seconds],
             "ready": router.ready, "queue": len(router.queue), "policy": repr(router.policy),
             "workers": self._workers(), "calibration": router.calibration_info(),

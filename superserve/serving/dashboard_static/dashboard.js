@@ -13,7 +13,7 @@
 
   const state = {
     since: 0, polls: 0, errors: 0, now: 0, batchesSeen: 0,
-    model: null, rank: [], batches: [], seconds: [], B: null, S: null, last: null,
+    model: null, rank: [], batches: [], seconds: [], S: null, last: null,
     token: sessionStorage.getItem(TOKEN_KEY),
   };
   const $ = (id) => document.getElementById(id);
@@ -56,17 +56,20 @@
       order.forEach((subnet, r) => { state.rank[subnet] = r; });
       $("model").textContent = `${d.model.name} · SLO ${d.model.slo_ms} ms · ${d.model.subnets.length} SubNets`;
     }
-    state.B = fieldIndex(d.batch_fields);
+    const W = fieldIndex(d.batch_fields); // the wire's batch fields
     state.S = fieldIndex(d.second_fields);
     state.now = d.now;
     state.since = d.last_seq;
     state.last = d;
     state.batchesSeen += d.batches.length;
-    for (const b of d.batches) state.batches.push(b);
+    for (const b of d.batches) state.batches.push([b[W.t_ms] / 1000, b[W.subnet], b[W.size], b[W.queue]]);
     for (const s of d.seconds) state.seconds.push(s);
     if (state.batches.length > MAX_BATCHES * 1.1) state.batches.splice(0, state.batches.length - MAX_BATCHES);
     if (state.seconds.length > MAX_SECONDS * 1.1) state.seconds.splice(0, state.seconds.length - MAX_SECONDS);
   }
+
+  // The page's own batch rows: [time (s, the server's monotonic clock), SubNet, size, queue].
+  const B = { t: 0, subnet: 1, size: 2, queue: 3 };
 
   // --- drawing ----------------------------------------------------------------------------
   const PAD = { left: 52, right: 8, top: 6, bottom: 18 };
@@ -159,7 +162,7 @@
     if (!state.last || !state.model) return;
     const span = Number($("window").value);
     const x1 = state.now, x0 = x1 - span;
-    const B = state.B, S = state.S;
+    const S = state.S;
     const batches = state.batches.filter((b) => b[B.t] >= x0);
     const seconds = state.seconds.filter((s) => s[S.t] >= x0 - 1);
     const bt = column(batches, B.t), st = column(seconds, S.t);
@@ -234,7 +237,7 @@
   }
 
   function renderTiles(seconds, batches) {
-    const S = state.S, B = state.B, d = state.last;
+    const S = state.S, d = state.last;
     const s = seconds.length ? seconds[seconds.length - 1] : null;
     const b = batches.length ? batches[batches.length - 1] : null;
     const answered = s ? s[S.in_time] + s[S.late] + s[S.shed] + s[S.rejected] + s[S.other] : 0;
