@@ -10,15 +10,18 @@ endpoint; the worker is another process), read with ns resolution from /proc/PID
    /dashboard, polling twice a second), each after 2 s for the previous phase's queue to
    drain. Per phase: router CPU / requests sent. Reported: the
    median of each kind (``router_cpu_us_per_request_closed`` / ``_open``) and
-   ``overhead_pct`` = 100 x (open / closed - 1). On a busy machine this difference is small
-   against the noise between phases, so the dashboard's cost is also measured directly:
-2. **Cost at idle.** The same pairs with no load for ``--idle-seconds``: router CPU per
-   second closed and open; their difference (median over pairs) is what an open page costs
-   the router per second (``dashboard_router_cpu_ms_per_s``), independent of the load, and
-   ``dashboard_overhead_pct_at_rate`` puts it against the closed per-request figure at
-   ``--rate``. In this process: one batch record appended to the ring (ns), one poll's
-   answer with 100 new batches (us, JSON included) and a page's first answer on a full ring
-   (the newest 2,000 batches and the model; ms).
+   ``overhead_pct`` = 100 x (open / closed - 1), with the attainment and the browser's own
+   CPU per second (chromium on the same cores competes with the server). On a busy machine this difference is small
+   against the noise between phases, so the cost of one poll is also measured amplified:
+2. **Cost of a poll.** Pairs of idle phases of ``--idle-seconds``: nobody polling, then a
+   keep-alive client polling ``?since=LAST`` like the page but at ``--poll-hz`` (default 50,
+   25 x the page's rate). Router CPU per poll = the difference / polls (median over pairs,
+   HTTP handling included); an open page costs twice that per second
+   (``dashboard_router_cpu_ms_per_s``), and ``dashboard_overhead_pct_at_rate`` puts it
+   against the closed per-request figure at ``--rate``. In this process: one batch record
+   appended to the ring (ns), one poll's answer with 100 new batches (us, JSON included; a
+   poll during load carries the batches of half a second) and a page's first answer on a
+   full ring (the newest 2,000 batches and the model; ms).
 3. **Picture** (run first). A fresh server and page (``/dashboard?window=30``), then a burst:
    ``--calm-rate`` for 4 s, ``--burst-rate`` for 3 s, ``--calm-rate`` for 4 s. Reported: the
    SubNets on the page's timeline and their accuracy range, the mean served accuracy and
@@ -28,12 +31,13 @@ endpoint; the worker is another process), read with ns resolution from /proc/PID
 The functions that open the browser, build the burst and watch the page are shared with
 tests/test_dashboard_browser.py.
 
-Usage: python -m benchmarks.dashboard [--rate 100] [--seconds 10] [--rounds 3] [--idle-seconds 20]
+Usage: python -m benchmarks.dashboard [--rate 100] [--seconds 10] [--rounds 3] [--idle-seconds 10] [--poll-hz 50]
 Writes benchmarks/results/dashboard.json and dashboard.png.
 """
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import shutil
 import os
@@ -186,23 +190,51 @@ def router_cpu_s(srv: ServerProcess) -> float:
         return t.user + t.system
 
 
-def cost_phase(srv: ServerProcess, trace: Trace, payloads: PayloadSet) -> dict[str, Any]:
-    before = router_cpu_s(srv)
+def browser_cpu_s(driver: Any) -> float:
+    """User + system time of the browser: every process under its chromedriver (chromium,
+    renderers, GPU and utility processes; one that exits takes its time with it)."""
+    total = 0.0
+    for p in psutil.Process(driver.service.process.pid).children(recursive=True):
+        try:
+            t = p.cpu_times()
+        except psutil.Error:
+            continue
+        total += t.user + t.system
+    return total
+
+
+def cost_phase(srv: ServerProcess, driver: Any, trace: Trace, payloads: PayloadSet) -> dict[str, Any]:
+    before, browser_before = router_cpu_s(srv), browser_cpu_s(driver)
     run = send(srv, trace, payloads)
-    cpu = router_cpu_s(srv) - before
+    cpu, browser = router_cpu_s(srv) - before, browser_cpu_s(driver) - browser_before
     s = summarize(run.records, wall_s=run.wall_s)
     return {"requests": len(trace), "router_cpu_s": cpu, "router_cpu_us_per_request": cpu / len(trace) * 1e6,
+            "browser_cpu_ms_per_s": browser / run.wall_s * 1000.0,
             "slo_attainment": s["slo_attainment"], "mean_accuracy": s["mean_accuracy"]}
 
 
-def idle_phase(srv: ServerProcess, seconds: float) -> dict[str, Any]:
+def idle_phase(srv: ServerProcess, seconds: float, poll_hz: float | None) -> dict[str, Any]:
+    """No load for ``seconds``; with ``poll_hz``, a keep-alive client polls the dashboard's
+    data endpoint as the page does (``since`` = the last record seen) that often."""
+    conn = http.client.HTTPConnection(srv.config.host, int(srv.info["http_port"]), timeout=10)
+    since, polls = server_data(srv)["last_seq"], 0
+    time.sleep(SETTLE_S)
     before, t0 = router_cpu_s(srv), time.monotonic()
-    time.sleep(seconds)
+    while (now := time.monotonic()) < t0 + seconds:
+        if poll_hz is None:
+            time.sleep(t0 + seconds - now)
+            continue
+        conn.request("GET", f"/v2/dashboard/data?since={since}", headers=srv.auth_headers)
+        since = json.loads(conn.getresponse().read())["last_seq"]
+        polls += 1
+        time.sleep(max(0.0, t0 + polls / poll_hz - time.monotonic()))
     cpu, wall = router_cpu_s(srv) - before, time.monotonic() - t0
-    return {"seconds": wall, "router_cpu_s": cpu, "router_cpu_ms_per_s": cpu / wall * 1000.0}
+    conn.close()
+    return {"seconds": wall, "polls": polls, "router_cpu_s": cpu, "router_cpu_ms_per_s": cpu / wall * 1000.0}
 
 
 SETTLE_S = 2.0  # before every phase: what the previous one left queued drains first
+PAGE_POLLS_PER_S = 2.0  # dashboard.js polls every 500 ms
 
 
 def show(driver: Any, srv: ServerProcess, kind: str) -> None:
@@ -264,17 +296,19 @@ def measure_cost(args: argparse.Namespace) -> dict[str, Any]:
                 for kind in ("closed", "open"):
                     show(driver, srv, kind)
                     row = {"load": "rate", "round": k, "dashboard": kind,
-                           **cost_phase(srv, poisson(args.rate, args.seconds, seed=k), payloads)}
+                           **cost_phase(srv, driver, poisson(args.rate, args.seconds, seed=k), payloads)}
                     phases.append(row)
                     print(f"round {k} dashboard {kind:>6}: {row['router_cpu_us_per_request']:.1f} us router CPU "
-                          f"per request, attainment {row['slo_attainment']:.4f}")
-            for k in range(args.rounds):
-                for kind in ("closed", "open"):
-                    show(driver, srv, kind)
-                    phases.append({"load": "idle", "round": k, "dashboard": kind, **idle_phase(srv, args.idle_seconds)})
-                    print(f"idle round {k} dashboard {kind:>6}: {phases[-1]['router_cpu_ms_per_s']:.2f} ms router "
-                          "CPU per second")
+                          f"per request, attainment {row['slo_attainment']:.4f}, browser "
+                          f"{row['browser_cpu_ms_per_s']:.0f} ms CPU per second")
             errors = severe_console_errors(driver)
+            driver.get("about:blank")
+            for k in range(args.rounds):
+                for kind, hz in (("closed", None), ("polled", args.poll_hz)):
+                    phases.append({"load": "idle", "round": k, "dashboard": kind,
+                                   **idle_phase(srv, args.idle_seconds, hz)})
+                    print(f"idle round {k} {kind:>6}: {phases[-1]['router_cpu_ms_per_s']:.2f} ms router CPU per "
+                          f"second, {phases[-1]['polls']} polls")
         finally:
             driver.quit()
 
@@ -283,13 +317,19 @@ def measure_cost(args: argparse.Namespace) -> dict[str, Any]:
 
     c = statistics.median(pick("rate", "closed", "router_cpu_us_per_request"))
     o = statistics.median(pick("rate", "open", "router_cpu_us_per_request"))
-    idle_c, idle_o = pick("idle", "closed", "router_cpu_ms_per_s"), pick("idle", "open", "router_cpu_ms_per_s")
-    per_s = statistics.median(b - a for a, b in zip(idle_c, idle_o))
+    idle = [p for p in phases if p["load"] == "idle"]
+    per_poll_us = statistics.median((polled["router_cpu_s"] - closed["router_cpu_s"] * polled["seconds"] / closed["seconds"])
+                                    / polled["polls"] * 1e6 for closed, polled in zip(idle[::2], idle[1::2]))
+    per_s = PAGE_POLLS_PER_S * per_poll_us / 1000.0
     return {"router_cpu_us_per_request_closed": c, "router_cpu_us_per_request_open": o,
             "overhead_pct": 100.0 * (o / c - 1.0),
-            "idle_router_cpu_ms_per_s_closed": statistics.median(idle_c),
-            "idle_router_cpu_ms_per_s_open": statistics.median(idle_o),
-            "dashboard_router_cpu_ms_per_s": per_s,
+            "slo_attainment_closed": statistics.median(pick("rate", "closed", "slo_attainment")),
+            "slo_attainment_open": statistics.median(pick("rate", "open", "slo_attainment")),
+            "browser_cpu_ms_per_s_closed": statistics.median(pick("rate", "closed", "browser_cpu_ms_per_s")),
+            "browser_cpu_ms_per_s_open": statistics.median(pick("rate", "open", "browser_cpu_ms_per_s")),
+            "idle_router_cpu_ms_per_s_closed": statistics.median(pick("idle", "closed", "router_cpu_ms_per_s")),
+            "idle_router_cpu_ms_per_s_polled": statistics.median(pick("idle", "polled", "router_cpu_ms_per_s")),
+            "router_cpu_us_per_poll": per_poll_us, "dashboard_router_cpu_ms_per_s": per_s,
             "dashboard_overhead_pct_at_rate": 100.0 * per_s * 1000.0 / args.rate / c,
             "phases": phases, "console_errors": errors}
 
@@ -327,7 +367,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rate", type=float, default=100.0, help="Poisson rate of the loaded phases (req/s)")
     ap.add_argument("--seconds", type=float, default=10.0, help="length of one loaded phase (s)")
-    ap.add_argument("--idle-seconds", type=float, default=20.0, help="length of one idle phase (s)")
+    ap.add_argument("--idle-seconds", type=float, default=10.0, help="length of one idle phase (s)")
+    ap.add_argument("--poll-hz", type=float, default=50.0, help="polls per second in the polled idle phases")
     ap.add_argument("--rounds", type=int, default=3, help="pairs of phases (closed, open) of each kind")
     ap.add_argument("--calm-rate", type=float, default=100.0)
     ap.add_argument("--burst-rate", type=float, default=1000.0)
@@ -348,9 +389,11 @@ def main() -> None:
     print(f"router CPU per request at {args.rate:g} req/s: closed {cost['router_cpu_us_per_request_closed']:.1f} us, "
           f"open {cost['router_cpu_us_per_request_open']:.1f} us ({cost['overhead_pct']:+.1f} %); an open page "
           f"costs {cost['dashboard_router_cpu_ms_per_s']:.2f} ms of router CPU per second "
+          f"({cost['router_cpu_us_per_poll']:.0f} us per poll) "
           f"({cost['dashboard_overhead_pct_at_rate']:.2f} % at {args.rate:g} req/s)")
     write_json("dashboard", {
         "config": {"rate": args.rate, "seconds": args.seconds, "idle_seconds": args.idle_seconds,
+                   "poll_hz": args.poll_hz,
                    "rounds": args.rounds, "workers": 1, "policy": "slackfit", "poll_ms": 500,
                    "browser": "headless Debian chromium (selenium)", "cpu_count": psutil.cpu_count(),
                    "load_average_before": load_before, "load_average_after": os.getloadavg(),
