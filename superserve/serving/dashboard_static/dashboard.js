@@ -17,7 +17,11 @@
     token: sessionStorage.getItem(TOKEN_KEY),
   };
   const $ = (id) => document.getElementById(id);
-  const css = (name) => getComputedStyle(document.documentElement).getPropertyValue(name).trim();
+  // The charts' colours, read once from the style sheet (reading styles per draw forces a
+  // style recalculation).
+  const palette = getComputedStyle(document.documentElement);
+  const colours = {};
+  const css = (name) => colours[name] || (colours[name] = palette.getPropertyValue(name).trim());
 
   // A token in the address's fragment (/dashboard#token=...) never reaches the server's logs;
   // keep it for this tab only and take it out of the address bar.
@@ -255,8 +259,14 @@
     row.appendChild(td);
   }
 
+  // Tables are rebuilt only when what they show changed: a DOM change re-lays out the page.
+  let shownTables = "";
+
   function renderTables() {
     const d = state.last;
+    const key = JSON.stringify([d.workers, d.calibration, d.policy]);
+    if (key === shownTables) return;
+    shownTables = key;
     const body = $("workers").tBodies[0];
     body.replaceChildren();
     for (const w of d.workers) {
