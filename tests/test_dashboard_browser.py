@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.dashboard import (browser_paths, burst_trace, open_browser, page_status, send, server_data,
-                                  severe_console_errors, wait_for, watch_load)
+from benchmarks.dashboard import (browser_paths, burst_trace, open_browser, page_status, phase_accuracy, send,
+                                  server_data, severe_console_errors, wait_for, watch_load)
 from superserve.loadgen import payloads_from_bundle
 from superserve.serving import ServerProcess
 
@@ -28,7 +28,7 @@ def test_dashboard_charts_move_while_a_burst_is_served(tmp_path):
             driver.get(srv.http_url + "/dashboard?window=60")
             before = wait_for(driver, lambda s: s["polls"] >= 1)
             assert before["batches"] == 0 and before["errors"] == 0  # nothing served yet
-            run, samples = watch_load(driver, lambda: send(srv, burst_trace(100.0, 1000.0), payloads))
+            run, samples = watch_load(driver, lambda: send(srv, burst_trace(100.0, 1000.0, 2.0, 1.5), payloads))
             # The charts updated while the load ran, poll after poll, not only at the end.
             grew = sum(b["batches"] > a["batches"] for a, b in zip(samples, samples[1:]))
             assert grew >= 3, samples
@@ -38,8 +38,11 @@ def test_dashboard_charts_move_while_a_burst_is_served(tmp_path):
             assert after["batches"] == len(server["batches"])
             size = server["batch_fields"].index("size")
             assert sum(b[size] for b in server["batches"]) == int((run.records.subnet >= 0).sum())
-            # The SubNet timeline moved: the calm phases ran accurate SubNets, the burst faster ones.
+            # The SubNet timeline moved: more than one SubNet on it, and (the client's records) the
+            # burst was served by less accurate, faster SubNets than the calm phases around it.
             assert after["distinct"] >= 2 and after["acc_min"] < after["acc_max"], after
+            served = phase_accuracy(run, 2.0, 1.5)
+            assert served["burst"]["mean_accuracy"] < served["calm"]["mean_accuracy"], served
             assert after["points"] == after["batches"], after  # every batch of the run is drawn
             path = tmp_path / "dashboard.png"
             assert driver.save_screenshot(str(path))
