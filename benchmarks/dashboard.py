@@ -8,11 +8,11 @@ endpoint; the worker is another process), read with ns resolution from /proc/PID
 1. **Cost under load.** Poisson load at ``--rate`` req/s for ``--seconds`` per phase, in
    ``--rounds`` pairs: *closed* (the browser on about:blank) then *open* (the browser on
    /dashboard, polling twice a second), each after 2 s for the previous phase's queue to
-   drain. Per phase: router CPU / requests sent. Reported: the
-   median of each kind (``router_cpu_us_per_request_closed`` / ``_open``) and
-   ``overhead_pct`` = 100 x (open / closed - 1), with the attainment and the browser's own
-   CPU per second (chromium on the same cores competes with the server). On a busy machine this difference is small
-   against the noise between phases, so the cost of one poll is also measured amplified:
+   drain. Per phase: router CPU / requests sent. Reported: the median of each kind
+   (``router_cpu_us_per_request_closed`` / ``_open``) and ``overhead_pct`` = 100 x (open /
+   closed - 1), with the attainment and the browser's own CPU per second (chromium on the
+   same cores competes with the server). On a busy machine this difference is small against
+   the noise between phases, so the cost of one poll is also measured amplified:
 2. **Cost of a poll.** Pairs of idle phases of ``--idle-seconds``: nobody polling, then a
    keep-alive client polling ``?since=LAST`` like the page but at ``--poll-hz`` (default 50,
    25 x the page's rate). Router CPU per poll = the difference / polls (median over pairs,
@@ -31,7 +31,8 @@ endpoint; the worker is another process), read with ns resolution from /proc/PID
 The functions that open the browser, build the burst and watch the page are shared with
 tests/test_dashboard_browser.py.
 
-Usage: python -m benchmarks.dashboard [--rate 100] [--seconds 10] [--rounds 3] [--idle-seconds 10] [--poll-hz 50]
+Usage: python -m benchmarks.dashboard [--rate 100] [--seconds 10] [--rounds 3] [--idle-seconds 10]
+                                      [--poll-hz 50]
 Writes benchmarks/results/dashboard.json and dashboard.png.
 """
 from __future__ import annotations
