@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup demo test data clean
+.PHONY: setup demo test data browser clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -26,10 +26,17 @@ data:
 	@test -d $(FMNIST) || (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) \
 	  || echo "note: could not install dataset-fashion-mnist; training needs --data DIR"
 
+# Debian's chromium and its driver, for the dashboard's browser test
+# (tests/test_dashboard_browser.py skips, saying why, when no chromium is installed).
+browser:
+	@(command -v chromium >/dev/null && command -v chromedriver >/dev/null) \
+	  || (apt-get update -qq && apt-get install -y -qq chromium chromium-driver) \
+	  || echo "note: could not install chromium and chromium-driver; the dashboard's browser test will skip"
+
 demo: setup
 	$(BIN)/superserve demo
 
-test: setup data
+test: setup data browser
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 clean:

@@ -19,13 +19,15 @@ from superserve.serving.auth import UNAUTHORIZED, BearerAuth
 from superserve.serving.codec import (CLASS, INPUT_NAME, LOGITS, ApiError, InputCodec, RequestOptions,
                                       class_index, model_config, model_metadata, result_error,
                                       result_parameters)
+from superserve.serving.dashboard import STATIC_PATHS, Dashboard
 from superserve.serving.metrics import CONTENT_TYPE_LATEST, ServingMetrics
 from superserve.serving.model_info import ModelInfo
 from superserve.serving.router import InferResult, Origin, Router
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 EXTENSIONS = ["binary_tensor_data", "model_configuration", "parameters"]
-OPEN_PATHS = frozenset({"/v2/health/live", "/v2/health/ready"})  # no token needed (probes)
+# No token needed: the probes, and the dashboard's static files (no data; see dashboard.py).
+OPEN_PATHS = frozenset({"/v2/health/live", "/v2/health/ready"}) | STATIC_PATHS
 
 
 def _json(status: int, body: Any) -> web.Response:
@@ -70,6 +72,7 @@ class RestApi:
         app.router.add_get("/v2/health/ready", self.ready)
         app.router.add_get("/v2", self.server_metadata)
         app.router.add_get("/metrics", self.metrics_page)
+        Dashboard(self.info, self.router, self.codec.default_slo_ms).add_routes(app)
         for base in (m, mv):
             app.router.add_get(base, self.model_metadata)
             app.router.add_get(base + "/ready", self.model_ready)

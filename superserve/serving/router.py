@@ -17,6 +17,9 @@ time and its dispatch-to-result time to a :class:`CalibratedPlanner`; a timer (n
 request path) refreshes the estimate and installs a policy rebuilt on the rescaled profile
 when it moved. Before admitting traffic, :meth:`Router.check_profile` runs a few seconds of
 probe batches so the first requests are planned on this host's speed.
+
+The live dashboard reads :attr:`Router.activity` (superserve/serving/activity.py): one tuple
+appended per answered batch, one record per second from a timer.
 """
 from __future__ import annotations
 
@@ -33,6 +36,7 @@ from superserve.scheduling import EdfQueue, Request
 from superserve.scheduling.calibration import CalibratedPlanner, CheckReport, ProfileCheck
 from superserve.scheduling.policy import Decision, Policy
 from superserve.scheduling.step import ADMITTED, SHED, SchedulingStep
+from superserve.serving.activity import ActivityLog, Estimate, Totals
 from superserve.serving.events import EventLog
 from superserve.serving.messages import BatchDone, BatchFailed, RunBatch
 from superserve.serving.metrics import ServingMetrics
@@ -100,6 +104,7 @@ class InflightBatch:
     hung: bool = False  # the watchdog killed the worker: a suspect batch, like a crash
 
 
+ACTIVITY_TICK_S = 1.0  # the dashboard's per-second records
 MAX_SEQ = 0xFFFFFFFF  # RunBatch.seq travels as uint32; sequence numbers wrap to 1 after it
 CRASHED_INPUT_TTL_S = 600.0  # how long an input that was running in a worker crash is remembered
 CRASHED_INPUTS_MAX = 4096
@@ -170,6 +175,11 @@ class Router:
         self._ready: set[WorkerHandle] = set()  # warm and alive; kept by events, no scan per request
         acc = {s.id: s.accuracy for s in info.profile.subnets}
         self._accuracy = [acc[sid] for sid in info.subnet_ids]
+        # The dashboard's rings (serving/activity.py): one tuple per answered batch, one
+        # record per second from a timer; ``arrivals`` counts every call of :meth:`infer`.
+        self.activity = ActivityLog(self._accuracy)
+        self.arrivals = 0
+        self._activity_timer: asyncio.TimerHandle | None = None
         t = self.step.policy.table
         self._best_accuracy = max(t.accuracy[s] for s in self.step.policy.allowed_subnets())
         self._out_bytes = info.output_bytes
@@ -321,6 +331,24 @@ class Router:
         if not self._stopped:
             self._schedule_refresh()
 
+    def start_activity_log(self) -> None:
+        """Start the once-a-second records of :attr:`activity` (the server calls this)."""
+        if self._activity_timer is None and not self._stopped:
+            self._activity_timer = self.loop.call_later(ACTIVITY_TICK_S, self._activity_tick)
+
+    def _activity_tick(self) -> None:
+        self._activity_timer = None
+        self.close_activity_second(time.monotonic())
+        self.start_activity_log()
+
+    def close_activity_second(self, now: float) -> tuple:
+        """Append the per-second record that ends at ``now`` to :attr:`activity`."""
+        e = self.planner.estimate if self.planner is not None else None
+        estimate = (Estimate(e.speed, e.overhead_ms, self.response_margin_ms + self.lag_margin_ms)
+                    if e is not None else Estimate(margin_ms=self.response_margin_ms))
+        return self.activity.close_second(now, Totals(self.arrivals, self.metrics.outcome_totals()),
+                                          len(self.queue) + len(self._solo), estimate)
+
     def calibration_info(self) -> dict[str, object]:
         """The live estimate for the model's metadata."""
         if self.planner is None:
@@ -350,6 +378,9 @@ class Router:
         if self._lag_timer is not None:
             self._lag_timer.cancel()
             self._lag_timer = None
+        if self._activity_timer is not None:
+            self._activity_timer.cancel()
+            self._activity_timer = None
 
     async def drain(self, timeout_s: float) -> None:
         """Let queued and running requests finish (graceful shutdown), then answer what is
@@ -371,6 +402,7 @@ class Router:
         """Queue one request and await its answer. ``strict``: ``min_accuracy`` is a hard
         floor (served by a SubNet meeting it, or answered FLOOR_UNMET), not best effort.
         ``origin``: what the caller sent, named in the logs if this input kills a worker."""
+        self.arrivals += 1
         if not self.accepting:
             self.metrics.by_outcome[Outcome.UNAVAILABLE].inc()
             msg = "server is shutting down" if self._all_warm.is_set() else "workers are still warming up"
@@ -589,6 +621,7 @@ class Router:
         m = self.metrics
         m.observe_batch(d.subnet_id, acc, n, compute_ms)
         in_time, late = m.by_outcome[Outcome.IN_TIME], m.by_outcome[Outcome.LATE]
+        ok_count = 0
         for i, r in enumerate(batch):
             p = pending(r)
             queue_ms = (inflight.dispatched - r.arrival) * 1000.0
@@ -596,6 +629,7 @@ class Router:
             m.accuracy.observe(acc)
             ok = now <= r.arrival + p.slo_ms / 1000.0  # the caller's deadline, margin aside
             (in_time if ok else late).inc()
+            ok_count += ok
             if p.deaths and self._crashed_inputs:  # it ran fine after all: not a poison input
                 self._crashed_inputs.pop(hash(p.row), None)
             if not p.future.done():
@@ -603,6 +637,9 @@ class Router:
                     Outcome.IN_TIME if ok else Outcome.LATE, bytes(out[i * ob:(i + 1) * ob]),
                     d.subnet_id, acc, n, queue_ms, compute_ms, w.index, floor_met=acc >= r.min_accuracy))
         self.completed += n
+        log = self.activity
+        log.batches.append((next(log.seq), now, d.subnet_index, n, ok_count, compute_ms, w.index,
+                            len(self.queue)))
 
     def batch_failed(self, w: WorkerHandle, msg: BatchFailed) -> None:
         inflight = self._take_inflight(w)

@@ -120,6 +120,7 @@ async def serve(config: ServeConfig) -> int:
                     hang_timeout_s=config.hang_timeout_s, request_max_deaths=config.request_max_deaths,
                     events=events)
     supervisor = Supervisor(router, pool, config.restart_policy(), metrics, events, loop)
+    router.start_activity_log()
     codec = InputCodec(info, config, slo_ms)
     auth = BearerAuth(config.auth_token)
     warning = insecure_bind_warning(config)
@@ -157,6 +158,8 @@ async def serve(config: ServeConfig) -> int:
         if warm.done():
             warm.result()  # raises if a worker died during start-up
             await _admit_traffic(config, router, supervisor, pool, events, t0)
+            _log(f"live dashboard: {'https' if config.tls else 'http'}://{config.host}:{http_port}/dashboard"
+                 + ("#token=<token>" if auth.enabled else ""))
             if config.ready_file:
                 _write_ready_file(Path(config.ready_file), http_port, grpc_port, pool, slo_ms)
             await stopper
