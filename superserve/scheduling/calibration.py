@@ -113,7 +113,6 @@ class LatencyEstimate:
                 "corrections_min": round(min(self.corrections), 4) if self.corrections else 1.0,
                 "corrections_max": round(max(self.corrections), 4) if self.corrections else 1.0}
 
-
     def plan_dict(self) -> dict:
         """What a policy is built from (the planning profile's factors and the planned
         overhead), exactly enough to rebuild the same policy elsewhere: the router logs it
@@ -124,7 +123,8 @@ class LatencyEstimate:
 
 
 def estimate_from_plan(plan: dict, max_batch: int, at: float = 0.0) -> LatencyEstimate:
-    """The inverse of :meth:`LatencyEstimate.plan_dict` (the planning fields; the rest at rest)."""
+    """The inverse of :meth:`LatencyEstimate.plan_dict`: the planning fields as logged, the
+    others (window statistics the policy never reads) at their defaults."""
     return LatencyEstimate(float(plan["speed"]), tuple(float(x) for x in plan["corrections"]),
                            float(plan["overhead_ms"]), 0.0, 0, at, tuple(float(x) for x in plan["batch_corrections"]),
                            float(plan["noise"]), max_batch, float(plan["plan_speed"]))
