@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any, Callable
 
 import pytest
@@ -85,3 +86,18 @@ def make_fake_router(workers: int = 2, *, num_subnets: int = 4, quantile: str = 
 def fake_router() -> Callable[..., Any]:
     """:func:`make_fake_router`, called inside the test's event loop."""
     return make_fake_router
+
+
+@pytest.fixture
+def tls_pair(tmp_path) -> tuple[Path, Path]:
+    """A throwaway certificate and key for 127.0.0.1 / localhost, made with the openssl CLI."""
+    import shutil
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command to make a test certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "1", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"], check=True, capture_output=True)
+    return cert, key

@@ -254,24 +254,12 @@ def test_nobody_listening_is_a_connection_failure(scheme, is_async, labelled):
 
 
 # --- 500 and 503, with TLS ----------------------------------------------------------------------
-def self_signed(tmp) -> tuple[str, str]:
-    import shutil
-
-    if shutil.which("openssl") is None:
-        pytest.skip("needs the openssl command to make a test certificate")
-    cert, key = tmp / "cert.pem", tmp / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
-                    str(cert), "-days", "1", "-subj", "/CN=localhost",
-                    "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"], check=True, capture_output=True)
-    return str(cert), str(key)
-
-
-def test_server_error_then_unavailable_over_tls(tmp_path, labelled):
+def test_server_error_then_unavailable_over_tls(tls_pair, labelled):
     """A poison input crashes one of two workers and is answered 500 (ServerError: one death
     per request allowed here); the server remembers it, so every client gets 500 for it at
     once. A second one kills the last worker (500 again); then every request is answered 503
     (Unavailable), and the server reports neither ready nor live (no restarts)."""
-    cert, key = self_signed(tmp_path)
+    cert, key = (str(p) for p in tls_pair)
     with ServerProcess(bundle=BUNDLE, subnets=served_subnets(), workers=2, warmup_runs=0, calibration_check_s=0,
                        restart=False, request_max_deaths=1, inject_crash_value=CRASH, tls_cert=cert,
                        tls_key=key) as srv:

@@ -182,27 +182,13 @@ def test_router_process_never_imports_torch_or_pickle_for_messages():
 
 
 # --- TLS (issue 12) ----------------------------------------------------------------------------------
-def self_signed(tmp: Path) -> tuple[Path, Path]:
-    """A throwaway certificate for 127.0.0.1 / localhost, made with the openssl CLI."""
-    import shutil
-    import subprocess
-
-    if shutil.which("openssl") is None:
-        pytest.skip("needs the openssl command to make a test certificate")
-    cert, key = tmp / "cert.pem", tmp / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
-                    str(cert), "-days", "1", "-subj", "/CN=localhost",
-                    "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"], check=True, capture_output=True)
-    return cert, key
-
-
-def test_tls_for_rest_and_grpc(tmp_path):
+def test_tls_for_rest_and_grpc(tls_pair):
     import ssl
 
     import grpc
     from tritonclient.grpc import service_pb2 as pb  # not our module: see grpc_api's docstring
 
-    cert, key = self_signed(tmp_path)
+    cert, key = tls_pair
     with ServerProcess(bundle=BUNDLE, workers=1, warmup_runs=1, auth_token=TOKEN, tls_cert=cert, tls_key=key) as srv:
         assert srv.http_url.startswith("https://")
         ctx = ssl.create_default_context(cafile=str(cert))
