@@ -255,14 +255,31 @@ def capacity_per_ms(profile: LatencyProfile, s: int, limit_ms: float) -> float:
 
 
 def test_slackfit_short_queue_is_the_papers_choice():
-    # At most gate x workers x max_batch queued, deadlines spread over 200 ms (the backlog's
-    # rate is low): no cap, the largest batch that fits the slack with the most accurate
-    # SubNet at it (the paper's rule with one bucket).
+    # At most gate x workers x max_batch queued, arrived over the last 200 ms and due over the
+    # next 200 ms (the rate is low): no cap, the largest batch that fits the slack with the
+    # most accurate SubNet at it (the paper's rule with one bucket).
     pol, maxbatch = SlackFit(PROFILE, num_workers=2), MaxBatch(PROFILE)
     for n in (1, 5, 16):
         for slack in (0.002, 0.006, 0.02, 0.1):
-            q = queue_of(n, slack, spread=0.2)
+            q = EdfQueue()
+            for i in range(n):
+                q.push(Request(i, -0.2 + 0.2 * i / n, slack + 0.2 * i / n))
             assert pol.decide(q, 0.0) == maxbatch.decide(q, 0.0)
+
+
+def test_slackfit_short_queue_under_sustained_load_is_planned():
+    # The same short queue inside a stream at the top capacity (sustained over the long
+    # window): the gate no longer hands it to the most accurate SubNet, and no batch may hold
+    # a worker for longer than commit_share x (1 - u) of the SLO.
+    pol = SlackFit(PROFILE, num_workers=1)
+    top = max(capacity_per_ms(PROFILE, s, 1e9) for s in range(len(PROFILE.subnets)))
+    now, slo = 1.0, 0.05
+    q = stream_queue(top * 1000.0, 2000, slo, now)
+    while len(q) > 4:
+        q.pop_earliest(1)
+    d = pol.decide(q, now)
+    assert d.subnet_index != len(PROFILE.subnets) - 1
+    assert d.expected_latency_ms <= max(pol._top_batch_ms, slo * 1000.0 * 0.1) + 1e-9
 
 
 def test_slackfit_light_load_serves_the_most_accurate_subnet():

@@ -104,5 +104,8 @@ class INFaaS(Policy):
     def fallback_subnet(self) -> int:
         return self._cheapest
 
+    def speed_subnets(self) -> tuple[int, ...]:
+        return (self._cheapest,)
+
     def describe(self) -> str:
         return f"min_accuracy={self.policy_floor}, {super().describe()}"

@@ -114,16 +114,17 @@ class EdfQueue:
         return self._latest if self._live else float("-inf")
 
     # --- the stream ------------------------------------------------------------------------
-    def arrival_rate(self, now: float, window_s: float) -> float:
+    def arrival_rate(self, now: float, window_s: float, min_span_s: float = 0.001) -> float:
         """Requests per second that arrived in (now - window_s, now]; window_s <= horizon_s.
         Within the first window after the first arrival ever queued, the rate is over the
-        time since then (at least a millisecond): a stream that starts busy reads busy."""
+        time since then (at least ``min_span_s``): a stream that starts busy reads busy, and
+        a long window is not read from a few requests (pass a longer ``min_span_s``)."""
         times = self._times
         if self._t0 < len(times) and times[self._t0] < now - self.horizon_s:
             self._trim(now)
         n = len(times) - bisect_left(times, now - window_s, self._t0)
         seen = now - self._first
-        return n / (window_s if seen >= window_s else (seen if seen > 0.001 else 0.001))
+        return n / (window_s if seen >= window_s else (seen if seen > min_span_s else min_span_s))
 
     def _trim(self, now: float) -> None:
         times = self._times

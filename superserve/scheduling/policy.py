@@ -32,6 +32,7 @@ import enum
 from abc import ABC, abstractmethod
 from bisect import bisect_right
 from dataclasses import dataclass, replace
+from functools import cached_property
 from typing import Any, Literal
 
 from superserve.scheduling.edf_queue import EdfQueue
@@ -197,23 +198,42 @@ class Policy(ABC):
         """The fastest SubNet this policy may run (used when the slack is infeasible)."""
         return self.table.fastest_subnet
 
+    def speed_subnets(self) -> range | tuple[int, ...]:
+        """The SubNets whose speed bounds shedding and admission: a request is given up only
+        when none of them could serve it in time (one-model baselines: their own model)."""
+        return self.allowed_subnets()
+
+    @cached_property
+    def fastest_ms(self) -> tuple[float, ...]:
+        """fastest_ms[b-1]: the shortest time (overhead included) in which this policy can
+        serve a batch of b, over :meth:`speed_subnets`. Not one SubNet's row: the SubNet
+        fastest at batch 1 is not the fastest at 16 (measured: 0.61 vs 0.73 ms at batch 1,
+        2.33 vs 1.99 ms at 16), and shedding on one row gives up requests another could serve."""
+        lat, speed = self.table.latency_ms, self.speed_subnets()
+        return tuple(min(lat[s][b] for s in speed) + self.overhead_ms for b in range(self.table.max_batch))
+
+    @cached_property
+    def peak_rate_per_ms(self) -> float:
+        """The most requests per ms one worker can finish (best SubNet and batch, as planned)."""
+        lat, oh = self.table.latency_ms, self.overhead_ms
+        return max((b + 1) / (lat[s][b] + oh) for s in self.speed_subnets() for b in range(self.table.max_batch))
+
     # --- the interface -------------------------------------------------------------------
     @property
     def min_service_s(self) -> float:
         """The shortest time any decision of this policy takes: a request with less time left
         than this cannot be served in time (pass to ``EdfQueue.drop_expired``)."""
-        return (self.table.latency_ms[self.fallback_subnet][0] + self.overhead_ms) / 1000.0
+        return self.fastest_ms[0] / 1000.0
 
     def shed(self, queue: EdfQueue, now: float) -> list[Request]:
         """Remove and return the requests to answer at once as "cannot meet the deadline"
         (see ``shed_rule``); call before :meth:`decide` when shedding."""
         out = queue.drop_expired(now, self.min_service_s)
         if self.shed_rule == "backlog" and len(queue) > 1:
-            lat = self.table.latency_ms[self.fallback_subnet]
-            bmax, overhead = self.table.max_batch, self.overhead_ms
+            fastest, bmax = self.fastest_ms, self.table.max_batch
             while queue:
                 n = len(queue)
-                need_ms = lat[(n if n < bmax else bmax) - 1] + overhead
+                need_ms = fastest[(n if n < bmax else bmax) - 1]
                 if queue.earliest_deadline >= now + need_ms / 1000.0:
                     break
                 out += queue.pop_earliest(1)

@@ -8,9 +8,16 @@ behind the head grows, and a burst then meets slow batches (docs/scheduling.md, 
 
 This rule decides in two steps, each a handful of bisects (2-3 us with thousands queued):
 
-1. **The cap (the plan).** Once more than ``gate`` x workers x max_batch requests are queued
-   (below that, a queue the fleet clears in about one round of batches, the cap is the most
-   accurate SubNet and the slack alone decides, as in the paper), the demand per worker is
+0. **The sustained load.** u = the rate over ``long_window_ms`` against the top capacity
+   (the best throughput of any SubNet). It bounds how long a batch may hold a worker:
+   ``commit_share`` x (1 - u) of the SLO (a burst that starts meanwhile finds the worker
+   busy; measured: at the start of a burst after a lull, 4-14 ms batches of accurate SubNets
+   on every worker cost 0.1-0.4 points of attainment near capacity), never less than the
+   top-throughput option's own batch.
+1. **The cap (the plan).** Once more than ``gate`` x workers x max_batch requests are queued,
+   or u >= ``floor_from`` (below both, a queue the fleet clears in about one round of
+   batches at a load well below capacity, the cap is the most accurate SubNet and the slack
+   alone decides, as in the paper), the demand per worker is
    what a capacity c must cover if the recent arrival rate r (over ``rate_window_ms``) goes
    on for a horizon H of ``horizon_slos`` x the SLO: the queue then holds n + (r - c) H per
    worker, to be cleared before its latest deadline, ``window`` ms away, so
@@ -20,6 +27,10 @@ This rule decides in two steps, each a handful of bisects (2-3 us with thousands
    load), once it reaches ``floor_from`` x the fastest SubNet's capacity, so that a lull
    inside a busy period does not commit workers to SubNets the load cannot afford.
    ``margin`` raises the demand.
+   A burst ``reserve`` shortens the window by reserve x u / (1 - u) top-throughput batches
+   / sqrt(workers): without it the plan lets the queue wait grow to the whole SLO whenever
+   the rate stays just below capacity, and a rate that keeps rising then misses (measured on
+   the Azure LLM trace at 0.9 x C_small); more workers smooth the queue and need less.
    The cap is the most accurate SubNet whose *capacity* covers it: its best throughput,
    b / latency(b), over the batches whose latency fits ``batch_share`` of the SLO, on measured
    numbers (where batch 16 costs more per request than 15, 15 counts). ``horizon_slos=0`` is
@@ -53,6 +64,8 @@ DEFAULT_HORIZON_SLOS = 3.0
 DEFAULT_LONG_WINDOW_MS = 250.0
 DEFAULT_LONG_WEIGHT = 1.0
 DEFAULT_FLOOR_FROM = 0.9
+DEFAULT_COMMIT_SHARE = 1.0
+DEFAULT_RESERVE = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,12 +92,14 @@ class SlackFit(Policy):
                  margin: float = DEFAULT_MARGIN, rate_weight: float = DEFAULT_RATE_WEIGHT, gate: float = DEFAULT_GATE,
                  batch_share: float = DEFAULT_BATCH_SHARE, horizon_slos: float = DEFAULT_HORIZON_SLOS,
                  long_window_ms: float = DEFAULT_LONG_WINDOW_MS, long_weight: float = DEFAULT_LONG_WEIGHT,
-                 floor_from: float = DEFAULT_FLOOR_FROM, lookahead: bool = False, **common: Any) -> None:
+                 floor_from: float = DEFAULT_FLOOR_FROM, commit_share: float = DEFAULT_COMMIT_SHARE,
+                 reserve: float = DEFAULT_RESERVE, lookahead: bool = False, **common: Any) -> None:
         super().__init__(profile, **common)  # options= / the PolicyOptions fields (num_workers, ...)
         if rate_window_ms <= 0 or long_window_ms <= 0:
             raise ValueError("rate_window_ms and long_window_ms must be > 0")
-        if min(margin, rate_weight, gate, long_weight, horizon_slos, floor_from) < 0:
-            raise ValueError("margin, rate_weight, gate, long_weight, horizon_slos and floor_from must be >= 0")
+        if min(margin, rate_weight, gate, long_weight, horizon_slos, floor_from, commit_share, reserve) < 0:
+            raise ValueError("margin, rate_weight, gate, long_weight, horizon_slos, floor_from, commit_share "
+                             "and reserve must be >= 0")
         if not 0 < batch_share <= 1:
             raise ValueError("batch_share must be in (0, 1]")
         self.rate_window_ms = float(rate_window_ms)
@@ -96,12 +111,19 @@ class SlackFit(Policy):
         self.long_weight = float(long_weight)
         self.floor_from = float(floor_from)
         self.horizon_slos = float(horizon_slos)
+        self.commit_share = float(commit_share)
+        self.reserve = float(reserve)
         self.lookahead = bool(lookahead)
         t, oh = self.table, self.overhead_ms
         # Latency with the known overhead: what a decision really costs.
         self._lat = tuple(tuple(v + oh for v in row) for row in t.latency_ms)
         fast_row = self._lat[t.fastest_subnet]
         self._fast_batch_ms = max(fast_row)  # the last batch of a drain, at worst
+        # The top-throughput option and its batch time: the shortest commitment worth
+        # planning with, and the unit of the burst reserve.
+        best = [(self._efficient[s][-1] / row[self._efficient[s][-1] - 1], -row[self._efficient[s][-1] - 1])
+                for s, row in enumerate(self._lat)]
+        self._top_batch_ms = -max(best)[1]
         self._stairs: dict[int, _Staircase] = {}
 
     # --- step 1: the cap ------------------------------------------------------------------
@@ -132,7 +154,6 @@ class SlackFit(Policy):
         n = len(queue)
         head = queue.peek()
         slo_ms = (head.deadline - head.arrival) * 1000.0  # type: ignore[union-attr]
-        limit_ms = self.batch_share * slo_ms
         # The backlog must be served before the latest queued deadline, its last batch too
         # (one batch holds it all: the head's slack already bounds that batch).
         window = (queue.latest_deadline - now) * 1000.0
@@ -140,8 +161,27 @@ class SlackFit(Policy):
             window -= self._fast_batch_ms
         grow = (1.0 + self.margin) / workers
         backlog = (n / window if window > 0.0 else float("inf")) * grow
-        if n <= self.gate * workers * self.table.max_batch:
+        # The sustained load u: the rate over long_window_ms against the top capacity.
+        sustained = queue.arrival_rate(now, self.long_window_ms / 1000.0,
+                                       self.rate_window_ms / 1000.0) / 1000.0 * grow  # per ms, per worker
+        top = -self._staircase(slo_ms).neg_capacity[0]
+        u = sustained / top if top > 0.0 else 1.0
+        # How long a batch may hold a worker: batch_share of the SLO, and under a sustained
+        # load u only commit_share x (1 - u) of it (a burst that starts meanwhile finds the
+        # worker busy), never below the top-throughput option's own batch.
+        limit_ms = self.batch_share * slo_ms
+        risk_ms = self.commit_share * (1.0 - u) * slo_ms
+        if risk_ms < limit_ms:
+            limit_ms = risk_ms if risk_ms > self._top_batch_ms else self._top_batch_ms
+        st = self._staircase(limit_ms)
+        if n <= self.gate * workers * self.table.max_batch and u < self.floor_from:
             return _Plan(self.table.num_subnets - 1, backlog, limit_ms)
+        # A reserve for the next burst: plan to clear the backlog this much before the window
+        # ends, more as u nears 1 (u / (1 - u) top batches), less with more workers (their
+        # queue is smoother): without it the plan lets the queue wait grow to the whole SLO
+        # whenever the rate stays just below capacity, and a rising rate then misses.
+        if self.reserve > 0.0 and u > 0.0:
+            window -= self.reserve * self._top_batch_ms * (u / (1.0 - u) if u < 0.95 else 19.0) / workers ** 0.5
         rate = queue.arrival_rate(now, self.rate_window_ms / 1000.0) / 1000.0 * grow  # per ms, per worker
         if self.horizon_slos > 0.0:
             # The recent rate r goes on for horizon H: the queue then holds n + (r - c) H per
@@ -153,13 +193,10 @@ class SlackFit(Policy):
             demand = (n * grow + rate * h) / span if span > 0.0 else float("inf")
         else:  # the earlier rule (ablation): the larger of the weighted rate and the backlog's drain rate
             demand = max(self.rate_weight * rate, backlog)
-        st = self._staircase(limit_ms)
-        if self.long_weight > 0.0:
-            # The sustained rate near the top capacity: a floor, so that a lull inside a busy
-            # period does not commit workers to SubNets the mean load cannot afford.
-            sustained = queue.arrival_rate(now, self.long_window_ms / 1000.0) / 1000.0 * grow
-            if sustained >= self.floor_from * -st.neg_capacity[0] and self.long_weight * sustained > demand:
-                demand = self.long_weight * sustained
+        # Near the top capacity the sustained rate is a floor, so that a lull inside a busy
+        # period does not commit workers to SubNets the mean load cannot afford.
+        if u >= self.floor_from and self.long_weight * sustained > demand:
+            demand = self.long_weight * sustained
         k = bisect_right(st.neg_capacity, -demand) - 1
         return _Plan(st.subnet[k if k >= 0 else 0], backlog, limit_ms)
 
@@ -205,5 +242,6 @@ class SlackFit(Policy):
         la = ", lookahead=True" if self.lookahead else ""
         return (f"rate_window_ms={self.rate_window_ms}, rate_weight={self.rate_weight}, margin={self.margin}, "
                 f"gate={self.gate}, batch_share={self.batch_share}, horizon_slos={self.horizon_slos}, "
-                f"long_window_ms={self.long_window_ms}, long_weight={self.long_weight}, floor_from={self.floor_from}"
+                f"long_window_ms={self.long_window_ms}, long_weight={self.long_weight}, floor_from={self.floor_from}, "
+                f"commit_share={self.commit_share}, reserve={self.reserve}"
                 f"{la}, num_workers={self.num_workers}, {super().describe()}")

@@ -55,11 +55,9 @@ class SchedulingStep:
     def set_policy(self, policy: Policy) -> None:
         """Install a (rebuilt) policy; takes effect at the next call."""
         self.policy = policy
-        t, fast = policy.table, policy.fallback_subnet
-        # The most requests per second one worker can finish (fastest SubNet, best batch, as
+        # The most requests per second one worker can finish (its best SubNet and batch, as
         # the policy plans): the bound arrival admission uses.
-        self._peak_rate_s = max((b + 1) / ((t.latency_ms[fast][b] + policy.overhead_ms) / 1000.0)
-                                for b in range(t.max_batch))
+        self._peak_rate_s = policy.peak_rate_per_ms * 1000.0
         self._min_service_s = policy.min_service_s
 
     @property
