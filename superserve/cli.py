@@ -25,15 +25,33 @@ def train(
     threads: int = typer.Option(0, help="torch threads (0: default)"),
     limit: int = typer.Option(0, help="train on the first N images only (smoke test)"),
     precision: str = typer.Option("auto", help="auto (bf16 autocast where the CPU runs it natively), bf16, fp32"),
+    device: str = typer.Option("cpu", help="cpu, cuda (GPU 0) or cuda:N"),
 ) -> None:
     """Train the Fashion-MNIST SuperNet (sandwich rule + in-place distillation); resumable."""
+    dev = _device_option("train", device)
     from .train import TrainConfig, train as run
 
     cfg = TrainConfig(data=str(data), out=str(out), epochs=epochs, batch_size=batch_size, lr=lr,
                       seed=seed, num_random=num_random, threads=threads, limit=limit,
-                      precision=precision)
+                      precision=precision, device=_one_device(dev))
     weights = run(cfg)
     typer.echo(f"wrote {weights}")
+
+
+def _device_option(command: str, text: str):
+    """The checked --device of ``command``, or a clear error (exit 2) naming it."""
+    from .device import DeviceError, check_device
+
+    try:
+        return check_device(text)
+    except DeviceError as exc:
+        typer.echo(f"superserve {command}: {exc}", err=True)
+        raise typer.Exit(2)
+
+
+def _one_device(dev) -> str:
+    """A single-process command runs on one device: ``cuda`` means cuda:0 there."""
+    return f"cuda:{dev.index or 0}" if dev.is_cuda else "cpu"
 
 
 def _bar(description: str):
@@ -88,13 +106,16 @@ def profile(
     out: Path = typer.Option(Path(PROFILE), help="profile file to write"),
     threads: int = typer.Option(1, help="torch threads, as one serving worker gets"),
     repeats: int = 15,
+    device: str = typer.Option("cpu", help="cpu, cuda (GPU 0) or cuda:N: where the SubNets are timed"),
 ) -> None:
     """Measure the latency profile of a bundle's SubNets (batch 1..16) on this device."""
     from .bundle_layout import EMBEDDED_DIR
     from .profiling.measure import check_properties
     from .profiling.pipeline import reprofile
 
-    prof = reprofile(bundle or EMBEDDED_DIR, out, threads, repeats=repeats, progress=_bar("profile"))
+    dev = _device_option("profile", device)
+    prof = reprofile(bundle or EMBEDDED_DIR, out, threads, repeats=repeats, progress=_bar("profile"),
+                     device=_one_device(dev))
     props = check_properties(prof)
     typer.echo(f"wrote {out} ({len(prof)} SubNets, {prof.device}, {threads} threads)")
     for k, v in props.items():

@@ -38,13 +38,16 @@ class TrainConfig:
     val_size: int = 5000
     limit: int = 0  # train on the first N training images only (smoke tests)
     precision: str = "auto"  # "bf16": bfloat16 autocast (fp32 master weights); "fp32"; "auto": bf16 if native
+    device: str = "cpu"  # "cpu" or "cuda:N": where the model, its SubnetNorm table and the batches live
 
 
-def resolve_precision(precision: str) -> str:
+def resolve_precision(precision: str, device: str = "cpu") -> str:
     """bf16 autocast only where oneDNN runs bfloat16 natively (AVX512-BF16 / AMX); emulated
-    bf16 would be slower than fp32."""
+    bf16 would be slower than fp32. On cuda: where the GPU supports bf16."""
     if precision not in ("auto", "bf16", "fp32"):
         raise ValueError(f"precision must be auto, bf16 or fp32, got {precision!r}")
+    if precision == "auto" and device.startswith("cuda"):
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
     if precision == "auto":
         native = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
         return "bf16" if native else "fp32"
@@ -81,7 +84,9 @@ def lr_at(step: int, total: int, warmup: int, base: float) -> float:
 def quick_eval(model: SuperResNet, spec: SuperNetSpec, train: Split, val: Split) -> dict[str, float]:
     """Validation accuracy of the largest and smallest SubNets (calibrated on training data)."""
     configs = [spec.largest(), spec.smallest()]
-    calibrate(model, configs, calibration_batches(train, 1000))
+    batches = calibration_batches(train, 1000)
+    device = next(model.parameters()).device
+    calibrate(model, configs, lambda: (b.to(device) for b in batches()))
     out = {"val_largest": accuracy(model, configs[0], val), "val_smallest": accuracy(model, configs[1], val)}
     model.train()
     return out
@@ -102,8 +107,10 @@ def _resume(state_path: Path, cfg: TrainConfig, model: SuperResNet,
     """Load the last finished epoch's state if there is one: (epochs done, history)."""
     if not state_path.exists():
         return 0, []
-    state = torch.load(state_path, weights_only=True)
-    if state["config"] != asdict(cfg) | {"out": state["config"]["out"]}:
+    state = torch.load(state_path, weights_only=True, map_location=cfg.device)
+    # Where it ran (device) and where it is written (out) may change between runs.
+    same = {k: v for k, v in state["config"].items() if k not in ("out", "device")}
+    if same != {k: v for k, v in asdict(cfg).items() if k not in ("out", "device")}:
         raise SystemExit(f"{state_path} was written with other settings; use another --out or delete it")
     model.load_state_dict(state["model"], strict=False)
     opt.load_state_dict(state["optimizer"])
@@ -126,19 +133,23 @@ def _sandwich_step(model: SuperResNet, spec: SuperNetSpec, cfg: TrainConfig, opt
     random SubNets on its soft predictions. Returns the largest's (logits, loss)."""
     opt.zero_grad(set_to_none=True)
     model.actuate(spec.largest())
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+    with torch.autocast(_autocast_type(cfg), dtype=torch.bfloat16, enabled=bf16):
         logits = model(x).float()
     loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
     loss.backward()
     soft = F.softmax(logits.detach(), dim=1)
     for sub in [spec.smallest()] + [spec.sample(rng) for _ in range(cfg.num_random)]:
         model.actuate(sub)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast(_autocast_type(cfg), dtype=torch.bfloat16, enabled=bf16):
             student = model(x).float()
         distill = torch.sum(-soft * F.log_softmax(student, dim=1), dim=1).mean()
         distill.backward()
     opt.step()
     return logits, loss
+
+
+def _autocast_type(cfg: TrainConfig) -> str:
+    return "cuda" if cfg.device.startswith("cuda") else "cpu"
 
 
 def _progress(show: bool) -> Progress:
@@ -168,6 +179,8 @@ def _train_epoch(model: SuperResNet, spec: SuperNetSpec, cfg: TrainConfig, opt: 
         idx = perm[i * cfg.batch_size:(i + 1) * cfg.batch_size]
         x = normalize(augment(data.images[idx], gen)).contiguous(memory_format=torch.channels_last)
         y = data.labels[idx]
+        if cfg.device != "cpu":
+            x, y = x.to(cfg.device, non_blocking=True), y.to(cfg.device, non_blocking=True)
         logits, loss = _sandwich_step(model, spec, cfg, opt, x, y, random.Random(cfg.seed * 1_000_003 + step), bf16)
         loss_sum += float(loss.detach())
         correct += int((logits.argmax(1) == y).sum())
@@ -192,7 +205,9 @@ def train(cfg: TrainConfig, spec: SuperNetSpec | None = None, show_progress: boo
     torch.manual_seed(cfg.seed)
     # channels_last + bf16 autocast (where native): faster steps; parameters stay float32.
     model = SuperResNet(spec).train().to(memory_format=torch.channels_last)
-    bf16 = resolve_precision(cfg.precision) == "bf16"
+    if cfg.device != "cpu":
+        model = model.to(cfg.device)  # parameters and the SubnetNorm buffers
+    bf16 = resolve_precision(cfg.precision, cfg.device) == "bf16"
     opt = torch.optim.SGD(_param_groups(model, cfg.weight_decay), lr=cfg.lr, momentum=0.9, nesterov=True)
     steps_per_epoch = len(train_split) // cfg.batch_size
     sched = _Schedule(steps_per_epoch, cfg.epochs * steps_per_epoch, steps_per_epoch // 2)
@@ -213,5 +228,5 @@ def train(cfg: TrainConfig, spec: SuperNetSpec | None = None, show_progress: boo
                 return None
 
     weights = out / WEIGHTS
-    save_weights(model, weights, {"history": history, "train_config": asdict(cfg)})
+    save_weights(model.cpu(), weights, {"history": history, "train_config": asdict(cfg)})
     return weights

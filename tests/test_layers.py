@@ -13,7 +13,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "superserve"
 # Bottom to top. A part may import only parts of lower layers (within a part, anything but a
 # cycle). "superserve" is the package's own __init__ (the version, an environment default).
 LAYERS: list[tuple[str, set[str]]] = [
-    ("names: vocabularies and file layouts, importing nothing", {"superserve", "outcome", "bundle_layout"}),
+    ("names: vocabularies and file layouts, the device setting; importing nothing of superserve",
+     {"superserve", "outcome", "bundle_layout", "device"}),
     ("cores: the torch-free scheduler and workloads; the model and its data",
      {"scheduling", "workload", "supernet", "datasets"}),
     ("the simulator; loading a bundle into a model", {"sim", "embedded"}),

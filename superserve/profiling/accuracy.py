@@ -15,9 +15,10 @@ def top1_correct(model: SuperResNet, config: SubNetConfig | str, split: Split, b
     model.eval()
     model.actuate(config)
     correct = 0
+    device = next(model.parameters()).device  # the split stays on the host; batches go to the model
     for i in range(0, len(split), batch_size):
-        logits = model(normalize(split.images[i:i + batch_size]))
-        correct += int((logits.argmax(1) == split.labels[i:i + batch_size]).sum())
+        logits = model(normalize(split.images[i:i + batch_size]).to(device))
+        correct += int((logits.argmax(1).cpu() == split.labels[i:i + batch_size]).sum())
     return correct
 
 

@@ -14,9 +14,10 @@ from ..scheduling.profile import LatencyProfile, SubnetProfile
 from ..supernet import SubNetConfig, SuperResNet
 
 
-def device_name() -> str:
-    if torch.cuda.is_available():
-        return torch.cuda.get_device_name()
+def device_name(device: str = "cpu") -> str:
+    """What a profile measured on ``device`` ran on: ``cuda:N: <GPU name>`` or ``cpu: <model>``."""
+    if device.startswith("cuda"):
+        return f"{device}: {torch.cuda.get_device_name(torch.device(device))}"
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
@@ -107,7 +108,8 @@ def measure_profile(
                    f"perf_counter wall time, p50 = median, p99 = 99th pct"),
         "input_shape": list(shape), "host": platform.node(),
     }
-    return LatencyProfile(tuple(subnets), device=device_name() if device == "cpu" else device, meta=meta)
+    meta["torch_device"] = device
+    return LatencyProfile(tuple(subnets), device=device_name(device), meta=meta)
 
 
 def check_properties(profile: LatencyProfile) -> dict[str, float]:

@@ -188,12 +188,13 @@ def _batches(split: Split, size: int = 500):
 
 
 def reprofile(bundle_dir: Path, out: Path, threads: int = 1, max_batch: int = 16, repeats: int = 15,
-              progress: Callable[[int, int], None] | None = None) -> LatencyProfile:
+              progress: Callable[[int, int], None] | None = None, device: str = "cpu") -> LatencyProfile:
     """Re-measure a bundle's latency profile on this device, keeping its accuracies."""
     bundle = load_bundle(bundle_dir)
     accs = {s.id: {"val": s.val_accuracy, "test": s.test_accuracy} for s in bundle.profile.subnets}
     torch.set_num_threads(threads)
     configs = bundle.configs()
-    profile = measure_profile(bundle.model, configs, accs, max_batch, repeats, progress=progress)
+    profile = measure_profile(bundle.model, configs, accs, max_batch, repeats, device=device,
+                              progress=progress)
     profile.save(out)
     return profile

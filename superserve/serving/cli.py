@@ -14,7 +14,9 @@ def serve_command(
     policy: Optional[str] = typer.Option(None, help="slackfit | maxbatch | maxacc | clipper+ | infaas (default slackfit)"),
     subnet: Optional[str] = typer.Option(None, help="the fixed SubNet id of clipper+"),
     min_accuracy: Optional[float] = typer.Option(None, help="INFaaS's accuracy floor"),
-    workers: Optional[int] = typer.Option(None, help="worker processes (default 1)"),
+    device: Optional[str] = typer.Option(None, help="cpu (default), cuda (every visible GPU, one worker per "
+                                                    "GPU unless --workers) or cuda:N (every worker on GPU N)"),
+    workers: Optional[int] = typer.Option(None, help="worker processes (default 1; on cuda one per GPU)"),
     threads_per_worker: Optional[int] = typer.Option(None, help="torch threads per worker (default 1)"),
     host: Optional[str] = typer.Option(None, help="bind address (default 127.0.0.1: loopback only)"),
     http_port: Optional[int] = typer.Option(None, help="HTTP port (default 8000; 0: any free port)"),
@@ -55,12 +57,13 @@ def serve_command(
 ) -> None:
     """Serve a SuperNet over KServe v2 REST and gRPC, choosing SubNet and batch per decision.
     Settings: flags > SUPERSERVE_<SETTING> environment variables > --config file > defaults."""
+    from superserve.device import check_device, cuda_device_count, default_workers
     from superserve.serving.config import ServeConfig
     from superserve.serving.server import run
 
     overrides: dict[str, Any] = dict(
         bundle=str(bundle) if bundle else None, profile=str(profile) if profile else None, policy=policy,
-        subnet=subnet, min_accuracy=min_accuracy, workers=workers, threads_per_worker=threads_per_worker,
+        subnet=subnet, min_accuracy=min_accuracy, device=device, workers=workers, threads_per_worker=threads_per_worker,
         host=host, http_port=http_port, grpc_port=grpc_port, slo_ms=slo_ms, queue_capacity=queue_capacity,
         late=late, response_margin_ms=response_margin_ms, model_name=model_name,
         ready_file=str(ready_file) if ready_file else None,
@@ -73,7 +76,19 @@ def serve_command(
         if cfg.grpc_port is not None and cfg.grpc_port < 0:
             cfg.grpc_port = None
         cfg.validate()
+        dev = check_device(cfg.device)  # is CUDA there? (asked in a child process: no torch here)
+        if dev.is_cuda and not _workers_given(workers, config, os.environ):
+            cfg.workers = default_workers(dev, cuda_device_count())
     except (OSError, ValueError, TypeError) as exc:
         typer.echo(f"superserve serve: {exc}", err=True)
         raise typer.Exit(2)
     raise typer.Exit(run(cfg))
+
+
+def _workers_given(flag: Optional[int], config: Optional[Path], environ: Any) -> bool:
+    """Whether the worker count was set by flag, SUPERSERVE_WORKERS or the --config file."""
+    from superserve.serving.config import ENV_PREFIX, _file_settings
+
+    if flag is not None or f"{ENV_PREFIX}WORKERS" in environ:
+        return True
+    return config is not None and "workers" in _file_settings(config)

@@ -212,6 +212,13 @@ def model_metadata(info: ModelInfo) -> dict[str, Any]:
     }
 
 
+def instance_group(info: ModelInfo) -> dict[str, Any]:
+    """Where the model runs: KIND_GPU with the GPU ids on cuda, KIND_CPU on cpu."""
+    if info.gpus:
+        return {"name": info.name, "kind": "KIND_GPU", "count": 1, "gpus": list(info.gpus)}
+    return {"name": info.name, "kind": "KIND_CPU", "count": 1}
+
+
 def model_config(info: ModelInfo) -> dict[str, Any]:
     """A Triton-style model configuration (perf_analyzer reads it). max_batch_size is the
     per-request batch (one image); the server batches across requests itself."""
@@ -223,6 +230,6 @@ def model_config(info: ModelInfo) -> dict[str, Any]:
         "output": [{"name": LOGITS, "data_type": "TYPE_FP32", "dims": [info.num_classes]},
                    {"name": CLASS, "data_type": "TYPE_INT64", "dims": [1]}],
         "dynamic_batching": {"max_queue_delay_microseconds": 0},
-        "instance_group": [{"name": info.name, "kind": "KIND_CPU", "count": 1}],
+        "instance_group": [instance_group(info)],
         "parameters": {"subnets": {"string_value": ",".join(info.subnet_ids)}},
     }

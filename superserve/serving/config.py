@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Mapping, get_args, get_origin, get_type_hints
 
 from superserve.bundle_layout import EMBEDDED_DIR, BundleLayout
+from superserve.device import parse_device
 from superserve.scheduling.policy import PolicyKind
 from superserve.serving.logs import LOG_FORMATS
 from superserve.serving.restart import RestartPolicy
@@ -59,6 +60,10 @@ class ServeConfig:
     calibration_refresh_s: float = 0.5  # how often the estimate is recomputed (off the request path)
 
     # --- workers ---------------------------------------------------------------------------
+    # cpu, cuda (every visible GPU, worker i on GPU i mod count) or cuda:N (every worker on N);
+    # see superserve/device.py. `superserve serve --device cuda` without --workers runs one
+    # worker per GPU used.
+    device: str = "cpu"
     workers: int = 1
     threads_per_worker: int = 1
     warmup_runs: int = 2  # forward passes per (SubNet, batch size) at start-up
@@ -115,6 +120,7 @@ class ServeConfig:
             raise ValueError(f"late must be one of {LATE_MODES}, not {self.late!r}")
         if self.log_format not in LOG_FORMATS:
             raise ValueError(f"log_format must be one of {LOG_FORMATS}, not {self.log_format!r}")
+        parse_device(self.device)  # DeviceError (a ValueError) naming it; availability: check_device
         _check_int("workers", self.workers, 1, 1024)
         _check_int("standby_workers", self.standby_workers, 0, 8)
         _check_int("threads_per_worker", self.threads_per_worker, 1, 1024)

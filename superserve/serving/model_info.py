@@ -13,6 +13,7 @@ from pathlib import Path
 from safetensors import SafetensorError, safe_open
 
 from superserve.bundle_layout import WEIGHTS_FORMAT, BundleLayout
+from superserve.device import check_device, cuda_device_count, gpu_ids
 from superserve.scheduling.profile import LatencyProfile
 from superserve.serving.config import ServeConfig
 
@@ -24,6 +25,8 @@ class ModelInfo:
     num_classes: int
     profile: LatencyProfile  # the served SubNets, sorted by accuracy
     bundle: Path
+    device: str = "cpu"  # the --device setting: cpu, cuda or cuda:N
+    gpus: tuple[int, ...] = ()  # the GPUs the workers use (round-robin); () on cpu
 
     @property
     def input_elements(self) -> int:
@@ -53,6 +56,8 @@ def read_safetensors_metadata(path: Path) -> dict[str, str]:
 
 
 def read_model_info(config: ServeConfig) -> ModelInfo:
+    dev = check_device(config.device)  # DeviceError (a ValueError) naming it if unusable here
+    gpus = gpu_ids(dev, cuda_device_count()) if dev.is_cuda else ()
     layout = BundleLayout(config.bundle)
     if not layout.weights.exists():
         raise FileNotFoundError(
@@ -74,4 +79,6 @@ def read_model_info(config: ServeConfig) -> ModelInfo:
         num_classes=int(spec.get("num_classes", 10)),
         profile=profile,
         bundle=layout.root,
+        device=str(dev),
+        gpus=gpus,
     )

@@ -19,6 +19,7 @@ from multiprocessing.shared_memory import SharedMemory
 from typing import Protocol, Sequence
 
 from superserve.bundle_layout import BundleLayout
+from superserve.device import worker_device
 from superserve.serving.config import ServeConfig
 from superserve.serving.messages import (BatchDone, BatchFailed, RunBatch, Stop, WorkerReady, decode,
                                          encode)
@@ -120,7 +121,7 @@ class WorkerPool:
             input_shm=w.input_shm.name, output_shm=w.output_shm.name,
             threads=cfg.threads_per_worker, warmup_runs=cfg.warmup_runs,
             warmup_nice=cfg.restart_warmup_nice if (w.deaths or w.spare) else 0,
-            crash_value=cfg.inject_crash_value)
+            crash_value=cfg.inject_crash_value, device=worker_device(info.gpus, w.index))
         router_end, worker_end = self._ctx.Pipe(duplex=True)
         proc = self._ctx.Process(target=worker_main, args=(spec.to_json(), worker_end),
                                  name=f"superserve-worker-{w.index}", daemon=True)

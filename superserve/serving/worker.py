@@ -35,6 +35,7 @@ class WorkerSpec:
     # nicer until it is warm, then returns to its siblings' priority (see WarmupPriority).
     warmup_nice: int = 0
     crash_value: float | None = None  # testing only: ServeConfig.inject_crash_value
+    device: str = "cpu"  # "cpu" or "cuda:N" (superserve.device.worker_device)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -132,12 +133,14 @@ def worker_main(spec_json: str, conn: Connection) -> None:
     t_import = time.perf_counter()
     import torch
 
+    from superserve.device import Staging, place
     from superserve.supernet import load_supernet
 
     torch.set_num_threads(spec.threads)
     t_start = time.perf_counter()
     import_s = t_start - t_import
-    model = load_supernet(spec.weights_path, spec.norm_path)
+    # On cuda the SuperNet and its SubnetNorm table (buffers) live on the worker's GPU.
+    model = place(load_supernet(spec.weights_path, spec.norm_path), spec.device)
     load_s = time.perf_counter() - t_start
     in_shm, out_shm = attach_shm(spec.input_shm), attach_shm(spec.output_shm)
     c, h, w = spec.input_shape
@@ -145,6 +148,7 @@ def worker_main(spec_json: str, conn: Connection) -> None:
     inputs = inputs.view(spec.max_batch, c, h, w)
     outputs = torch.frombuffer(out_shm.buf, dtype=torch.float32, count=spec.max_batch * spec.num_classes)
     outputs = outputs.view(spec.max_batch, spec.num_classes)
+    staging = Staging(spec.device, spec.max_batch, (c, h, w), spec.num_classes)
     ids = spec.subnet_ids
     crash = None if spec.crash_value is None else torch.tensor(spec.crash_value, dtype=torch.float32)
     try:
@@ -155,7 +159,10 @@ def worker_main(spec_json: str, conn: Connection) -> None:
                 model.actuate(sid)
                 for b in range(1, spec.max_batch + 1):
                     for _ in range(spec.warmup_runs):
-                        model(inputs[:b])
+                        if staging.cuda:
+                            staging.run(model, inputs, outputs, b)
+                        else:
+                            model(inputs[:b])
             priority.leave()
             conn.send_bytes(encode(WorkerReady(os.getpid(), time.perf_counter() - t_start, import_s, load_s,
                                                entered_at)))
@@ -174,7 +181,7 @@ def worker_main(spec_json: str, conn: Connection) -> None:
                     _crash()  # the injected poison input (testing only)
                 try:
                     model.actuate(ids[msg.subnet_index])
-                    outputs[:msg.batch_size].copy_(model(inputs[:msg.batch_size]))
+                    staging.run(model, inputs, outputs, msg.batch_size)
                 except Exception as exc:  # report, keep serving: one bad batch is not a dead worker
                     conn.send_bytes(encode(BatchFailed(msg.seq, f"{type(exc).__name__}: {exc}")))
                     continue
