@@ -203,6 +203,16 @@ def _mount_serve() -> None:
 _mount_serve()
 
 
+def _mount_reload() -> None:
+    from .serving.cli import reload_command
+
+    app.command("reload", help="Ask a running server to swap in a new bundle without dropping requests.")(
+        reload_command)
+
+
+_mount_reload()
+
+
 def main() -> None:
     app()
 

@@ -92,3 +92,40 @@ def _workers_given(flag: Optional[int], config: Optional[Path], environ: Any) ->
     if flag is not None or f"{ENV_PREFIX}WORKERS" in environ:
         return True
     return config is not None and "workers" in _file_settings(config)
+
+
+def reload_command(
+    bundle: Path = typer.Argument(..., help="the new bundle directory (as the server's file system sees it; "
+                                            "a relative path is made absolute here)"),
+    url: str = typer.Option("http://127.0.0.1:8000", help="the running server's HTTP(S) URL"),
+    auth_token: Optional[str] = typer.Option(None, show_default=False,
+                                             help="the server's bearer token (default: env SUPERSERVE_AUTH_TOKEN)"),
+    timeout_s: float = typer.Option(600.0, help="how long to wait for the new workers to load and warm up"),
+) -> None:
+    """Ask a running server to swap in a new bundle without dropping requests
+    (POST /v2/admin/reload). Exit 0 once the new bundle serves; else the server's reason, exit 1."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    token = auth_token or os.environ.get("SUPERSERVE_AUTH_TOKEN")
+    path = str(bundle if bundle.is_absolute() or not bundle.exists() else bundle.resolve())
+    req = urllib.request.Request(url.rstrip("/") + "/v2/admin/reload", method="POST",
+                                 data=json.dumps({"bundle": path}).encode(),
+                                 headers={"Content-Type": "application/json",
+                                          **({"Authorization": f"Bearer {token}"} if token else {})})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout_s) as resp:
+            body = json.loads(resp.read() or b"{}")
+    except urllib.error.HTTPError as exc:
+        try:
+            reason = json.loads(exc.read()).get("error", exc.reason)
+        except ValueError:
+            reason = exc.reason
+        typer.echo(f"superserve reload: HTTP {exc.code}: {reason}", err=True)
+        raise typer.Exit(1)
+    except (urllib.error.URLError, OSError) as exc:
+        typer.echo(f"superserve reload: cannot reach {url}: {exc}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"now serving {body.get('bundle')} ({len(body.get('subnets', []))} SubNets) on worker pids "
+               f"{body.get('worker_pids')}; reload took {body.get('reload_s')} s")

@@ -50,7 +50,12 @@ class Dashboard:
                               .read_bytes(), ctype) for name, ctype in _FILES.items()}
         # Sent with a first answer (since=0) and after a server restart: what never changes.
         # ``subnets`` is in the order of ``info.subnet_ids``, the index a batch record carries.
-        self._model = {"name": info.name, "slo_ms": slo_ms, "max_batch": info.profile.max_batch,
+        self._slo_ms = slo_ms
+        self.set_model(info)
+
+    def set_model(self, info: ModelInfo) -> None:
+        """Describe ``info`` (at start, and after a hot reload)."""
+        self._model = {"name": info.name, "slo_ms": self._slo_ms, "max_batch": info.profile.max_batch,
                        "subnets": [{"id": s.id, "accuracy": s.accuracy} for s in info.profile.subnets]}
 
     def add_routes(self, app: web.Application) -> None:

@@ -70,6 +70,13 @@ class GrpcApi:
         self.info, self.router, self.codec, self.metrics = info, router, codec, metrics
         self.auth = auth or BearerAuth(None)
         self.is_live = live
+        self.set_model(info)
+        self._server_metadata = pb.ServerMetadataResponse(name="superserve", version=__version__,
+                                                          extensions=EXTENSIONS)
+
+    def set_model(self, info: ModelInfo) -> None:
+        """Serve the metadata and config of ``info`` (at start, and after a hot reload)."""
+        self.info = info
         meta = model_metadata(info)
         self._metadata = pb.ModelMetadataResponse(
             name=meta["name"], versions=meta["versions"], platform=meta["platform"],
@@ -86,8 +93,6 @@ class GrpcApi:
                             for g in cfg["instance_group"]],
             dynamic_batching=pb.ModelDynamicBatching(max_queue_delay_microseconds=0),
             parameters={k: pb.ModelParameter(string_value=v["string_value"]) for k, v in cfg["parameters"].items()}))
-        self._server_metadata = pb.ServerMetadataResponse(name="superserve", version=__version__,
-                                                          extensions=EXTENSIONS)
 
     def handler(self) -> grpc.GenericRpcHandler:
         methods = {

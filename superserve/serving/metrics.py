@@ -35,7 +35,8 @@ class ServingMetrics:
         self.accuracy = Histogram("superserve_served_accuracy",
                                   "Profiled accuracy of the SubNet that served each request",
                                   buckets=tuple(accs) or (1.0,), registry=r)
-        sub = Counter("superserve_subnet_requests", "Requests served, by SubNet", ["subnet_id"], registry=r)
+        sub = self._by_subnet = Counter("superserve_subnet_requests", "Requests served, by SubNet", ["subnet_id"],
+                                        registry=r)
         self.by_subnet = {sid: sub.labels(sid) for sid in subnet_accuracies}
         self.queue_length = Gauge("superserve_queue_length", "Requests waiting in the EDF queue", registry=r)
         self.workers = Gauge("superserve_workers", "Worker processes, by state", ["state"], registry=r)
@@ -88,6 +89,12 @@ class ServingMetrics:
         self.overhead_p50_ms.set_function(lambda: estimate().overhead_p50_ms)
         self.calibration_samples.set_function(lambda: estimate().samples)
         self.planned_speed.set_function(lambda: float(policy().profile.meta.get("calibrated_speed", 1.0)))
+
+    def add_subnets(self, subnet_accuracies: dict[str, float]) -> None:
+        """Count the SubNets of a reloaded bundle too (the old ones keep their totals)."""
+        for sid in subnet_accuracies:
+            if sid not in self.by_subnet:
+                self.by_subnet[sid] = self._by_subnet.labels(sid)
 
     def profile_checked(self, report: CheckReport) -> None:
         self.check_speed.set(report.speed)

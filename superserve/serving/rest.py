@@ -58,10 +58,19 @@ class RestApi:
         self.is_live = live
         self.read_timeout_s = read_timeout_s
         self.max_request_bytes = max_request_bytes
-        self._metadata = model_metadata(info)
-        self._config = json.dumps(model_config(info)).encode()
+        # ``POST /v2/admin/reload``: the server's hot reload (superserve/serving/reload.py).
+        self.reloader: Callable[[object], Awaitable[dict[str, Any]]] | None = None
+        self.dashboard = Dashboard(info, router, codec.default_slo_ms)
+        self.set_model(info)
         self._server_metadata = json.dumps(
             {"name": "superserve", "version": __version__, "extensions": EXTENSIONS}).encode()
+
+    def set_model(self, info: ModelInfo) -> None:
+        """Serve the metadata and config of ``info`` (at start, and after a hot reload)."""
+        self.info = info
+        self._metadata = model_metadata(info)
+        self._config = json.dumps(model_config(info)).encode()
+        self.dashboard.set_model(info)
 
     def app(self) -> web.Application:
         middlewares = [self._check_token] if self.auth.enabled else []
@@ -72,7 +81,8 @@ class RestApi:
         app.router.add_get("/v2/health/ready", self.ready)
         app.router.add_get("/v2", self.server_metadata)
         app.router.add_get("/metrics", self.metrics_page)
-        Dashboard(self.info, self.router, self.codec.default_slo_ms).add_routes(app)
+        self.dashboard.add_routes(app)
+        app.router.add_post("/v2/admin/reload", self.admin_reload)
         for base in (m, mv):
             app.router.add_get(base, self.model_metadata)
             app.router.add_get(base + "/ready", self.model_ready)
@@ -133,6 +143,27 @@ class RestApi:
 
     async def metrics_page(self, request: web.Request) -> web.Response:
         return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    # --- admin -------------------------------------------------------------------------
+    async def admin_reload(self, request: web.Request) -> web.Response:
+        """Hot reload: ``{"bundle": "<dir>"}``; 200 with what is served now, or 4xx/5xx with
+        the reason (the previous bundle then serves on). Behind the token like everything
+        but health."""
+        try:
+            if self.reloader is None:
+                raise ApiError(501, "this server cannot reload its bundle")
+            try:
+                body = json.loads(await asyncio.wait_for(request.read(), self.read_timeout_s) or b"null")
+            except asyncio.TimeoutError:
+                raise ApiError(408, f"request body not received within {self.read_timeout_s:g} s") from None
+            except (ValueError, UnicodeDecodeError, RecursionError):
+                body = None
+            if not isinstance(body, dict) or "bundle" not in body:
+                raise ApiError(400, 'the body must be a JSON object {"bundle": "<bundle directory>"}')
+            result = await self.reloader(body["bundle"])
+        except ApiError as exc:
+            return _error(exc)
+        return _json(200, result)
 
     # --- inference -----------------------------------------------------------------------
     async def infer(self, request: web.Request) -> web.Response:

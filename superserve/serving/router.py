@@ -173,6 +173,10 @@ class Router:
         self._failed_start: str | None = None
         self.completed = 0
         self._ready: set[WorkerHandle] = set()  # warm and alive; kept by events, no scan per request
+        # Workers of the bundle a hot reload replaced: they finish (and answer) the batch they
+        # run at the switch, get no new one, and are stopped once idle (see :meth:`swap_bundle`).
+        self._retired: set[WorkerHandle] = set()
+        self._retired_idle: asyncio.Event | None = None
         acc = {s.id: s.accuracy for s in info.profile.subnets}
         self._accuracy = [acc[sid] for sid in info.subnet_ids]
         # The dashboard's rings (serving/activity.py): one tuple per answered batch, one
@@ -597,6 +601,11 @@ class Router:
     def batch_done(self, w: WorkerHandle, msg: BatchDone) -> None:
         inflight = self._take_inflight(w)
         now = time.monotonic()
+        if w in self._retired:
+            if inflight is not None and inflight.seq == msg.seq and inflight.batch:
+                self._answer_batch(w, inflight, msg.compute_ms, now)
+            self._retire_check()
+            return
         if inflight is not None and inflight.seq == msg.seq:
             if self.planner is not None:
                 self.planner.observe(inflight.decision.subnet_index, inflight.size, msg.compute_ms,
@@ -617,7 +626,8 @@ class Router:
         d, batch = inflight.decision, inflight.batch
         out, ob = w.output_view, self._out_bytes
         n = len(batch)
-        acc = self._accuracy[d.subnet_index]
+        retired = w in self._retired  # a batch of the bundle a reload replaced: its own SubNet indices
+        acc = d.accuracy if retired else self._accuracy[d.subnet_index]
         m = self.metrics
         m.observe_batch(d.subnet_id, acc, n, compute_ms)
         in_time, late = m.by_outcome[Outcome.IN_TIME], m.by_outcome[Outcome.LATE]
@@ -637,6 +647,8 @@ class Router:
                     Outcome.IN_TIME if ok else Outcome.LATE, bytes(out[i * ob:(i + 1) * ob]),
                     d.subnet_id, acc, n, queue_ms, compute_ms, w.index, floor_met=acc >= r.min_accuracy))
         self.completed += n
+        if retired:
+            return
         log = self.activity
         log.batches.append((next(log.seq), now, d.subnet_index, n, ok_count, compute_ms, w.index,
                             len(self.queue)))
@@ -646,6 +658,9 @@ class Router:
         if inflight is not None:
             for r in inflight.batch:
                 self._answer(r, InferResult(Outcome.ERROR, message=f"inference failed: {msg.message}"))
+        if w in self._retired:
+            self._retire_check()
+            return
         self._free.append(w)
         self._next()
 
@@ -666,7 +681,65 @@ class Router:
             self._rerun_after_death(w, inflight, time.monotonic())
         if not self._ready:
             self._answer_all(InferResult(Outcome.UNAVAILABLE, message="no live worker left; retry later"))
+        if w in self._retired:
+            self._retire_check()
         self._next()
+
+    # --- hot reload ----------------------------------------------------------------------
+    def swap_bundle(self, info: ModelInfo, planner: Policy | CalibratedPlanner,
+                    pool: WorkerRunner) -> list[WorkerHandle]:
+        """Switch to a new bundle's warm workers, in one step on the loop (nothing else runs
+        in between): from now on batches are decided by ``planner``'s policy over the new
+        SubNets and go to ``pool``'s workers; queued and solo requests (no SubNet chosen yet)
+        are served by them. The old workers are retired: a batch one of them runs finishes
+        and is answered as usual, and none gets another. Returns the retired workers (stop
+        them once :meth:`wait_retired` returns). The new workers must all be warm (idle)."""
+        old = self.pool
+        retired = list(old.workers) if old is not None else []
+        self._retired.update(retired)
+        self._ready = {w for w in pool.workers if w.alive}
+        self._free = deque(w for w in pool.workers if w.alive)
+        self.pool = pool
+        self.info = info
+        self.planner = planner if isinstance(planner, CalibratedPlanner) else None
+        self.step.set_policy(planner.policy if isinstance(planner, CalibratedPlanner) else planner)
+        acc = {s.id: s.accuracy for s in info.profile.subnets}
+        self._accuracy = [acc[sid] for sid in info.subnet_ids]
+        self.activity = ActivityLog(self._accuracy)
+        t = self.step.policy.table
+        self._best_accuracy = max(t.accuracy[s] for s in self.step.policy.allowed_subnets())
+        self._out_bytes = info.output_bytes
+        self.metrics.add_subnets(acc)
+        if isinstance(planner, CalibratedPlanner):
+            self.metrics.watch_calibration(lambda: planner.estimate, lambda: self.step.policy,
+                                           lambda: self.response_margin_ms + self.lag_margin_ms)
+        self._turn_s, self._turn_n = 0.0, 0
+        self._retire_check()
+        if not self._pump_scheduled and self._loop is not None:
+            self._pump_scheduled = True
+            self._loop.call_soon(self._pump)
+        return retired
+
+    def _retire_check(self) -> None:
+        """Forget retired workers that hold no batch any more; wake :meth:`wait_retired`."""
+        for w in [w for w in self._retired if w not in self._inflight]:
+            self._retired.discard(w)
+        if not self._retired and self._retired_idle is not None:
+            self._retired_idle.set()
+
+    async def wait_retired(self, timeout_s: float) -> bool:
+        """Wait until no retired worker runs a batch (True), or ``timeout_s`` (False)."""
+        self._retire_check()
+        if not self._retired:
+            return True
+        self._retired_idle = asyncio.Event()
+        try:
+            await asyncio.wait_for(self._retired_idle.wait(), timeout_s)
+            return True
+        except asyncio.TimeoutError:
+            return False
+        finally:
+            self._retired_idle = None
 
     def _rerun_after_death(self, w: WorkerHandle, inflight: InflightBatch, now: float) -> None:
         """The batch of a dead worker. Killed from outside (operator, OOM killer): its requests

@@ -33,6 +33,7 @@ from superserve.serving.logs import log
 from superserve.serving.metrics import ServingMetrics
 from superserve.serving.model_info import ModelInfo, read_model_info
 from superserve.serving.pool import WorkerPool
+from superserve.serving.reload import Reloader
 from superserve.serving.rest import RestApi
 from superserve.serving.router import Router
 from superserve.serving.supervisor import Supervisor
@@ -40,6 +41,8 @@ from superserve.scheduling.conventions import default_slo_ms
 
 if TYPE_CHECKING:
     import grpc
+
+    from superserve.serving.grpc_api import GrpcApi
 
     from superserve.scheduling.profile import LatencyProfile
 
@@ -133,6 +136,16 @@ async def serve(config: ServeConfig) -> int:
 
     rest = RestApi(info, router, codec, metrics, config.max_request_bytes, auth,
                    config.read_timeout_s, live=supervisor.can_recover)
+    grpc_api: list = []  # the gRPC front end, once started (its metadata follows a reload)
+
+    def on_swap(new: ModelInfo) -> None:
+        rest.set_model(new)
+        for api in grpc_api:
+            api.set_model(new)
+
+    reloader = Reloader(config, info, router, pool, supervisor, events, loop,
+                        lambda new: build_planner(config, new, time.monotonic()), on_swap, WARMUP_TIMEOUT_S)
+    rest.reloader = reloader.reload
     # handler_cancellation: aiohttp >= 3.9 no longer cancels a handler whose client went
     # away; without it a disconnected client's request would keep its queue slot and be run.
     runner = web.AppRunner(rest.app(), access_log=None, handle_signals=False, handler_cancellation=True)
@@ -144,7 +157,8 @@ async def serve(config: ServeConfig) -> int:
         http_port = runner.addresses[0][1]
         grpc_port = None
         if config.grpc_port is not None:
-            grpc_server, grpc_port = await _start_grpc(config, info, router, codec, metrics, auth, supervisor)
+            grpc_server, grpc_port, api = await _start_grpc(config, info, router, codec, metrics, auth, supervisor)
+            grpc_api.append(api)
         _log(f"{'https' if config.tls else 'http'}://{config.host}:{http_port} grpc={grpc_port}"
              f"{' (TLS)' if config.tls else ''} model={info.name!r} "
              f"policy={policy!r} workers={config.workers}x{config.threads_per_worker} threads, "
@@ -166,14 +180,16 @@ async def serve(config: ServeConfig) -> int:
         else:
             warm.cancel()
         events.emit("shutdown", "stopping: no new requests; draining the queue")
+        await reloader.aclose()
         supervisor.stop()
         router.stop_intake()
         await router.drain(config.drain_timeout_s)
         return 0
     finally:
         supervisor.stop()
-        await pool.stop()
-        pool.close()
+        await reloader.aclose()
+        await reloader.pool.stop()  # the pool serving now (a hot reload may have replaced the first)
+        reloader.pool.close()
         if grpc_server is not None:
             await grpc_server.stop(0.5)
         await runner.cleanup()
@@ -183,7 +199,7 @@ async def serve(config: ServeConfig) -> int:
 
 async def _start_grpc(config: ServeConfig, info: ModelInfo, router: Router, codec: InputCodec,
                       metrics: ServingMetrics, auth: BearerAuth,
-                      supervisor: Supervisor) -> tuple[grpc.aio.Server, int]:
+                      supervisor: Supervisor) -> tuple[grpc.aio.Server, int, GrpcApi]:
     import grpc
 
     from superserve.serving.grpc_api import GrpcApi
@@ -198,7 +214,7 @@ async def _start_grpc(config: ServeConfig, info: ModelInfo, router: Router, code
     if port == 0:
         raise OSError(f"cannot bind gRPC to {config.host}:{config.grpc_port} (port in use?)")
     await server.start()
-    return server, port
+    return server, port, api
 
 
 async def _admit_traffic(config: ServeConfig, router: Router, supervisor: Supervisor, pool: WorkerPool,

@@ -64,6 +64,19 @@ class Supervisor:
             timer.cancel()
         self._timers.clear()
 
+    def adopt(self, pool: WorkerPool) -> None:
+        """Hot reload: supervise ``pool`` (warm, ready) instead of the old one, whose pending
+        restarts are cancelled and whose deaths and give-ups are forgotten; ``pool``'s events
+        come here from now on. Call in the same loop step as the router's switch."""
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+        self._deaths.clear()
+        self._down_since.clear()
+        self.given_up.clear()
+        self.pool = pool
+        pool.listener = self
+
     def can_recover(self) -> bool:
         """False only when, armed, no worker is alive (serving or warming up) and none has a
         restart pending: nothing short of restarting the server brings one back."""
