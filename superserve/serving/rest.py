@@ -60,7 +60,7 @@ class RestApi:
         self.max_request_bytes = max_request_bytes
         # ``POST /v2/admin/reload``: the server's hot reload (superserve/serving/reload.py).
         self.reloader: Callable[[object], Awaitable[dict[str, Any]]] | None = None
-        self.dashboard = Dashboard(info, router, codec.default_slo_ms)
+        self.dashboard: Dashboard | None = None  # built with the app
         self.set_model(info)
         self._server_metadata = json.dumps(
             {"name": "superserve", "version": __version__, "extensions": EXTENSIONS}).encode()
@@ -70,7 +70,8 @@ class RestApi:
         self.info = info
         self._metadata = model_metadata(info)
         self._config = json.dumps(model_config(info)).encode()
-        self.dashboard.set_model(info)
+        if self.dashboard is not None:
+            self.dashboard.set_model(info)
 
     def app(self) -> web.Application:
         middlewares = [self._check_token] if self.auth.enabled else []
@@ -81,6 +82,7 @@ class RestApi:
         app.router.add_get("/v2/health/ready", self.ready)
         app.router.add_get("/v2", self.server_metadata)
         app.router.add_get("/metrics", self.metrics_page)
+        self.dashboard = Dashboard(self.info, self.router, self.codec.default_slo_ms)
         self.dashboard.add_routes(app)
         app.router.add_post("/v2/admin/reload", self.admin_reload)
         for base in (m, mv):
