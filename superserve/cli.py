@@ -18,7 +18,9 @@ def _root() -> None:
 
 @app.command()
 def train(
-    data: Path = typer.Option(Path("/usr/share/datasets/fashion-mnist"), help="Fashion-MNIST IDX directory"),
+    data: Path = typer.Option(Path("/usr/share/datasets/fashion-mnist"),
+                              help="Fashion-MNIST IDX directory, or an image folder DIR/<class>/<images> "
+                                   "(optionally DIR/train/ and DIR/test/)"),
     out: Path = typer.Option(Path("runs/train"), help="output directory (checkpoint, weights)"),
     epochs: int = 14, batch_size: int = 128, lr: float = 0.2, seed: int = 0,
     num_random: int = typer.Option(2, help="random SubNets per step besides largest and smallest"),
@@ -26,15 +28,23 @@ def train(
     limit: int = typer.Option(0, help="train on the first N images only (smoke test)"),
     precision: str = typer.Option("auto", help="auto (bf16 autocast where the CPU runs it natively), bf16, fp32"),
     device: str = typer.Option("cpu", help="cpu, cuda (GPU 0) or cuda:N"),
+    space: Path = typer.Option(None, help="SuperNet space file (JSON or TOML: input_size, depths, widths, "
+                                          "expand_ratios, ...; superserve/supernet/space_file.py); default: "
+                                          "Fashion-MNIST's space"),
 ) -> None:
-    """Train the Fashion-MNIST SuperNet (sandwich rule + in-place distillation); resumable."""
+    """Train a SuperNet (sandwich rule + in-place distillation) on Fashion-MNIST or an image
+    folder; resumable. The output holds the weights and data.json (normalisation, classes)."""
     dev = _device_option("train", device)
     from .train import TrainConfig, train as run
 
     cfg = TrainConfig(data=str(data), out=str(out), epochs=epochs, batch_size=batch_size, lr=lr,
                       seed=seed, num_random=num_random, threads=threads, limit=limit,
-                      precision=precision, device=_one_device(dev))
-    weights = run(cfg)
+                      precision=precision, device=_one_device(dev), space=str(space) if space else "")
+    try:
+        weights = run(cfg)
+    except (FileNotFoundError, ValueError) as exc:
+        typer.echo(f"superserve train: {exc}", err=True)
+        raise typer.Exit(2)
     typer.echo(f"wrote {weights}")
 
 
@@ -73,7 +83,8 @@ def _bar(description: str):
 def search(
     weights: Path = typer.Argument(..., help="trained SuperNet weights (safetensors)"),
     out: Path = typer.Option(Path("runs/bundle"), help="bundle directory to write"),
-    data: Path = typer.Option(Path("/usr/share/datasets/fashion-mnist"), help="Fashion-MNIST IDX directory"),
+    data: Path = typer.Option(None, help="Fashion-MNIST IDX directory or image folder (default: the data the "
+                                         "weights were trained on, else /usr/share/datasets/fashion-mnist)"),
     initial: int = 150, generations: int = 6, per_generation: int = 50,
     calib_images: int = typer.Option(2000, help="training images SubnetNorm statistics are computed from"),
     search_val_images: int = typer.Option(5000, help="validation images the search ranks candidates on"),
@@ -91,11 +102,15 @@ def search(
             bars[stage] = _bar(stage)
         bars[stage](i, n)
 
-    settings = BuildSettings(data=str(data), initial=initial, generations=generations,
+    settings = BuildSettings(data=str(data) if data else None, initial=initial, generations=generations,
                              per_generation=per_generation, calib_images=calib_images,
                              search_val_images=search_val_images,
                              candidates_from=str(candidates_from) if candidates_from else None)
-    summary = build_bundle(weights, out, settings, report, progress)
+    try:
+        summary = build_bundle(weights, out, settings, report, progress)
+    except (FileNotFoundError, ValueError) as exc:
+        typer.echo(f"superserve search: {exc}", err=True)
+        raise typer.Exit(2)
     typer.echo(f"wrote {out}: {summary['pareto_size']} Pareto SubNets of {summary['search']['evaluated']} "
                f"evaluated ({summary['total_seconds']} s)")
 
@@ -107,6 +122,7 @@ def profile(
     threads: int = typer.Option(1, help="torch threads, as one serving worker gets"),
     repeats: int = 15,
     device: str = typer.Option("cpu", help="cpu, cuda (GPU 0) or cuda:N: where the SubNets are timed"),
+    max_batch: int = typer.Option(16, help="largest batch the profile covers"),
 ) -> None:
     """Measure the latency profile of a bundle's SubNets (batch 1..16) on this device."""
     from .bundle_layout import EMBEDDED_DIR
@@ -114,7 +130,7 @@ def profile(
     from .profiling.pipeline import reprofile
 
     dev = _device_option("profile", device)
-    prof = reprofile(bundle or EMBEDDED_DIR, out, threads, repeats=repeats, progress=_bar("profile"),
+    prof = reprofile(bundle or EMBEDDED_DIR, out, threads, max_batch=max_batch, repeats=repeats, progress=_bar("profile"),
                      device=_one_device(dev))
     props = check_properties(prof)
     typer.echo(f"wrote {out} ({len(prof)} SubNets, {prof.device}, {threads} threads)")

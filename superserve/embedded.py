@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from .bundle_layout import EMBEDDED_DIR, SUBSET_FORMAT, BundleLayout
+from .bundle_layout import EMBEDDED_DIR, SUBSET_FORMAT, BundleLayout, DataInfo
 from .datasets import Split
 from .scheduling.profile import LatencyProfile
 from .supernet import SubNetConfig, SuperResNet, load_supernet
@@ -49,8 +49,15 @@ class Bundle:
     def configs(self) -> list[SubNetConfig | ResNetChoice | MobileChoice]:
         return [self.model.config_from_id(s.id) for s in self.profile.subnets]
 
+    @property
+    def data_info(self) -> DataInfo:
+        """The input the model takes (data.json; Fashion-MNIST's if the bundle has none)."""
+        return self.layout.data_info()
+
     def subset(self) -> Split:
-        return load_subset(self.subset_path)
+        """The labelled subset, normalised as the model expects (``.normalized()``)."""
+        info = self.data_info
+        return load_subset(self.subset_path, info.mean, info.std)
 
 
 def load_bundle(root: str | Path = EMBEDDED_DIR) -> Bundle:
@@ -68,9 +75,13 @@ def save_subset(split: Split, path: str | Path) -> None:
               metadata={"format": SUBSET_FORMAT})
 
 
-def load_subset(path: str | Path) -> Split:
+def load_subset(path: str | Path, mean: tuple[float, ...] | None = None,
+                std: tuple[float, ...] | None = None) -> Split:
+    """uint8 N x H x W (one channel) or N x C x H x W images with N labels."""
     tensors, _ = read_safetensors(path, SUBSET_FORMAT)
     images, labels = tensors["images"], tensors["labels"]
-    if images.dtype != torch.uint8 or images.ndim != 3 or images.shape[0] != labels.shape[0]:
-        raise ValueError(f"{path}: expected uint8 N x H x W images with N labels")
-    return Split(images, labels)
+    if images.dtype != torch.uint8 or images.ndim not in (3, 4) or images.shape[0] != labels.shape[0]:
+        raise ValueError(f"{path}: expected uint8 N x H x W (or N x C x H x W) images with N labels")
+    if mean is None or std is None:
+        return Split(images, labels)
+    return Split(images, labels, tuple(mean), tuple(std))

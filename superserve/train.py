@@ -7,6 +7,7 @@ read back with torch.load(weights_only=True) (no pickle of arbitrary objects).
 """
 from __future__ import annotations
 
+import json
 import math
 import random
 from dataclasses import asdict, dataclass
@@ -17,10 +18,12 @@ import torch
 import torch.nn.functional as F
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from .bundle_layout import WEIGHTS
-from .datasets import DEFAULT_FMNIST, Split, load_fashion_mnist, normalize, train_val_split
+from .bundle_layout import DATA, WEIGHTS, DataInfo
+from .datasets import (DEFAULT_FMNIST, Split, holdout_size, is_idx_dir, load_fashion_mnist, load_image_folder,
+                       normalize, train_val_split)
 from .profiling.accuracy import accuracy, calibration_batches
 from .supernet import SuperNetSpec, SuperResNet, calibrate, fashion_mnist_spec, save_weights
+from .supernet.space_file import load_space, space_spec
 
 
 @dataclass
@@ -39,6 +42,7 @@ class TrainConfig:
     limit: int = 0  # train on the first N training images only (smoke tests)
     precision: str = "auto"  # "bf16": bfloat16 autocast (fp32 master weights); "fp32"; "auto": bf16 if native
     device: str = "cpu"  # "cpu" or "cuda:N": where the model, its SubnetNorm table and the batches live
+    space: str = ""  # a SuperNet space file (superserve/supernet/space_file.py); "": Fashion-MNIST's space
 
 
 def resolve_precision(precision: str, device: str = "cpu") -> str:
@@ -55,17 +59,22 @@ def resolve_precision(precision: str, device: str = "cpu") -> str:
 
 
 def augment(x_u8: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Random 28x28 crop of the 2-pixel-padded image and random horizontal flip, per sample."""
+    """Random H x W crop of the 2-pixel-padded image and random horizontal flip, per sample
+    (N x H x W, or N x C x H x W images)."""
     b = x_u8.shape[0]
+    h, w = x_u8.shape[-2:]
     padded = F.pad(x_u8, (2, 2, 2, 2))
     oy = torch.randint(0, 5, (b,), generator=gen)
     ox = torch.randint(0, 5, (b,), generator=gen)
-    ar = torch.arange(28)
-    rows = (oy[:, None] + ar)[:, :, None]
-    cols = (ox[:, None] + ar)[:, None, :]
+    rows = (oy[:, None] + torch.arange(h))[:, :, None]
+    cols = (ox[:, None] + torch.arange(w))[:, None, :]
     flip = torch.rand(b, generator=gen) < 0.5
-    cols = torch.where(flip[:, None, None], 31 - cols, cols)
-    return padded[torch.arange(b)[:, None, None], rows, cols]
+    cols = torch.where(flip[:, None, None], w + 3 - cols, cols)
+    if x_u8.ndim == 3:
+        return padded[torch.arange(b)[:, None, None], rows, cols]
+    c = x_u8.shape[1]
+    return padded[torch.arange(b)[:, None, None, None], torch.arange(c)[None, :, None, None],
+                  rows[:, None], cols[:, None]]
 
 
 def _param_groups(model: SuperResNet, weight_decay: float) -> list[dict]:
@@ -92,14 +101,33 @@ def quick_eval(model: SuperResNet, spec: SuperNetSpec, train: Split, val: Split)
     return out
 
 
-def _splits(cfg: TrainConfig) -> tuple[Split, Split]:
-    """The training and validation splits (the first ``cfg.limit`` images of each, if set)."""
-    full_train, _ = load_fashion_mnist(cfg.data)
-    train_split, val_split = train_val_split(full_train, cfg.val_size, cfg.seed)
+def load_training_data(cfg: TrainConfig, spec: SuperNetSpec | None = None
+                       ) -> tuple[Split, Split, SuperNetSpec, DataInfo]:
+    """The training and validation splits (the first ``cfg.limit`` images of each, if set),
+    the SuperNet spec and the input description the bundle will carry. ``cfg.data``: a
+    Fashion-MNIST IDX directory, or an image folder (datasets.load_image_folder) whose images
+    are resized to the space's input size, with its class count and channels."""
+    if is_idx_dir(cfg.data) and not cfg.space:
+        full_train, _ = load_fashion_mnist(cfg.data)
+        spec = spec or fashion_mnist_spec()
+        info = DataInfo.fashion_mnist()
+    else:
+        space = load_space(cfg.space) if cfg.space else {"input_size": 28}
+        if spec is not None:
+            space = {"input_size": spec.input_size, "in_channels": spec.in_channels}
+        if is_idx_dir(cfg.data):
+            raise ValueError(f"{cfg.data} holds Fashion-MNIST IDX files; --space is for image folders")
+        folder = load_image_folder(cfg.data, space["input_size"], space.get("in_channels"), seed=cfg.seed)
+        full_train = folder.train
+        spec = spec or space_spec(space, len(folder.classes), folder.channels, cfg.space)
+        if (spec.num_classes, spec.in_channels) != (len(folder.classes), folder.channels):
+            raise ValueError(f"the spec has {spec.num_classes} classes / {spec.in_channels} channels, "
+                             f"{cfg.data} has {len(folder.classes)} / {folder.channels}")
+        info = DataInfo((folder.channels, folder.size, folder.size), folder.mean, folder.std, folder.classes)
+    train_split, val_split = train_val_split(full_train, holdout_size(len(full_train), cfg.val_size), cfg.seed)
     if cfg.limit:
-        train_split = Split(train_split.images[:cfg.limit], train_split.labels[:cfg.limit])
-        val_split = Split(val_split.images[:cfg.limit], val_split.labels[:cfg.limit])
-    return train_split, val_split
+        train_split, val_split = train_split.take(slice(0, cfg.limit)), val_split.take(slice(0, cfg.limit))
+    return train_split, val_split, spec, info
 
 
 def _resume(state_path: Path, cfg: TrainConfig, model: SuperResNet,
@@ -109,7 +137,8 @@ def _resume(state_path: Path, cfg: TrainConfig, model: SuperResNet,
         return 0, []
     state = torch.load(state_path, weights_only=True, map_location=cfg.device)
     # Where it ran (device) and where it is written (out) may change between runs.
-    same = {k: v for k, v in state["config"].items() if k not in ("out", "device")}
+    # Settings added since the state was written count as their defaults.
+    same = {k: v for k, v in {**asdict(TrainConfig()), **state["config"]}.items() if k not in ("out", "device")}
     if same != {k: v for k, v in asdict(cfg).items() if k not in ("out", "device")}:
         raise SystemExit(f"{state_path} was written with other settings; use another --out or delete it")
     model.load_state_dict(state["model"], strict=False)
@@ -177,7 +206,8 @@ def _train_epoch(model: SuperResNet, spec: SuperNetSpec, cfg: TrainConfig, opt: 
         for group in opt.param_groups:
             group["lr"] = lr_at(step, sched.total, sched.warmup, cfg.lr)
         idx = perm[i * cfg.batch_size:(i + 1) * cfg.batch_size]
-        x = normalize(augment(data.images[idx], gen)).contiguous(memory_format=torch.channels_last)
+        x = normalize(augment(data.images[idx], gen), data.mean, data.std).contiguous(
+            memory_format=torch.channels_last)
         y = data.labels[idx]
         if cfg.device != "cpu":
             x, y = x.to(cfg.device, non_blocking=True), y.to(cfg.device, non_blocking=True)
@@ -195,12 +225,14 @@ def train(cfg: TrainConfig, spec: SuperNetSpec | None = None, show_progress: boo
           stop_after_epoch: int | None = None) -> Path | None:
     """Train and write <out>/weights.safetensors; returns its path. stop_after_epoch ends the
     run early, as an interruption would (returns None; run again to resume)."""
-    spec = spec or fashion_mnist_spec()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    train_split, val_split, spec, info = load_training_data(cfg, spec)
+    if len(train_split) < cfg.batch_size:
+        raise ValueError(f"{len(train_split)} training images, fewer than one batch of {cfg.batch_size}; "
+                         "use a smaller --batch-size")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    train_split, val_split = _splits(cfg)
 
     torch.manual_seed(cfg.seed)
     # channels_last + bf16 autocast (where native): faster steps; parameters stay float32.
@@ -228,5 +260,7 @@ def train(cfg: TrainConfig, spec: SuperNetSpec | None = None, show_progress: boo
                 return None
 
     weights = out / WEIGHTS
-    save_weights(model.cpu(), weights, {"history": history, "train_config": asdict(cfg)})
+    meta = {"history": history, "train_config": asdict(cfg), "data": json.dumps({**info.to_dict(), "source": cfg.data, "split_seed": cfg.seed})}
+    save_weights(model.cpu(), weights, meta)
+    info.save(out / DATA)
     return weights

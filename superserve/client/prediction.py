@@ -33,8 +33,8 @@ class Prediction:
 
 
 def as_image(image: Any) -> np.ndarray:
-    """One image as a KServe input tensor: float32 (normalised) or uint8 (raw pixels, the
-    server normalises them), with a leading batch dimension of 1 added when it has none
+    """One image as a KServe input tensor, channels first: float32 (normalised) or uint8 (raw
+    pixels, the server normalises them with the bundle's per-channel mean and std), with a leading batch dimension of 1 added when it has none
     (a first dimension other than 1). Anything ``np.asarray`` takes, CPU torch tensors
     included. Float64 is sent as float32; other types raise ValueError."""
     arr = np.asarray(image)

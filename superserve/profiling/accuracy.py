@@ -5,7 +5,7 @@ from typing import Callable, Iterable
 
 import torch
 
-from ..datasets import Split, normalize
+from ..datasets import Split
 from ..supernet import SubNetConfig, SuperResNet
 
 
@@ -17,7 +17,7 @@ def top1_correct(model: SuperResNet, config: SubNetConfig | str, split: Split, b
     correct = 0
     device = next(model.parameters()).device  # the split stays on the host; batches go to the model
     for i in range(0, len(split), batch_size):
-        logits = model(normalize(split.images[i:i + batch_size]).to(device))
+        logits = model(split.normalized(i, i + batch_size).to(device))
         correct += int((logits.argmax(1).cpu() == split.labels[i:i + batch_size]).sum())
     return correct
 
@@ -30,6 +30,6 @@ def calibration_batches(train: Split, num_images: int = 2000, batch_size: int = 
                         seed: int = 0) -> Callable[[], Iterable[torch.Tensor]]:
     """The same seeded training images every call, as calibrate() requires."""
     idx = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:num_images]
-    x = normalize(train.images[idx])
-    chunks = [x[i:i + batch_size] for i in range(0, num_images, batch_size)]
+    x = train.take(idx).normalized()
+    chunks = [x[i:i + batch_size] for i in range(0, min(num_images, len(x)), batch_size)]
     return lambda: iter(chunks)

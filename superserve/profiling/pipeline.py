@@ -9,9 +9,11 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from safetensors import safe_open
 
-from ..bundle_layout import BundleLayout
-from ..datasets import DEFAULT_FMNIST, Split, load_fashion_mnist, normalize, train_val_split
+from ..bundle_layout import BundleLayout, DataInfo
+from ..datasets import (DEFAULT_FMNIST, Split, holdout_size, is_idx_dir, load_fashion_mnist, load_image_folder,
+                        train_val_split)
 from ..embedded import load_bundle, save_subset
 from ..scheduling.profile import LatencyProfile
 from ..supernet import SubNetConfig, SuperResNet, calibrate, load_supernet, save_norm_table, save_weights
@@ -24,7 +26,7 @@ Progress = Callable[[str, int, int], None]
 
 @dataclass
 class BuildSettings:
-    data: str = str(DEFAULT_FMNIST)
+    data: str | None = str(DEFAULT_FMNIST)  # None: the data the weights were trained on (their "data" entry)
     initial: int = 150  # these defaults built the embedded bundle
     generations: int = 6
     per_generation: int = 50
@@ -41,20 +43,20 @@ def build_bundle(weights: Path, out: Path, settings: BuildSettings, report: Path
                  progress: Progress | None = None) -> dict:
     t_start = time.perf_counter()
     step = progress or (lambda *a: None)
-    full_train, test = load_fashion_mnist(settings.data)
-    train, val = train_val_split(full_train, seed=settings.seed)
     model = load_supernet(weights)
+    full_train, test, info = load_search_data(weights, model.spec, settings)
+    train, val = train_val_split(full_train, holdout_size(len(full_train)), seed=settings.seed)
     calib = calibration_batches(train, settings.calib_images, seed=settings.seed)
     candidates, search_s = _search(model, calib, val, settings, step)
     configs = [c.config for c in pareto_front(candidates)]
 
     # One table for the whole served set, then the accuracy table on full val and test.
     calibrate(model, configs, calib)
-    subset = Split(test.images[:settings.subset_images], test.labels[:settings.subset_images])
+    subset = test.take(slice(0, settings.subset_images))
     accs, subset_correct = _accuracy_tables(model, configs, val, test, subset, step)
     norm_effect = _subnetnorm_effect(model, configs, accs, test)
     profile, profile_s = _measure(model, configs, accs, settings.profile_threads, step)
-    _write_bundle(BundleLayout(out), model, weights, profile, subset, subset_correct)
+    _write_bundle(BundleLayout(out), model, weights, profile, subset, subset_correct, info)
     summary = {
         "search_space_size": model.spec.space_size(),
         "space_largest": _space_largest(model, configs, accs, calib, val, test),
@@ -80,6 +82,29 @@ def build_bundle(weights: Path, out: Path, settings: BuildSettings, report: Path
     return summary
 
 
+def load_search_data(weights: Path, spec, settings: BuildSettings) -> tuple[Split, Split, DataInfo]:
+    """(training, test) splits and the input description, as the weights were trained:
+    Fashion-MNIST's IDX files, or an image folder read at the spec's size and channels with
+    the normalisation and classes training stored in the weights."""
+    with safe_open(str(weights), framework="pt") as f:
+        meta = f.metadata() or {}
+    stored = json.loads(meta["data"]) if "data" in meta else None
+    trained = DataInfo.from_dict(stored, f"{weights} (data)") if stored else None
+    data = settings.data or (stored or {}).get("source") or str(DEFAULT_FMNIST)
+    if is_idx_dir(data):
+        full_train, test = load_fashion_mnist(data)
+        return full_train, test, trained or DataInfo.fashion_mnist()
+    folder = load_image_folder(data, spec.input_size, spec.in_channels, seed=int((stored or {}).get("split_seed", 0)),
+                               mean=trained.mean if trained else None, std=trained.std if trained else None)
+    if trained is not None and tuple(folder.classes) != trained.classes:
+        raise ValueError(f"{data}: classes {list(folder.classes)[:5]} differ from those the weights were trained "
+                         f"on {list(trained.classes)[:5]}")
+    if len(folder.classes) != spec.num_classes:
+        raise ValueError(f"{data}: {len(folder.classes)} classes, the SuperNet has {spec.num_classes}")
+    info = DataInfo((folder.channels, folder.size, folder.size), folder.mean, folder.std, folder.classes)
+    return folder.train, folder.test, info
+
+
 def _search(model: SuperResNet, calib, val: Split, settings: BuildSettings, step: Progress
             ) -> tuple[list[Candidate], float]:
     """The candidates (searched, or re-measured from a previous report) and the seconds spent."""
@@ -88,7 +113,7 @@ def _search(model: SuperResNet, calib, val: Split, settings: BuildSettings, step
         candidates = reuse_candidates(model, Path(settings.candidates_from), calib, settings.profile_threads,
                                       lambda i, n: step("latency", i, n))
     else:
-        search_val = Split(val.images[:settings.search_val_images], val.labels[:settings.search_val_images])
+        search_val = val.take(slice(0, settings.search_val_images))
         candidates = evolutionary_search(
             model, calib, search_val, settings.initial, settings.generations, settings.per_generation,
             settings.seed, lambda i, n: step("search", i, n), latency_threads=settings.profile_threads)
@@ -143,13 +168,18 @@ def _measure(model: SuperResNet, configs: list[SubNetConfig], accs: dict[str, di
 
 
 def _write_bundle(layout: BundleLayout, model: SuperResNet, weights: Path, profile: LatencyProfile, subset: Split,
-                  subset_correct: dict[str, int]) -> None:
+                  subset_correct: dict[str, int], info: DataInfo | None = None) -> None:
     layout.root.mkdir(parents=True, exist_ok=True)
-    save_weights(model, layout.weights, {"source": str(weights)})
+    extra = {"source": str(weights)}
+    if info is not None:
+        extra["data"] = json.dumps(info.to_dict())
+    save_weights(model, layout.weights, extra)
     save_norm_table(model, layout.norm)
     profile.save(layout.profile)
     save_subset(subset, layout.subset)
     layout.subset_accuracy.write_text(json.dumps({"images": len(subset), "correct": subset_correct}, indent=1))
+    if info is not None and info != DataInfo.fashion_mnist():
+        info.save(layout.data)  # a bundle without data.json is read as Fashion-MNIST's
 
 
 def _space_largest(model: SuperResNet, configs: list[SubNetConfig], accs: dict[str, dict[str, float]], calib,
@@ -184,7 +214,7 @@ def reuse_candidates(model, report: Path, calib, threads: int,
 
 def _batches(split: Split, size: int = 500):
     for i in range(0, len(split), size):
-        yield normalize(split.images[i:i + size]), split.labels[i:i + size]
+        yield split.normalized(i, i + size), split.labels[i:i + size]
 
 
 def reprofile(bundle_dir: Path, out: Path, threads: int = 1, max_batch: int = 16, repeats: int = 15,

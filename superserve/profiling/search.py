@@ -72,7 +72,12 @@ def mutate(spec: SuperNetSpec, config: SubNetConfig, rng: random.Random) -> SubN
     depths = list(config.depths)
     expands = [list(e) for e in config.expands]
     width = config.width
-    what = rng.choice(("depth", "expand", "width"))
+    # Only dimensions with a choice to make (a small custom space may fix one).
+    what_choices = [k for k, n in (("depth", len(spec.depth_choices)), ("expand", len(spec.expand_choices)),
+                                   ("width", len(spec.width_choices))) if n > 1]
+    if not what_choices:
+        return config
+    what = rng.choice(what_choices)
     m = rng.randrange(spec.num_stages)
     if what == "depth":
         depths[m] = rng.choice([d for d in spec.depth_choices if d != depths[m]])
@@ -115,7 +120,10 @@ def evolutionary_search(
 
     for config in [spec.smallest(), spec.largest()]:
         evaluate(config)
-    while len(seen) < initial + 2:
+    target = min(initial + 2, spec.space_size())  # a small custom space may hold fewer SubNets
+    tries = 0
+    while len(seen) < target and tries < 50 * (initial + 2):
+        tries += 1
         evaluate(spec.sample(rng))
     for _ in range(generations):
         front = pareto_front(seen.values())

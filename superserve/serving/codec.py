@@ -4,13 +4,16 @@ Shared by the REST and gRPC front ends, so both accept and refuse exactly the sa
 One request carries one image:
 
 * FP32, shape [1, C, H, W], [1, C*H*W], or (C = 1) [1, H, W]: the model's normalised input.
-* UINT8, same shapes: raw pixels, normalised here as (x / 255 - pixel_mean) / pixel_std.
+* UINT8, same shapes: raw pixels, normalised here as (x / 255 - mean[c]) / std[c] with the
+  bundle's per-channel values (its data.json), or pixel_mean / pixel_std (ServeConfig) for a
+  bundle without data.json.
 
 Work per request is vectorised numpy over one image (validation of finiteness, the UINT8
 conversion); a FP32 binary input is passed on as the very bytes that arrived.
 """
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -72,8 +75,13 @@ class InputCodec:
             shapes.append((1, h, w))
         self.shapes = tuple(shapes)
         self._shape_text = " or ".join(str(list(s)) for s in self.shapes)
-        self.scale = np.float32(1.0 / (255.0 * config.pixel_std))
-        self.offset = np.float32(config.pixel_mean / config.pixel_std)
+        if info.data is None:
+            self.scale = np.float32(1.0 / (255.0 * config.pixel_std))
+            self.offset = np.float32(config.pixel_mean / config.pixel_std)
+        else:  # per channel, repeated over each channel's H x W pixels (NCHW order)
+            mean, std = np.asarray(info.data.mean, np.float64), np.asarray(info.data.std, np.float64)
+            self.scale = np.repeat(1.0 / (255.0 * std), h * w).astype("<f4")
+            self.offset = np.repeat(mean / std, h * w).astype("<f4")
         self.default_slo_ms = default_slo_ms
         self.max_slo_ms = config.max_slo_ms
 
@@ -208,8 +216,18 @@ def model_metadata(info: ModelInfo) -> dict[str, Any]:
         "inputs": [{"name": INPUT_NAME, "datatype": "FP32", "shape": [-1, c, h, w]}],
         "outputs": [{"name": LOGITS, "datatype": "FP32", "shape": [-1, info.num_classes]},
                     {"name": CLASS, "datatype": "INT64", "shape": [-1, 1]}],
-        "parameters": {"subnets": len(info.subnet_ids), "max_server_batch": info.profile.max_batch},
+        "parameters": {"subnets": len(info.subnet_ids), "max_server_batch": info.profile.max_batch,
+                       **normalisation(info)},
     }
+
+
+def normalisation(info: ModelInfo) -> dict[str, Any]:
+    """How a client turns pixels into the FP32 input: x = (pixel / 255 - input_mean[c]) /
+    input_std[c]; and the names of the output classes (the bundle's data.json)."""
+    data = info.data
+    if data is None:
+        return {}
+    return {"input_mean": list(data.mean), "input_std": list(data.std), "classes": list(data.classes)}
 
 
 def instance_group(info: ModelInfo) -> dict[str, Any]:
@@ -231,5 +249,6 @@ def model_config(info: ModelInfo) -> dict[str, Any]:
                    {"name": CLASS, "data_type": "TYPE_INT64", "dims": [1]}],
         "dynamic_batching": {"max_queue_delay_microseconds": 0},
         "instance_group": [instance_group(info)],
-        "parameters": {"subnets": {"string_value": ",".join(info.subnet_ids)}},
+        "parameters": {"subnets": {"string_value": ",".join(info.subnet_ids)},
+                       **{k: {"string_value": json.dumps(v)} for k, v in normalisation(info).items()}},
     }

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from safetensors import SafetensorError, safe_open
 
-from superserve.bundle_layout import WEIGHTS_FORMAT, BundleLayout
+from superserve.bundle_layout import WEIGHTS_FORMAT, BundleLayout, DataInfo
 from superserve.device import check_device, cuda_device_count, gpu_ids
 from superserve.scheduling.profile import LatencyProfile
 from superserve.serving.config import ServeConfig
@@ -27,6 +27,7 @@ class ModelInfo:
     bundle: Path
     device: str = "cpu"  # the --device setting: cpu, cuda or cuda:N
     gpus: tuple[int, ...] = ()  # the GPUs the workers use (round-robin); () on cpu
+    data: DataInfo | None = None  # the bundle's data.json (normalisation, classes); None: it has none
 
     @property
     def input_elements(self) -> int:
@@ -72,13 +73,18 @@ def read_model_info(config: ServeConfig) -> ModelInfo:
     profile = LatencyProfile.load(config.profile_path)
     if config.subnets:
         profile = profile.subset(config.subnets)
+    input_shape = (int(spec.get("in_channels", 1)), int(spec.get("input_size", 28)), int(spec.get("input_size", 28)))
+    data = DataInfo.load(layout.data) if layout.data.exists() else None
+    if data is not None and data.input_shape != input_shape:
+        raise ValueError(f"{layout.data}: input_shape {list(data.input_shape)} but the SuperNet takes "
+                         f"{list(input_shape)} ({layout.weights.name})")
     return ModelInfo(
         name=config.model_name,
-        input_shape=(int(spec.get("in_channels", 1)), int(spec.get("input_size", 28)),
-                     int(spec.get("input_size", 28))),
+        input_shape=input_shape,
         num_classes=int(spec.get("num_classes", 10)),
         profile=profile,
         bundle=layout.root,
         device=str(dev),
         gpus=gpus,
+        data=data,
     )

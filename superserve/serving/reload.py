@@ -145,6 +145,10 @@ class Reloader:
         if info.num_classes != old.num_classes:
             raise ApiError(422, f"bundle {bundle!r} has {info.num_classes} classes, the served model "
                                 f"{old.num_classes}; a reload must keep the number of classes")
+        norm = (lambda i: None if i.data is None else (i.data.mean, i.data.std))
+        if norm(info) != norm(old):
+            raise ApiError(422, f"bundle {bundle!r} normalises its input differently (data.json) from the served "
+                                "model; a reload must keep the input normalisation (start a new server instead)")
         try:
             planner = self.make_planner(info)
         except ValueError as exc:
