@@ -236,3 +236,48 @@ def test_checkpoint_errors_name_the_problem(calibrated, tmp_path):
     del tensors["classifier.bias"]
     with pytest.raises(CheckpointError, match="missing key 'classifier.bias'"):
         load_into(model, tensors, "other.safetensors", {k for k in tensors} | {"classifier.bias"})
+
+
+def test_compiled_serving_forward_equals_modular_path_and_copies_no_weight(calibrated):
+    model, configs = calibrated
+    x = torch.randn(3, 1, 28, 28, generator=torch.Generator().manual_seed(3))
+    model.prepare([c.id for c in configs[:10]])
+    storages = {t.untyped_storage().data_ptr() for t in list(model.parameters()) + list(model.buffers())}
+    for _, _, prog in model._programs.values():
+        stack = [prog]
+        while stack:
+            item = stack.pop()
+            if isinstance(item, tuple):
+                stack.extend(item)
+            elif isinstance(item, torch.Tensor):  # a view into the SuperNet's own tensors
+                assert item.untyped_storage().data_ptr() in storages
+    assert 0 < model.program_bytes() < 40_000 * len(model._programs)  # headers, not weights
+    for config in configs[:10]:
+        model.actuate(config)
+        with torch.inference_mode():
+            fast = model(x)
+        modular = model(x).detach()  # autograd on: the operator path
+        assert (fast - modular).abs().max().item() <= 1e-6, config.id
+
+
+def test_compiled_programs_follow_a_replaced_norm_table(calibrated):
+    model, configs = calibrated
+    config = configs[0]
+    model.actuate(config)
+    x = torch.randn(2, 1, 28, 28)
+    with torch.inference_mode():
+        before = model(x)
+    norm = model.stem_bn
+    saved = (norm.stats.clone(), list(norm._offsets))
+    try:
+        norm.stats = norm.stats * 2.0  # a new table tensor, as set_table/loading install
+        norm.sync_offsets()
+        with torch.inference_mode():
+            after = model(x)
+        assert not torch.allclose(before, after)
+        assert (after - model(x).detach()).abs().max().item() <= 1e-6
+    finally:
+        norm.stats = saved[0]
+        norm.sync_offsets()
+    with torch.inference_mode():
+        assert torch.allclose(model(x), before)

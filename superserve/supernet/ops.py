@@ -42,6 +42,11 @@ class SlicedLinear(nn.Module):
         return F.linear(x, self.weight[:, : x.shape[1]], self.bias)
 
 
+# Bumped whenever a SubnetNorm table is replaced (set_table, sync_offsets): compiled forward
+# programs (see SuperResNet) hold views into the tables and are rebuilt when it changes.
+TABLE_EPOCH = [0]
+
+
 class SubnetNorm(nn.Module):
     """BatchNorm whose running statistics come from a per-SubNet table.
 
@@ -96,10 +101,22 @@ class SubnetNorm(nn.Module):
         self.stats = torch.stack([torch.cat(means), torch.cat(variances)]) if means else torch.zeros(2, 0)
         self.offsets = torch.tensor(offsets, dtype=torch.int64)
         self._offsets = offsets
+        TABLE_EPOCH[0] += 1
 
     def sync_offsets(self) -> None:
         """Refresh the python mirror after `offsets` was loaded from a file."""
         self._offsets = self.offsets.tolist()
+        TABLE_EPOCH[0] += 1
+
+    def eval_args(self, row: int, channels: int) -> tuple:
+        """(weight, bias, mean, var, eps) of one SubNet's eval-mode normalisation: views of
+        the shared affine and of the row's packed statistics (no copy), detached."""
+        off = self._offsets[row]
+        if off < 0:
+            raise RuntimeError(f"SubnetNorm has no statistics for row {row} in this layer")
+        s = self.stats.detach()
+        return (self.weight.detach()[:channels], self.bias.detach()[:channels],
+                s[0, off:off + channels], s[1, off:off + channels], self.eps)
 
 
 class LayerSelect(nn.Module):

@@ -2,6 +2,14 @@
 
 `SuperResNet.actuate(config)` only swaps a precomputed, immutable `ActivePlan` (plain ints):
 no tensor is allocated or copied, and the next forward pass runs that SubNet.
+
+Serving forward passes (eval mode, no autograd) run a per-SubNet *program* compiled once, on
+the SubNet's first such pass (or ahead of time with `prepare`): a flat tuple of per-layer
+weight views (leading-channel slices of the shared max-size kernels), SubnetNorm statistic
+and affine views, strides and paddings. Forward is then a tight loop of ATen calls with no
+module dispatch, slicing or attribute chains per layer. A program holds views only, never a
+copy of a weight: its bytes are the tensor headers (`program_bytes`). Training-mode passes,
+passes with autograd on, and calibration take the modular path through the operators.
 """
 from __future__ import annotations
 
@@ -12,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import SubNetConfig, SuperNetSpec, active_channels
+from . import ops
 from .ops import LayerSelect, SlicedConv2d, SlicedLinear, SubnetNorm
 
 UNCALIBRATED = -1  # norm row meaning "no stored statistics" (batch statistics in training)
@@ -70,6 +79,8 @@ class SuperResNet(nn.Module):
         self.norm_rows: dict[str, int] = {}  # SubNet id -> row of every SubnetNorm table
         self._plans: dict[object, ActivePlan] = {}
         self._plans_by_id: dict[str, ActivePlan] = {}  # the serving path actuates by id
+        # id(plan) -> (plan, table epoch, program): compiled serving forwards (see module doc)
+        self._programs: dict[int, tuple[ActivePlan, int, tuple]] = {}
         self._active = self.plan(spec.largest())
 
     # --- actuation -----------------------------------------------------------------------
@@ -125,16 +136,84 @@ class SuperResNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         p = self._active
-        if not self.training and p.norm_row == UNCALIBRATED:
-            raise RuntimeError(
-                f"SubNet {p.subnet_id} has no SubnetNorm statistics; calibrate it first "
-                "(superserve.supernet.calibrate) or actuate a calibrated SubNet")
+        if not self.training:
+            if p.norm_row == UNCALIBRATED:
+                raise RuntimeError(
+                    f"SubNet {p.subnet_id} has no SubnetNorm statistics; calibrate it first "
+                    "(superserve.supernet.calibrate) or actuate a calibrated SubNet")
+            if not torch.is_grad_enabled():
+                entry = self._programs.get(id(p))
+                if entry is None or entry[0] is not p or entry[1] != ops.TABLE_EPOCH[0]:
+                    entry = self._compile(p)
+                return _run_program(entry[2], x)
         x = F.relu(self.stem_bn(self.stem_conv(x, p.stem_out), p.norm_row))
         if self.spec.stem_pool:
             x = F.max_pool2d(x, 3, 2, 1)
         for stage, depth, args in zip(self.stages, p.depths, p.block_args):
             x = stage(x, depth, args)
         return self.classifier(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+    # --- compiled serving programs --------------------------------------------------------
+    def prepare(self, subnet_ids: list[str] | None = None) -> int:
+        """Compile the serving programs of these SubNets (default: every calibrated one) now
+        rather than on their first forward pass. Returns the bytes the programs add."""
+        for sid in self.norm_rows if subnet_ids is None else subnet_ids:
+            plan = self._plans_by_id.get(sid) or self.plan(SubNetConfig.from_id(sid))
+            entry = self._programs.get(id(plan))
+            if entry is None or entry[0] is not plan or entry[1] != ops.TABLE_EPOCH[0]:
+                self._compile(plan)
+        return self.program_bytes()
+
+    def program_bytes(self) -> int:
+        """Bytes held by compiled programs beyond the SuperNet's own tensors: tensor headers
+        of the views (no tensor data is copied), estimated as sys.getsizeof per view."""
+        import sys
+
+        total = 0
+        for _, _, prog in self._programs.values():
+            stack = [prog]
+            while stack:
+                item = stack.pop()
+                if isinstance(item, tuple):
+                    total += sys.getsizeof(item)
+                    stack.extend(item)
+                elif isinstance(item, torch.Tensor):
+                    total += sys.getsizeof(item) + 64  # Python object + TensorImpl/view metadata
+        return total
+
+    def _compile(self, p: ActivePlan) -> tuple[ActivePlan, int, tuple]:
+        """Build the program of one calibrated SubNet: views only (no tensor data touched)."""
+        row = p.norm_row
+        with torch.inference_mode(False), torch.no_grad():
+            def conv(c: SlicedConv2d, out: int, cin: int) -> torch.Tensor:
+                return c.weight.detach()[:out, :cin]
+
+            stem = self.stem_conv
+            prog_stem = (conv(stem, p.stem_out, self.spec.in_channels), stem.stride, stem.padding,
+                         self.stem_bn.eval_args(row, p.stem_out), self.spec.stem_pool)
+            blocks, cin = [], p.stem_out
+            for stage, depth, args in zip(self.stages, p.depths, p.block_args):
+                for i in range(depth):
+                    blk = stage.blocks[i]
+                    mid, out, _ = args[i]
+                    down = ((conv(blk.down_conv, out, cin), blk.down_conv.stride, blk.down_bn.eval_args(row, out))
+                            if blk.project else None)
+                    blocks.append((conv(blk.conv1, mid, cin), blk.bn1.eval_args(row, mid),
+                                   conv(blk.conv2, mid, mid), (blk.conv2.stride, blk.conv2.padding), blk.bn2.eval_args(row, mid),
+                                   conv(blk.conv3, out, mid), blk.bn3.eval_args(row, out), down))
+                    cin = out
+            head = (self.classifier.weight.detach()[:, :cin], self.classifier.bias.detach())
+        entry = (p, ops.TABLE_EPOCH[0], (prog_stem, tuple(blocks), head))
+        self._programs[id(p)] = entry
+        return entry
+
+    def _apply(self, fn, *args, **kwargs):  # .to(), .half(), ...: parameters may be replaced
+        self._programs.clear()
+        return super()._apply(fn, *args, **kwargs)
+
+    def load_state_dict(self, *args, **kwargs):
+        self._programs.clear()
+        return super().load_state_dict(*args, **kwargs)
 
     # --- SubnetNorm table ----------------------------------------------------------------
     def norm_modules(self) -> list[tuple[str, SubnetNorm]]:
@@ -146,6 +225,7 @@ class SuperResNet(nn.Module):
         self.norm_rows = {sid: r for r, sid in enumerate(subnet_ids)}
         self._plans.clear()
         self._plans_by_id.clear()
+        self._programs.clear()
         self._active = self.plan(SubNetConfig.from_id(self._active.subnet_id))
 
     def weight_bytes(self) -> int:
@@ -153,6 +233,27 @@ class SuperResNet(nn.Module):
 
     def norm_table_bytes(self) -> int:
         return sum(m.stats.nbytes + m.offsets.nbytes for _, m in self.norm_modules())
+
+
+_conv2d, _batch_norm, _relu_, _max_pool2d = torch.conv2d, torch.batch_norm, torch.relu_, torch.max_pool2d
+
+
+def _run_program(prog: tuple, x: torch.Tensor) -> torch.Tensor:
+    """The serving forward of one compiled SubNet: the same ATen operations, in the same
+    order, as the modular path (conv, batch norm on the SubNet's statistics, ReLU, ...)."""
+    (w, stride, pad, (g, b, m, v, eps), pool), blocks, (fw, fb) = prog
+    x = _relu_(_batch_norm(_conv2d(x, w, None, stride, pad), g, b, m, v, False, 0.0, eps, True))
+    if pool:
+        x = _max_pool2d(x, 3, 2, 1)
+    for w1, n1, w2, s2, n2, w3, n3, down in blocks:
+        h = _relu_(_batch_norm(_conv2d(x, w1), n1[0], n1[1], n1[2], n1[3], False, 0.0, n1[4], True))
+        h = _relu_(_batch_norm(_conv2d(h, w2, None, s2[0], s2[1]), n2[0], n2[1], n2[2], n2[3], False, 0.0, n2[4], True))
+        h = _batch_norm(_conv2d(h, w3), n3[0], n3[1], n3[2], n3[3], False, 0.0, n3[4], True)
+        if down is not None:
+            dw, ds, d = down
+            x = _batch_norm(_conv2d(x, dw, None, ds), d[0], d[1], d[2], d[3], False, 0.0, d[4], True)
+        x = _relu_(h.add_(x))
+    return F.linear(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1), fw, fb)
 
 
 def subnet_cost(spec: SuperNetSpec, config: SubNetConfig) -> tuple[int, int]:
