@@ -1,8 +1,11 @@
 """SubNetAct side by side: switching SubNets inside one resident SuperNet vs loading extracted
 SubNets from disk, and the memory of both for the served (Pareto) set.
 
-    python -m benchmarks.subnetact [--bundle DIR] [--switches 20000]
+    python -m benchmarks.subnetact [--bundle DIR] [--switches 20000] [--forward-repeats 15]
     python -m benchmarks.subnetact --arch resnet50|mbv3-w1.0|mbv3-w1.2|proxyless   (an imported OFA SuperNet)
+
+forward_ratio_vs_extracted: max (and argmax, median) over the served SubNets and batch sizes
+1..16 of the SuperNet's forward time over the extracted model's, timed interleaved.
 
 Writes benchmarks/results/subnetact.json (with --arch: benchmarks/ofa.py's figures for that
 architecture, in benchmarks/results/ofa.json).
@@ -58,12 +61,64 @@ def imagenet_family_memory(samples: int = 300, seed: int = 0) -> dict:
             "ratio_vs_six": round(six_bytes / supernet_bytes, 3)}
 
 
+def forward_vs_extracted(model, bundle, ids: list[str], max_batch: int, repeats: int,
+                         limit: int = 0, warmup: int = 2) -> dict:
+    """supernet_ms / extracted_ms of every (served SubNet, batch 1..max_batch) cell.
+
+    Interleaved: each round times every cell once, SuperNet and extracted model back to back
+    (their order alternating between rounds), so a disturbance hits both sides alike; each
+    side's time is the median over the rounds. One thread, inference mode, as a worker runs."""
+    configs = {c.id: c for c in bundle.configs()}
+    if limit and limit < len(ids):
+        by_size = sorted(ids, key=lambda sid: model.subnet_cost(configs[sid])[0])
+        ids = [by_size[round(k * (len(by_size) - 1) / max(1, limit - 1))] for k in range(limit)]
+    shape = (model.spec.in_channels, model.spec.input_size, model.spec.input_size)
+    inputs = {b: torch.randn(b, *shape) for b in range(1, max_batch + 1)}
+    extracted = {sid: extract(model, configs[sid]) for sid in ids}
+    cells = [(sid, b) for sid in ids for b in range(1, max_batch + 1)]
+    sup: dict = {c: [] for c in cells}
+    ext: dict = {c: [] for c in cells}
+    clock = time.perf_counter
+    with torch.inference_mode():
+        for r in range(warmup + repeats):
+            for sid, b in cells:
+                x, plain = inputs[b], extracted[sid]
+                model.actuate(sid)
+                sides = ((model, sup), (plain, ext)) if r % 2 == 0 else ((plain, ext), (model, sup))
+                for net, log in sides:
+                    t0 = clock()
+                    net(x)
+                    dt = (clock() - t0) * 1e3
+                    if r >= warmup:
+                        log[(sid, b)].append(dt)
+    out: dict = {sid: {} for sid in ids}
+    ratios = {}
+    for sid, b in cells:
+        s_ms, e_ms = statistics.median(sup[(sid, b)]), statistics.median(ext[(sid, b)])
+        ratios[(sid, b)] = s_ms / e_ms
+        out[sid][f"b{b}"] = {"supernet_ms": round(s_ms, 4), "extracted_ms": round(e_ms, 4),
+                             "ratio": round(s_ms / e_ms, 3)}
+    worst = max(ratios, key=ratios.get)
+    summary = {"max": round(ratios[worst], 3), "argmax_subnet": worst[0], "argmax_batch": worst[1],
+               "median": round(statistics.median(ratios.values()), 3),
+               "min": round(min(ratios.values()), 3),
+               "subnets": len(ids), "batches": f"1..{max_batch}", "repeats": repeats,
+               "compared": "SuperNet (compiled per-SubNet program over weight views) vs extracted "
+                           "plain nn.Module model; neither folds BatchNorm"}
+    return {"summary": summary, "cells": out}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--bundle", type=Path, default=EMBEDDED_DIR)
     ap.add_argument("--switches", type=int, default=20000)
     ap.add_argument("--loads", type=int, default=20)
     ap.add_argument("--out", type=Path, default=RESULTS / "subnetact.json")
+    ap.add_argument("--forward-repeats", type=int, default=15,
+                    help="interleaved rounds of the SuperNet-vs-extracted forward comparison (medians)")
+    ap.add_argument("--forward-batches", type=int, default=16, help="batch sizes 1..N in that comparison")
+    ap.add_argument("--forward-subnets", type=int, default=0,
+                    help="compare only this many served SubNets, spread over the size range (0: all)")
     ap.add_argument("--arch", choices=["resnet50", "mbv3-w1.0", "mbv3-w1.2", "proxyless"],
                     help="measure an imported Once-for-All SuperNet instead (runs benchmarks.ofa)")
     args = ap.parse_args()
@@ -112,24 +167,13 @@ def main() -> None:
     six = spanning_subnets(profile, 6)
     six_bytes = sum(extracted_bytes[sid] for sid in six)
 
-    # Cost of WeightSlice at run time: the same SubNet actuated vs extracted, same inputs.
-    slice_cost = {}
-    for s in (profile.smallest, profile.largest):
-        ext = extract(model, configs[s.id])
-        row = {}
-        for b in (1, 16):
-            sup = statistics.median(time_batches(model, s.id, b, 30, 5, (1, 28, 28)))
-            with torch.inference_mode():
-                xb = torch.randn(b, 1, 28, 28)
-                for _ in range(5):
-                    ext(xb)
-                ts = []
-                for _ in range(30):
-                    t0 = time.perf_counter()
-                    ext(xb)
-                    ts.append((time.perf_counter() - t0) * 1e3)
-            row[f"b{b}"] = {"supernet_ms": round(sup, 3), "extracted_ms": round(statistics.median(ts), 3)}
-        slice_cost[s.id] = row
+    # Cost of WeightSlice at run time: each served SubNet actuated in the SuperNet vs the same
+    # SubNet extracted (plain nn.Module model, BatchNorm unfolded in both), same inputs.
+    program_bytes = model.prepare(ids)  # what the server's warm-up compiles, before timing
+    forward = forward_vs_extracted(model, bundle, ids, args.forward_batches, args.forward_repeats,
+                                   args.forward_subnets)
+    slice_cost = {sid: {f"b{b}": forward["cells"][sid][f"b{b}"] for b in (1, args.forward_batches)}
+                  for sid in (profile.smallest.id, profile.largest.id) if sid in forward["cells"]}
 
     result = {
         "bundle": str(args.bundle),
@@ -150,7 +194,11 @@ def main() -> None:
         "memory_ratio_vs_six": round(six_bytes / supernet_bytes, 3),
         "weights_over_norm_table": round(model.weight_bytes() / max(1, model.norm_table_bytes()), 1),
         "imagenet_size_family": imagenet_family_memory(),
+        "memory_programs_bytes": program_bytes,
+        "memory_ratio_with_programs": round(sum(extracted_bytes.values()) / (supernet_bytes + program_bytes), 3),
+        "forward_ratio_vs_extracted": forward["summary"],
         "forward_supernet_vs_extracted": slice_cost,
+        "forward_all_cells": forward["cells"],
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
     }
@@ -160,6 +208,7 @@ def main() -> None:
     for k, v in result.items():
         if not isinstance(v, (dict, list)):
             print(f"{k:<{width}}  {v}")
+    print(f"{'forward_ratio_vs_extracted':<{width}}  {result['forward_ratio_vs_extracted']}")
     print(f"wrote {args.out}")
 
 

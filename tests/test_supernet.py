@@ -251,7 +251,7 @@ def test_compiled_serving_forward_equals_modular_path_and_copies_no_weight(calib
                 stack.extend(item)
             elif isinstance(item, torch.Tensor):  # a view into the SuperNet's own tensors
                 assert item.untyped_storage().data_ptr() in storages
-    assert 0 < model.program_bytes() < 40_000 * len(model._programs)  # headers, not weights
+    assert 0 < model.program_bytes() < 60_000 * len(model._programs)  # headers, not weights
     for config in configs[:10]:
         model.actuate(config)
         with torch.inference_mode():

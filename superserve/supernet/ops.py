@@ -108,14 +108,20 @@ class SubnetNorm(nn.Module):
         self._offsets = self.offsets.tolist()
         TABLE_EPOCH[0] += 1
 
-    def eval_args(self, row: int, channels: int) -> tuple:
+    def eval_args(self, row: int, channels: int,
+                  prefix: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
+                  detach: Callable[[torch.Tensor], torch.Tensor] = torch.Tensor.detach) -> tuple:
         """(weight, bias, mean, var, eps) of one SubNet's eval-mode normalisation: views of
-        the shared affine and of the row's packed statistics (no copy), detached."""
+        the shared affine (through ``prefix(tensor, n)``, which may share them between
+        SubNets) and of the row's packed statistics (of ``detach(stats)``: a caller slicing
+        many rows passes one shared detached base). No copy, nothing tracked by autograd."""
         off = self._offsets[row]
         if off < 0:
             raise RuntimeError(f"SubnetNorm has no statistics for row {row} in this layer")
-        s = self.stats.detach()
-        return (self.weight.detach()[:channels], self.bias.detach()[:channels],
+        if prefix is None:
+            prefix = lambda t, n: t.detach()[:n]  # noqa: E731
+        s = detach(self.stats)
+        return (prefix(self.weight, channels), prefix(self.bias, channels),
                 s[0, off:off + channels], s[1, off:off + channels], self.eps)
 
 
