@@ -21,8 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import SubNetConfig, SuperNetSpec, active_channels
-from . import ops
-from .ops import LayerSelect, SlicedConv2d, SlicedLinear, SubnetNorm
+from .ops import TABLE_EPOCH, LayerSelect, SlicedConv2d, SlicedLinear, SubnetNorm
 
 UNCALIBRATED = -1  # norm row meaning "no stored statistics" (batch statistics in training)
 
@@ -145,7 +144,7 @@ class SuperResNet(nn.Module):
                     "(superserve.supernet.calibrate) or actuate a calibrated SubNet")
             if not torch.is_grad_enabled():
                 entry = self._programs.get(id(p))
-                if entry is None or entry[0] is not p or entry[1] != ops.TABLE_EPOCH[0]:
+                if entry is None or entry[0] is not p or entry[1] != TABLE_EPOCH[0]:
                     entry = self._compile(p)
                 return _run_program(entry[2], x)
         x = F.relu(self.stem_bn(self.stem_conv(x, p.stem_out), p.norm_row))
@@ -162,7 +161,7 @@ class SuperResNet(nn.Module):
         for sid in self.norm_rows if subnet_ids is None else subnet_ids:
             plan = self._plans_by_id.get(sid) or self.plan(SubNetConfig.from_id(sid))
             entry = self._programs.get(id(plan))
-            if entry is None or entry[0] is not plan or entry[1] != ops.TABLE_EPOCH[0]:
+            if entry is None or entry[0] is not plan or entry[1] != TABLE_EPOCH[0]:
                 self._compile(plan)
         return self.program_bytes()
 
@@ -225,7 +224,7 @@ class SuperResNet(nn.Module):
                     cin = out
             cls = self.classifier
             head = (prefix(cls.weight, cls.weight.shape[0], cin), prefix(cls.bias, cls.bias.shape[0]))
-        entry = (p, ops.TABLE_EPOCH[0], (prog_stem, tuple(blocks), head))
+        entry = (p, TABLE_EPOCH[0], (prog_stem, tuple(blocks), head))
         self._programs[id(p)] = entry
         return entry
 
