@@ -15,6 +15,7 @@ against an *interpolated* fixed-SubNet line (the upper-right front of the fixed 
 
     python -m benchmarks.grid            # the whole grid (about 45 min on 2 cores)
     python -m benchmarks.grid --quick    # a few cells, for development
+    python -m benchmarks.grid --variant '{"reserve": 0}' --variant '{}'   # SlackFit variants vs grid.json
 """
 from __future__ import annotations
 
@@ -271,6 +272,57 @@ def plot(cells: list[dict], path: Path) -> None:
         print(f"wrote {out}")
 
 
+# --- SlackFit variants against a finished grid ------------------------------------------------
+def _cell_key(trace: str, cv2: float, workers: int, load: float, slo_factor: float, seed: int) -> tuple:
+    return (trace, float(cv2), int(workers), float(load), float(slo_factor), int(seed))
+
+
+def run_slackfit_only(job: tuple[dict, dict]) -> dict:
+    spec, kw = job
+    profile = LatencyProfile.load(spec["profile_path"])
+    tr = make_trace(spec["trace"], spec["cv2"], spec["rate"], spec["duration_s"], spec["seed"])
+    r = simulate(tr, profile, SlackFit(profile, num_workers=spec["workers"], **kw),
+                 num_workers=spec["workers"], slo_ms=spec["slo_ms"])
+    return {"slo_attainment": r.slo_attainment, "mean_accuracy": r.mean_accuracy}
+
+
+def variants(specs: list[dict], against: Path, kws: list[dict], jobs: int) -> list[dict]:
+    """Rerun SlackFit alone with each set of keyword arguments on every cell, judged against
+    the other policies' results in a finished grid (``against``): how the variant tables of
+    docs/scheduling.md section 6 are made (about a minute per variant on 2 cores). The other
+    policies are not rerun, so a variant is compared with the code that wrote ``against``."""
+    import json
+    base = json.loads(against.read_text())
+    others = {_cell_key(c["trace"], c["cv2_asked"], c["workers"], c["load"], c["slo_factor"], c["seed"]):
+              {k: v for k, v in c["policies"].items() if k != "SlackFit"} for c in base["cells"]}
+    out = []
+    for kw in kws:
+        with ProcessPoolExecutor(jobs) as ex:
+            mine = list(ex.map(run_slackfit_only, [(s, kw) for s in specs], chunksize=4))
+        misses, dominated, gains = [], [], []
+        for s, me in zip(specs, mine):
+            rows = others.get(_cell_key(s["trace"], s["cv2"], s["workers"], s["load"], s["slo_factor"], s["seed"]))
+            if rows is None:
+                raise SystemExit(f"{against} has no cell {s['trace']} cv2={s['cv2']} w={s['workers']} "
+                                 f"load={s['load']} slo={s['slo_factor']}: rerun the grid with the same options")
+            fixed = [v for k, v in rows.items() if k.startswith("fixed:")]
+            where = f"w{s['workers']} {s['trace']} cv2={s['cv2']} load={s['load']} slo={s['slo_factor']}"
+            if any(v["slo_attainment"] >= 0.999 for v in fixed) and me["slo_attainment"] < 0.999:
+                misses.append(where)
+            if any(is_dominated(me, v) for v in rows.values()):
+                dominated.append(where)
+            g = accuracy_on_line(fixed_front(fixed), me["slo_attainment"])
+            if g is not None:
+                gains.append(100 * me["mean_accuracy"] - g)
+        rec = {"slackfit_kw": kw, "cells": len(specs), "misses": len(misses), "dominated": len(dominated),
+               "accuracy_gain_mean_pts": float(np.mean(gains)) if gains else None,
+               "miss_cells": misses, "dominated_cells": dominated}
+        print(f"{json.dumps(kw)}: misses {len(misses)}, dominated {len(dominated)} of {len(specs)}, "
+              f"gain {rec['accuracy_gain_mean_pts']:+.3f} points")
+        out.append(rec)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", type=Path, default=None)
@@ -278,12 +330,24 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=1)
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--out", default="grid")
+    ap.add_argument("--variant", action="append", default=[], metavar="JSON",
+                    help='SlackFit keyword arguments, e.g. \'{"reserve": 0}\' (repeatable): rerun SlackFit alone '
+                         'with each, against the other policies of --against; writes <out>_variants.json')
+    ap.add_argument("--against", type=Path, default=RESULTS / "grid.json",
+                    help="the finished grid whose other policies the variants are judged against")
     args = ap.parse_args()
     profile, which = resolve_profile(args.profile)
     ppath = str(args.profile) if args.profile else str(Path(__file__).resolve().parent.parent / "superserve" / "data" / "embedded" / "profile.json")
     specs = cell_specs(profile, ppath, args.quick, args.seeds)
     print(which)
     print(f"{len(specs)} cells; C_small(1) = {c_small(profile, 1):.0f} req/s; SLO base {slo_base_ms(profile):.2f} ms")
+    if args.variant:
+        import json
+        recs = variants(specs, args.against, [json.loads(v) for v in args.variant], args.jobs)
+        out = RESULTS / f"{args.out}_variants.json"
+        out.write_text(json.dumps({"against": args.against.name, "variants": recs}, indent=1))
+        print(f"wrote {out}")
+        return
     t0 = time.perf_counter()
     with ProcessPoolExecutor(args.jobs) as ex:
         cells = list(ex.map(run_cell, specs, chunksize=1))
