@@ -379,3 +379,27 @@ def test_edf_queue_tracks_the_stream():
     assert q.latest_deadline == float("-inf")
     q.push(Request(200, 10.0, 10.2))
     assert q.latest_deadline == pytest.approx(10.2)  # reset once the queue emptied
+
+
+def test_shedding_keeps_requests_some_subnet_can_still_serve():
+    # On the embedded profile the SubNet fastest at batch 1 is not the fastest at batch 16.
+    # A full batch whose head has just enough slack for the fastest option at 16 must be
+    # served, not shed (it was shed while shedding read the batch-1-fastest SubNet's row).
+    from superserve.scheduling.conventions import resolve_profile
+    prof, _ = resolve_profile(None)
+    pol = SlackFit(prof)
+    t = pol.table
+    b1_fastest = t.latency_ms[t.fastest_subnet][15]
+    best16 = min(row[15] for row in t.latency_ms)
+    assert best16 < b1_fastest  # the profile's crossing this test relies on
+    assert pol.fastest_ms[15] == pytest.approx(best16)
+    slack_ms = (best16 + b1_fastest) / 2
+    q = EdfQueue()
+    for i in range(16):
+        q.push(Request(i, 0.0, slack_ms / 1000.0 + 1e-6 * i))
+    assert pol.shed(q, 0.0) == [] and len(q) == 16
+    d = pol.decide(q, 0.0)
+    assert d.batch_size >= 15 and d.expected_latency_ms <= slack_ms
+    # A one-model baseline still sheds on its own model's row.
+    clip = ClipperPlus(prof, t.ids[t.fastest_subnet])
+    assert clip.fastest_ms[15] == pytest.approx(b1_fastest)
