@@ -270,7 +270,7 @@ def test_slackfit_short_queue_is_the_papers_choice():
 def test_slackfit_short_queue_under_sustained_load_is_planned():
     # The same short queue inside a stream at the top capacity (sustained over the long
     # window): the gate no longer hands it to the most accurate SubNet, and no batch may hold
-    # a worker for longer than commit_share x (1 - u) of the SLO.
+    # a worker for much longer than the top-throughput batch T (T + (1 - u) x (SLO - T)).
     pol = SlackFit(PROFILE, num_workers=1)
     top = max(capacity_per_ms(PROFILE, s, 1e9) for s in range(len(PROFILE.subnets)))
     now, slo = 1.0, 0.05
@@ -280,6 +280,39 @@ def test_slackfit_short_queue_under_sustained_load_is_planned():
     d = pol.decide(q, now)
     assert d.subnet_index != len(PROFILE.subnets) - 1
     assert d.expected_latency_ms <= max(pol._top_batch_ms, slo * 1000.0 * 0.1) + 1e-9
+
+
+def _timed_queue(arrivals: list[float], slo_s: float) -> EdfQueue:
+    q = EdfQueue()
+    for i, t in enumerate(arrivals):
+        q.push(Request(i, t, t + slo_s))
+    return q
+
+
+@pytest.mark.parametrize("share", [0.05, 0.7])
+def test_slackfit_commit_limit_shrinks_on_bursty_streams_near_capacity(share):
+    # The same mean rate, once as evenly spaced arrivals and once as on/off bursts: at 70 % of
+    # the top capacity the bursty stream may hold a worker for less time (a burst finds it
+    # busy); at 5 % burstiness costs nothing. Never below the top-throughput batch.
+    import numpy as np
+    pol = SlackFit(PROFILE, num_workers=1)
+    top = max(capacity_per_ms(PROFILE, s, 1e9) for s in range(len(PROFILE.subnets))) * 1000.0
+    rate, now, slo = share * top, 1.0, 0.05
+    n = int(rate * 0.3)
+    even = list(now - np.arange(n)[::-1] / rate)
+    burst = 20  # requests per burst, 1 us apart, bursts spaced to the same mean rate
+    onoff = sorted(now - (k // burst) * burst / rate - (k % burst) * 1e-6 for k in range(n))
+    limits = {}
+    for name, arr in (("even", even), ("onoff", onoff)):
+        q = _timed_queue(arr, slo)
+        while len(q) > 40:
+            q.pop_earliest(1)
+        limits[name] = pol.plan(q, now, 1).limit_ms
+        assert limits[name] >= pol._top_batch_ms - 1e-9
+    if share > 0.5:
+        assert limits["onoff"] < 0.8 * limits["even"]
+    else:
+        assert limits["onoff"] == pytest.approx(limits["even"], rel=0.05)
 
 
 def test_slackfit_light_load_serves_the_most_accurate_subnet():

@@ -117,3 +117,30 @@ def test_arrival_rate_reads_a_fresh_stream_at_its_rate(rate, span_ms, window_ms)
     seen = min(window_ms / 1000.0, now - 10.0)
     expected = n * min(1.0, seen / (now - 10.0)) / seen
     assert q.arrival_rate(now, window_ms / 1000.0) == pytest.approx(expected, rel=0.05, abs=2 / seen)
+
+
+def _stream(gaps):
+    q, t = EdfQueue(), 0.0
+    for i, g in enumerate(gaps):
+        t += g
+        q.push(Request(id=i, arrival=t, deadline=t + 1.0))
+        q.pop_earliest(1)
+    return q
+
+
+def test_interarrival_cv2_tells_poisson_from_bursts():
+    import numpy as np
+    rng = np.random.default_rng(0)
+    assert EdfQueue().interarrival_cv2 == 1.0  # nothing seen yet: read as Poisson
+    assert _stream([1e-3] * 5000).interarrival_cv2 == pytest.approx(0.0, abs=1e-6)  # evenly spaced
+    assert _stream(rng.exponential(1e-3, 20_000)).interarrival_cv2 == pytest.approx(1.0, abs=0.25)
+    # On/off: bursts of 50 requests 10 us apart, then a 20-ms gap.
+    onoff = ([1e-5] * 49 + [2e-2]) * 400
+    assert _stream(onoff).interarrival_cv2 > 10.0
+
+
+def test_requeued_request_is_not_a_new_arrival_for_burstiness():
+    q = _stream([1e-3] * 3000)
+    before = q.interarrival_cv2
+    q.push(Request(id=10**6, arrival=1.0, deadline=4.0))  # re-queued: arrived long ago
+    assert q.interarrival_cv2 == before

@@ -24,10 +24,15 @@ class QueueFull(Exception):
     """The queue is at its capacity bound; answer the request now (e.g. HTTP 503) instead."""
 
 
+GAP_SPAN = 1024  # arrivals behind the burstiness estimate
+GAP_WEIGHT = 1.0 / GAP_SPAN
+
+
 class EdfQueue:
     """Requests ordered by absolute deadline (ties by id)."""
 
-    __slots__ = ("_heap", "_removed", "_live", "capacity", "_floors", "_latest", "_times", "_t0", "horizon_s", "_first")
+    __slots__ = ("_heap", "_removed", "_live", "capacity", "_floors", "_latest", "_times", "_t0", "horizon_s", "_first",
+                 "_gap_m1", "_gap_m2")
 
     def __init__(self, capacity: int | None = None, *, horizon_s: float = 0.25) -> None:
         self._heap: list[tuple[float, int, Request]] = []
@@ -44,6 +49,10 @@ class EdfQueue:
         self._t0 = 0
         self.horizon_s = horizon_s
         self._first = float("inf")  # the first arrival ever seen: a window never reaches before it
+        # Moving averages of the inter-arrival gap and its square (the last ~GAP_SPAN arrivals):
+        # the stream's burstiness, CV^2 = m2 / m1^2 - 1.
+        self._gap_m1 = -1.0  # < 0: no gap seen yet
+        self._gap_m2 = 0.0
 
     # --- size ----------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -73,6 +82,13 @@ class EdfQueue:
         if not times or request.arrival >= times[-1]:  # a re-queued request is not a new arrival
             if not times and request.arrival < self._first:
                 self._first = request.arrival
+            if times:
+                gap = request.arrival - times[-1]
+                if self._gap_m1 < 0.0:  # the first gap seeds both averages (no bias towards 0)
+                    self._gap_m1, self._gap_m2 = gap, gap * gap
+                else:
+                    self._gap_m1 += (gap - self._gap_m1) * GAP_WEIGHT
+                    self._gap_m2 += (gap * gap - self._gap_m2) * GAP_WEIGHT
             times.append(request.arrival)
             if not len(times) & 4095:  # bounded memory even if nobody asks for the rate
                 self._trim(request.arrival)
@@ -125,6 +141,14 @@ class EdfQueue:
         n = len(times) - bisect_left(times, now - window_s, self._t0)
         seen = now - self._first
         return n / (window_s if seen >= window_s else (seen if seen > min_span_s else min_span_s))
+
+    @property
+    def interarrival_cv2(self) -> float:
+        """The squared coefficient of variation of the recent inter-arrival gaps (about the
+        last ``GAP_SPAN`` arrivals): 1 for a Poisson stream, more for a bursty one; 1 before
+        any gap is seen."""
+        m1 = self._gap_m1
+        return self._gap_m2 / (m1 * m1) - 1.0 if m1 > 0.0 else 1.0
 
     def _trim(self, now: float) -> None:
         times = self._times

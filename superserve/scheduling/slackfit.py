@@ -9,11 +9,17 @@ behind the head grows, and a burst then meets slow batches (docs/scheduling.md, 
 This rule decides in two steps, each a handful of bisects (2-3 us with thousands queued):
 
 0. **The sustained load.** u = the rate over ``long_window_ms`` against the top capacity
-   (the best throughput of any SubNet). It bounds how long a batch may hold a worker:
-   ``commit_share`` x (1 - u) of the SLO (a burst that starts meanwhile finds the worker
-   busy; measured: at the start of a burst after a lull, 4-14 ms batches of accurate SubNets
-   on every worker cost 0.1-0.4 points of attainment near capacity), never less than the
-   top-throughput option's own batch.
+   (the best throughput of any SubNet). It bounds how long a batch may hold a worker (a
+   burst that starts meanwhile finds the worker busy; measured: at the start of a burst after
+   a lull, 4-14 ms batches of accurate SubNets on every worker cost 0.1-0.4 points of
+   attainment near capacity): from the whole SLO at u = 0 down to the top-throughput option's
+   own batch T at u = 1, T + ``commit_share`` x (1 - u) x (SLO - T). Measured from T, not
+   from zero, so that where one batch has a large fixed cost (a GPU: T is 44 % of the SLO in
+   the paper's setting) the limit still leaves room for batches worth running. The stream's
+   burstiness shortens it further: the part above T is divided by 1 + u^2 x min(CV^2 - 1,
+   ``burst_cap``), CV^2 the recent inter-arrival gaps' (``EdfQueue.interarrival_cv2``): a
+   Poisson stream keeps the whole limit, a bursty one near capacity about a third, and at
+   light load burstiness costs nothing (u^2).
 1. **The cap (the plan).** Once more than ``gate`` x workers x max_batch requests are queued,
    or u >= ``floor_from`` (below both, a queue the fleet clears in about one round of
    batches at a load well below capacity, the cap is the most accurate SubNet and the slack
@@ -66,6 +72,7 @@ DEFAULT_LONG_WEIGHT = 1.0
 DEFAULT_FLOOR_FROM = 0.9
 DEFAULT_COMMIT_SHARE = 1.0
 DEFAULT_RESERVE = 2.0
+DEFAULT_BURST_CAP = 4.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,13 +100,14 @@ class SlackFit(Policy):
                  batch_share: float = DEFAULT_BATCH_SHARE, horizon_slos: float = DEFAULT_HORIZON_SLOS,
                  long_window_ms: float = DEFAULT_LONG_WINDOW_MS, long_weight: float = DEFAULT_LONG_WEIGHT,
                  floor_from: float = DEFAULT_FLOOR_FROM, commit_share: float = DEFAULT_COMMIT_SHARE,
-                 reserve: float = DEFAULT_RESERVE, lookahead: bool = False, **common: Any) -> None:
+                 reserve: float = DEFAULT_RESERVE, burst_cap: float = DEFAULT_BURST_CAP,
+                 lookahead: bool = False, **common: Any) -> None:
         super().__init__(profile, **common)  # options= / the PolicyOptions fields (num_workers, ...)
         if rate_window_ms <= 0 or long_window_ms <= 0:
             raise ValueError("rate_window_ms and long_window_ms must be > 0")
-        if min(margin, rate_weight, gate, long_weight, horizon_slos, floor_from, commit_share, reserve) < 0:
-            raise ValueError("margin, rate_weight, gate, long_weight, horizon_slos, floor_from, commit_share "
-                             "and reserve must be >= 0")
+        if min(margin, rate_weight, gate, long_weight, horizon_slos, floor_from, commit_share, reserve, burst_cap) < 0:
+            raise ValueError("margin, rate_weight, gate, long_weight, horizon_slos, floor_from, commit_share, "
+                             "reserve and burst_cap must be >= 0")
         if not 0 < batch_share <= 1:
             raise ValueError("batch_share must be in (0, 1]")
         self.rate_window_ms = float(rate_window_ms)
@@ -113,6 +121,7 @@ class SlackFit(Policy):
         self.horizon_slos = float(horizon_slos)
         self.commit_share = float(commit_share)
         self.reserve = float(reserve)
+        self.burst_cap = float(burst_cap)
         self.lookahead = bool(lookahead)
         t, oh = self.table, self.overhead_ms
         # Latency with the known overhead: what a decision really costs.
@@ -167,10 +176,14 @@ class SlackFit(Policy):
         top = -self._staircase(slo_ms).neg_capacity[0]
         u = sustained / top if top > 0.0 else 1.0
         # How long a batch may hold a worker: batch_share of the SLO, and under a sustained
-        # load u only commit_share x (1 - u) of it (a burst that starts meanwhile finds the
-        # worker busy), never below the top-throughput option's own batch.
+        # load u only the top-throughput batch T plus commit_share x (1 - u) of the rest (a
+        # burst that starts meanwhile finds the worker busy), less on a bursty stream.
         limit_ms = self.batch_share * slo_ms
-        risk_ms = self.commit_share * (1.0 - u) * slo_ms
+        top_ms = self._top_batch_ms
+        risk_ms = top_ms + self.commit_share * (1.0 - u) * (slo_ms - top_ms)
+        cv2 = queue.interarrival_cv2
+        if cv2 > 1.0 and self.burst_cap > 0.0:
+            risk_ms = top_ms + (risk_ms - top_ms) / (1.0 + u * u * min(cv2 - 1.0, self.burst_cap))
         if risk_ms < limit_ms:
             limit_ms = risk_ms if risk_ms > self._top_batch_ms else self._top_batch_ms
         st = self._staircase(limit_ms)
@@ -243,5 +256,5 @@ class SlackFit(Policy):
         return (f"rate_window_ms={self.rate_window_ms}, rate_weight={self.rate_weight}, margin={self.margin}, "
                 f"gate={self.gate}, batch_share={self.batch_share}, horizon_slos={self.horizon_slos}, "
                 f"long_window_ms={self.long_window_ms}, long_weight={self.long_weight}, floor_from={self.floor_from}, "
-                f"commit_share={self.commit_share}, reserve={self.reserve}"
+                f"commit_share={self.commit_share}, reserve={self.reserve}, burst_cap={self.burst_cap}"
                 f"{la}, num_workers={self.num_workers}, {super().describe()}")
