@@ -17,6 +17,12 @@ def serve_command(
     device: Optional[str] = typer.Option(None, help="cpu (default), cuda (every visible GPU, one worker per "
                                                     "GPU unless --workers) or cuda:N (every worker on GPU N)"),
     workers: Optional[int] = typer.Option(None, help="worker processes (default 1; on cuda one per GPU)"),
+    backend: Optional[str] = typer.Option(None, help="where workers run: local (default: processes on this machine) "
+                                                     "or ray (one Ray actor per worker over a Ray cluster's nodes; "
+                                                     "docs/ray.md)"),
+    address: Optional[str] = typer.Option(None, help="with --backend ray: the cluster, auto (default: the one "
+                                                     "`ray start` began on this machine), HOST:PORT, or local (a "
+                                                     "private single-node instance)"),
     threads_per_worker: Optional[int] = typer.Option(None, help="torch threads per worker (default 1)"),
     host: Optional[str] = typer.Option(None, help="bind address (default 127.0.0.1: loopback only)"),
     http_port: Optional[int] = typer.Option(None, help="HTTP port (default 8000; 0: any free port)"),
@@ -64,6 +70,7 @@ def serve_command(
     overrides: dict[str, Any] = dict(
         bundle=str(bundle) if bundle else None, profile=str(profile) if profile else None, policy=policy,
         subnet=subnet, min_accuracy=min_accuracy, device=device, workers=workers, threads_per_worker=threads_per_worker,
+        backend=backend, ray_address=address,
         host=host, http_port=http_port, grpc_port=grpc_port, slo_ms=slo_ms, queue_capacity=queue_capacity,
         late=late, response_margin_ms=response_margin_ms, model_name=model_name,
         ready_file=str(ready_file) if ready_file else None,

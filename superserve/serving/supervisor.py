@@ -25,7 +25,8 @@ from typing import Callable
 from superserve.serving.events import EventLog
 from superserve.serving.messages import BatchDone, BatchFailed
 from superserve.serving.metrics import ServingMetrics
-from superserve.serving.pool import WorkerHandle, WorkerPool, WorkerState
+from superserve.serving.executor import Executor
+from superserve.serving.pool import WorkerHandle, WorkerState
 from superserve.serving.restart import RestartPolicy
 from superserve.serving.router import Router
 
@@ -37,7 +38,7 @@ class Supervisor:
     restarts dead workers. Deaths before :meth:`arm` (start-up) are only forwarded: a worker
     that cannot start is a configuration error the server reports and exits on."""
 
-    def __init__(self, router: Router, pool: WorkerPool, policy: RestartPolicy, metrics: ServingMetrics,
+    def __init__(self, router: Router, pool: Executor, policy: RestartPolicy, metrics: ServingMetrics,
                  events: EventLog, loop: asyncio.AbstractEventLoop,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.router = router
@@ -64,7 +65,7 @@ class Supervisor:
             timer.cancel()
         self._timers.clear()
 
-    def adopt(self, pool: WorkerPool) -> None:
+    def adopt(self, pool: Executor) -> None:
         """Hot reload: supervise ``pool`` (warm, ready) instead of the old one, whose pending
         restarts are cancelled and whose deaths and give-ups are forgotten; ``pool``'s events
         come here from now on. Call in the same loop step as the router's switch."""
