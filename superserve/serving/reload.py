@@ -108,6 +108,7 @@ class Reloader:
         self._task: asyncio.Task[dict[str, Any]] | None = None
         self._warming: _WarmUp | None = None
         self._closing = False
+        self.busy: Callable[[], bool] = lambda: False  # the scaler's "changing the worker count"
 
     @property
     def in_progress(self) -> bool:
@@ -119,6 +120,8 @@ class Reloader:
         422 an unusable or incompatible bundle, 500 a new worker failed to start)."""
         if self.in_progress:
             raise ApiError(409, "a reload is already in progress; wait for it to finish")
+        if self.busy():
+            raise ApiError(409, "the worker count is being changed; reload once that is done")
         if self._closing or not self.router.accepting:
             raise ApiError(409, "the server is not serving (starting up or shutting down); reload refused")
         if not isinstance(bundle, str) or not bundle:

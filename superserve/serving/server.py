@@ -36,6 +36,7 @@ from superserve.serving.executor import Executor, make_executor
 from superserve.serving.reload import Reloader
 from superserve.serving.rest import RestApi
 from superserve.serving.router import Router
+from superserve.serving.scaling import Scaler
 from superserve.serving.supervisor import Supervisor
 from superserve.scheduling.conventions import default_slo_ms
 
@@ -146,6 +147,8 @@ async def serve(config: ServeConfig) -> int:
     reloader = Reloader(config, info, router, pool, supervisor, events, loop,
                         lambda new: build_planner(config, new, time.monotonic()), on_swap, WARMUP_TIMEOUT_S)
     rest.reloader = reloader.reload
+    scaler = Scaler(config, reloader, router, supervisor, events, WARMUP_TIMEOUT_S)
+    rest.scaler, rest.workers_info = scaler.scale, scaler.info
     # handler_cancellation: aiohttp >= 3.9 no longer cancels a handler whose client went
     # away; without it a disconnected client's request would keep its queue slot and be run.
     runner = web.AppRunner(rest.app(), access_log=None, handle_signals=False, handler_cancellation=True)

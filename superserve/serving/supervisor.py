@@ -78,6 +78,17 @@ class Supervisor:
         self.pool = pool
         pool.listener = self
 
+    def release(self, ws: list[WorkerHandle]) -> None:
+        """Scaling down: ``ws`` leave the pool; cancel their pending restarts, forget their
+        deaths. A later death of one of them only reaches the router (its batch)."""
+        for w in ws:
+            timer = self._timers.pop(w.index, None)
+            if timer is not None:
+                timer.cancel()
+            self._deaths.pop(w.index, None)
+            self._down_since.pop(w.index, None)
+            self.given_up.discard(w.index)
+
     def can_recover(self) -> bool:
         """False only when, armed, no worker is alive (serving or warming up) and none has a
         restart pending: nothing short of restarting the server brings one back."""
@@ -108,6 +119,9 @@ class Supervisor:
         self.router.batch_failed(w, msg)
 
     def worker_died(self, w: WorkerHandle) -> None:
+        if w not in self.pool.workers:  # removed by scaling down: its batch only, no restart
+            self.router.worker_died(w)
+            return
         inflight = self.router.in_flight(w)
         in_batch = len(inflight.batch) if inflight is not None else 0
         slot, pid = w.index, w.pid
