@@ -3,12 +3,13 @@
 Writes benchmarks/results/ray.json. One run, on a two-node Ray cluster started here on this
 machine (ray.cluster_utils.Cluster, bound to 127.0.0.1):
 
-* ``serving``: the bursty trace (superserve/experiments/comparison.py's rule: base + Gamma
-  CV^2=8 stream, here 0.35 + 0.35 x C_large, the largest SubNet's measured raw rate on 2
-  workers) replayed by the
-  open-loop client against a server with 2 local worker processes, then against one with 2
-  Ray actors (one per node): SLO attainment and mean served accuracy of each, and the gap
-  (goal: within 1 point).
+* ``serving``: both servers up at once (2 local worker processes; 2 Ray actors, one per
+  node), the same bursty trace replayed ``--rounds`` times on each, alternating, so the two
+  see the same background noise; pooled over the rounds. The trace follows
+  superserve/experiments/comparison.py's rule (base + Gamma CV^2=8 stream), here 0.35 +
+  0.35 x C_large, the largest SubNet's measured raw rate on 2 workers. Figures: SLO
+  attainment and mean served accuracy (at the open-loop client) of each, and the gap (goal:
+  within 1 point).
 * ``per_batch_overhead_us``: the executor path alone, measured in this process through the
   real pools (superserve/serving/pool.py, ray_pool.py) on the smallest SubNet: dispatch to
   ``batch_done`` minus the worker's own compute time, at batch 1 and 16; and the Ray round
@@ -16,13 +17,14 @@ machine (ray.cluster_utils.Cluster, bound to 127.0.0.1):
 * ``kill``: a second, shorter replay on each server during which one worker (process or
   actor) is SIGKILLed: requests sent = answered (every request gets exactly one HTTP answer).
 
-Usage: python -m benchmarks.ray [--duration 30] [--kill-duration 12] [--quick]
+Usage: python -m benchmarks.ray [--duration 15] [--rounds 3] [--kill-duration 12] [--quick]
 (run as a module: a script named ray.py would shadow the ray package).
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -55,6 +57,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 # Mean load 0.7 x C_large with CV^2 = 8 bursts (live.py's rule runs at 1.0 x C_large): the two
 # backends are compared where a server can serve, not where both drown in a shared machine's noise.
 BASE_FRAC, VARIANT_FRAC = 0.35, 0.35
+BACKENDS = ("local", "ray")
 
 
 def start_cluster() -> Any:
@@ -178,49 +181,60 @@ def worker_pids(srv: ServerProcess) -> list[int]:
         return json.loads(r.read())["worker_pids"]
 
 
-def serve_and_kill(cfg: ServeConfig, p: ex.ExperimentPlan, kill_trace: Any, kill_at_s: float) -> dict[str, Any]:
-    out: dict[str, Any] = {"backend": cfg.backend}
-    t0 = time.monotonic()
-    with ServerProcess(cfg, startup_timeout_s=300) as srv:
-        out["server_start_s"] = round(time.monotonic() - t0, 2)
-        run = run_bench(p.trace, url=srv.http_url, model=cfg.model_name, slo_ms=p.slo_ms, bundle=p.bundle,
-                        progress=False, label=cfg.backend)
-        s = summarize(run.records, wall_s=run.wall_s)
-        out["serving"] = {k: s[k] for k in ("requests", "sent", "http_answers", "slo_attainment", "mean_accuracy",
-                                            "mean_batch_size", "counts", "latency_ms", "throughput_rps")}
-        time.sleep(1.0)
-        victim = worker_pids(srv)[0]
-        timer = threading.Timer(kill_at_s, os.kill, (victim, signal.SIGKILL))
-        timer.start()
-        run = run_bench(kill_trace, url=srv.http_url, model=cfg.model_name, slo_ms=p.slo_ms, bundle=p.bundle,
-                        progress=False, label=cfg.backend + " kill")
-        timer.join()
-        k = summarize(run.records, wall_s=run.wall_s)
-        end = time.monotonic() + 60  # the restarted worker loads and warms every SubNet: wait for it
-        while time.monotonic() < end and not any(e["event"] == "worker_ready" and e.get("restarted")
-                                                 for e in srv.events()):
-            time.sleep(0.2)
-        events = srv.events()
-        died = [e for e in events if e["event"] == "worker_died"]
-        back = [e for e in events if e["event"] == "worker_ready" and e.get("restarted")]
-        out["kill"] = {"killed_pid": victim, "killed_at_s": kill_at_s, "sent": k["sent"],
-                       "answered": k["http_answers"], "sent_equals_answered": k["sent"] == k["http_answers"],
-                       "slo_attainment": k["slo_attainment"], "mean_accuracy": k["mean_accuracy"],
-                       "counts": k["counts"], "deaths_seen": len(died),
-                       "in_flight_at_death": died[0].get("in_flight") if died else None,
-                       "exit_code_seen": died[0].get("exitcode") if died else None,
-                       "recovered_s": round(back[0]["down_s"], 2) if back else None}
-        ready = next((e for e in events if e["event"] == "server_ready"), {})
-        out["workers"] = ready.get("workers")
-        chk = next((e for e in events if e["event"] == "profile_check"), None)
-        if chk:
-            out["profile_check"] = {k: chk.get(k) for k in ("speed", "overhead_ms", "overhead_p50_ms")}
-    return out
+def replay_once(srv: ServerProcess, trace: Any, p: ex.ExperimentPlan, label: str) -> dict[str, Any]:
+    run = run_bench(trace, url=srv.http_url, model=srv.config.model_name, slo_ms=p.slo_ms, bundle=p.bundle,
+                    progress=False, label=label)
+    s = summarize(run.records, wall_s=run.wall_s)
+    return {k: s[k] for k in ("requests", "sent", "http_answers", "slo_attainment", "mean_accuracy",
+                              "mean_batch_size", "counts", "latency_ms", "throughput_rps")}
+
+
+def pooled(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Attainment over every request of every round; accuracy weighted by answers in time."""
+    n = sum(r["requests"] for r in rounds)
+    good = [r["slo_attainment"] * r["requests"] for r in rounds]
+    acc = sum(r["mean_accuracy"] * g for r, g in zip(rounds, good)) / sum(good) if sum(good) else float("nan")
+    return {"requests": n, "slo_attainment": round(sum(good) / n, 6), "mean_accuracy": round(acc, 5),
+            "mean_batch_size": round(statistics.fmean(r["mean_batch_size"] for r in rounds), 3),
+            "sent": sum(r["sent"] for r in rounds), "http_answers": sum(r["http_answers"] for r in rounds)}
+
+
+def kill_run(srv: ServerProcess, p: ex.ExperimentPlan, kill_trace: Any, kill_at_s: float) -> dict[str, Any]:
+    """Replay ``kill_trace`` and SIGKILL worker 0 (process or actor) ``kill_at_s`` into it."""
+    victim = worker_pids(srv)[0]
+    timer = threading.Timer(kill_at_s, os.kill, (victim, signal.SIGKILL))
+    timer.start()
+    run = run_bench(kill_trace, url=srv.http_url, model=srv.config.model_name, slo_ms=p.slo_ms, bundle=p.bundle,
+                    progress=False, label=srv.config.backend + " kill")
+    timer.join()
+    k = summarize(run.records, wall_s=run.wall_s)
+    end = time.monotonic() + 60  # the restarted worker loads and warms every SubNet: wait for it
+    while time.monotonic() < end and not any(e["event"] == "worker_ready" and e.get("restarted")
+                                             for e in srv.events()):
+        time.sleep(0.2)
+    events = srv.events()
+    died = [e for e in events if e["event"] == "worker_died"]
+    back = [e for e in events if e["event"] == "worker_ready" and e.get("restarted")]
+    return {"killed_pid": victim, "killed_at_s": kill_at_s, "sent": k["sent"], "answered": k["http_answers"],
+            "sent_equals_answered": k["sent"] == k["http_answers"], "slo_attainment": k["slo_attainment"],
+            "mean_accuracy": k["mean_accuracy"], "counts": k["counts"], "deaths_seen": len(died),
+            "in_flight_at_death": died[0].get("in_flight") if died else None,
+            "exit_code_seen": died[0].get("exitcode") if died else None,
+            "recovered_s": round(back[0]["down_s"], 2) if back else None}
+
+
+def server_facts(srv: ServerProcess, started_s: float) -> dict[str, Any]:
+    events = srv.events()
+    ready = next((e for e in events if e["event"] == "server_ready"), {})
+    chk = next((e for e in events if e["event"] == "profile_check"), None)
+    return {"server_start_s": round(started_s, 2), "workers": ready.get("workers"),
+            "profile_check": {k: chk.get(k) for k in ("speed", "overhead_ms", "overhead_p50_ms")} if chk else None}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--duration", type=float, default=30.0, help="seconds of bursty trace per backend")
+    ap.add_argument("--duration", type=float, default=15.0, help="seconds of the bursty trace")
+    ap.add_argument("--rounds", type=int, default=3, help="replays of the trace per backend, alternating")
     ap.add_argument("--kill-duration", type=float, default=12.0, help="seconds of the replay with a kill")
     ap.add_argument("--max-mean-rate", type=float, default=1500.0)
     ap.add_argument("--overhead-batches", type=int, default=300)
@@ -228,7 +242,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=RESULTS / "ray.json")
     args = ap.parse_args()
     if args.quick:
-        args.duration, args.kill_duration, args.overhead_batches = 5.0, 5.0, 50
+        args.duration, args.kill_duration, args.overhead_batches, args.rounds = 5.0, 5.0, 50, 1
     t_start = time.monotonic()
     cluster = start_cluster()
     try:
@@ -245,15 +259,29 @@ def main() -> None:
               f"ray no-op call {overhead['ray_noop_call']}")
         spec = ex.PolicySpec("SlackFit", "slackfit")
         base = ex.server_config(p, spec)
-        runs = {}
-        for backend in ("local", "ray"):
-            cfg = replace(base, backend=backend, ray_address=cluster.address).validate()
-            runs[backend] = serve_and_kill(cfg, p, kill_trace, kill_at_s=min(4.0, args.kill_duration / 3))
-            r = runs[backend]
-            print(f"{backend:>5}: attainment {r['serving']['slo_attainment']:.4f}, accuracy "
-                  f"{r['serving']['mean_accuracy']}, batch {r['serving']['mean_batch_size']} ({r['workers']}); "
-                  f"kill: sent {r['kill']['sent']} answered {r['kill']['answered']}, attainment "
-                  f"{r['kill']['slo_attainment']:.4f}, recovered in {r['kill']['recovered_s']} s")
+        runs: dict[str, dict[str, Any]] = {b: {"backend": b, "rounds": []} for b in BACKENDS}
+        with contextlib.ExitStack() as stack:
+            servers = {}
+            for b in BACKENDS:  # both up throughout: their replays alternate, so both see the same noise
+                t0 = time.monotonic()
+                cfg = replace(base, backend=b, ray_address=cluster.address).validate()
+                servers[b] = stack.enter_context(ServerProcess(cfg, startup_timeout_s=300))
+                runs[b].update(server_facts(servers[b], time.monotonic() - t0))
+            for k in range(args.rounds):
+                for b in (BACKENDS if k % 2 == 0 else BACKENDS[::-1]):
+                    r = replay_once(servers[b], p.trace, p, b)
+                    runs[b]["rounds"].append(r)
+                    print(f"round {k + 1} {b:>5}: attainment {r['slo_attainment']:.4f}, accuracy {r['mean_accuracy']}, "
+                          f"batch {r['mean_batch_size']}")
+                    time.sleep(0.5)
+            for b in BACKENDS:
+                runs[b]["serving"] = pooled(runs[b]["rounds"])
+                runs[b]["kill"] = kill_run(servers[b], p, kill_trace, kill_at_s=min(4.0, args.kill_duration / 3))
+                r = runs[b]
+                print(f"{b:>5}: attainment {r['serving']['slo_attainment']:.4f}, accuracy "
+                      f"{r['serving']['mean_accuracy']} over {args.rounds} rounds ({r['workers']}); kill: sent "
+                      f"{r['kill']['sent']} answered {r['kill']['answered']}, attainment "
+                      f"{r['kill']['slo_attainment']:.4f}, recovered in {r['kill']['recovered_s']} s")
     finally:
         import ray
 
@@ -264,6 +292,7 @@ def main() -> None:
     gap_acc = round(100 * (ray_["mean_accuracy"] - loc["mean_accuracy"]), 3)
     result = {
         "benchmark": "ray", "policy": "SlackFit", "workers": 2, "slo_ms": p.slo_ms,
+        "rounds": args.rounds,
         "trace": {"requests": len(p.trace), "mean_rate": round(p.trace.mean_rate, 1), "duration_s": args.duration,
                   "rule": p.rules.get("trace"), "capacity": p.capacity},
         "cluster": "ray.cluster_utils.Cluster on this machine: 2 nodes (head + 1) x 2 logical CPUs, 127.0.0.1; "

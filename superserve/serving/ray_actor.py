@@ -32,10 +32,14 @@ import ray
 @ray.remote(concurrency_groups={"watch": 1})
 class SupernetActor:
     def __init__(self, spec_json: str, weights: np.ndarray, norm: np.ndarray) -> None:
-        from superserve.serving.worker import SupernetRunner, WorkerSpec
+        from superserve.serving.worker import SupernetRunner, WarmupPriority, WorkerSpec
 
         self.entered_at = time.monotonic()
         spec = WorkerSpec.from_json(spec_json)
+        # A restarted actor warms up nicer, as a restarted local worker does (its node's cores
+        # may be serving), then returns to its siblings' priority.
+        priority = WarmupPriority(spec.warmup_nice)
+        priority.enter()
         tmp = tempfile.mkdtemp(prefix="superserve-actor-")
         try:
             wpath, npath = os.path.join(tmp, "weights.safetensors"), os.path.join(tmp, "subnetnorm.safetensors")
@@ -48,6 +52,7 @@ class SupernetActor:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)  # loaded: the tensors are in memory
         self.warmup_s = self.runner.warm_up()
+        priority.leave()
         self.shape = (spec.max_batch, *spec.input_shape)
         self._never = threading.Event()
 
