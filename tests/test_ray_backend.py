@@ -212,3 +212,47 @@ def test_lost_node_mid_load_every_request_answered(cluster, server):
     assert all(s == 200 for s, _ in after)
     status, info = admin(server, "GET")
     assert info["ready"] == 2 and "on 1 node" in info["describe"], info
+
+
+def test_the_workers_command_reports_and_scales(server):
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "superserve.cli", "workers", "--url", server.http_url],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "Ray actor(s) on 2 node(s), 2 ready" in out.stdout, out
+    bad = subprocess.run([sys.executable, "-m", "superserve.cli", "workers", "0", "--url", server.http_url],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 1 and "HTTP 400" in bad.stderr, bad
+
+
+def test_an_unreachable_cluster_is_a_clear_error_not_a_hang():
+    import subprocess
+    import sys
+
+    t0 = time.monotonic()
+    out = subprocess.run([sys.executable, "-m", "superserve.cli", "serve", "--backend", "ray", "--address",
+                          "127.0.0.1:9", "--http-port", "0", "--grpc-port", "-1"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "cannot reach the Ray cluster at 127.0.0.1:9" in out.stderr, out
+    assert time.monotonic() - t0 < 60
+
+
+def test_settings_the_ray_backend_refuses():
+    from superserve.serving.config import ServeConfig
+
+    with pytest.raises(ValueError, match="backend must be one of"):
+        ServeConfig(backend="k8s").validate()
+    with pytest.raises(ValueError, match="standby_workers is not supported with backend ray"):
+        ServeConfig(backend="ray", standby_workers=1).validate()
+
+
+def test_how_a_ray_death_reads_to_the_router():
+    from superserve.serving.ray_pool import _is_loopback, exit_code_of
+
+    assert exit_code_of(RuntimeError("The actor was killed by `ray.kill`")) is None  # killed from outside
+    assert exit_code_of(RuntimeError("The actor died because its node has died. Node Id: ab")) is None
+    assert exit_code_of(RuntimeError("The actor is dead because its worker process has died. "
+                                     "Worker exit type: SYSTEM_ERROR")) == 1  # a crash: its batch re-runs alone
+    assert _is_loopback("127.0.0.1:6379") and _is_loopback("localhost:1") and _is_loopback("[::1]:6379")
+    assert not _is_loopback("10.0.0.5:6379") and not _is_loopback("ray://10.0.0.5:10001")

@@ -31,6 +31,7 @@ import asyncio
 import ipaddress
 import os
 import signal
+import socket
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -65,7 +66,12 @@ def connect(address: str | None) -> Any:
     process's own, bound to 127.0.0.1). Keeps this process's SIGTERM handling (ray.init
     replaces it)."""
     private = address in (None, "", "local")
-    loopback = private or _is_loopback(_resolve(address))
+    resolved = "" if private else _resolve(address)
+    if not private:
+        # ray.init retries an unreachable cluster for minutes, blocking the server's loop (and
+        # its SIGTERM): a plain TCP connect says at once whether anything listens there.
+        _check_reachable(address, resolved)
+    loopback = private or _is_loopback(resolved)
     if loopback:
         # Ray rewrites a loopback cluster address to this machine's outward IP before it
         # connects (it assumes clusters span machines); a cluster bound to 127.0.0.1 is not
@@ -105,6 +111,18 @@ def _resolve(address: str | None) -> str:
         return Path(tempfile.gettempdir(), "ray", "ray_current_cluster").read_text().strip()
     except OSError:
         return ""
+
+
+def _check_reachable(address: str | None, resolved: str, timeout_s: float = 5.0) -> None:
+    host, _, port = resolved.rpartition(":")
+    if not host or not port.isdigit():
+        raise RuntimeError(f"no Ray cluster found at {address!r} (set --address HOST:PORT, or start one on this "
+                           "machine with `ray start --head --node-ip-address 127.0.0.1`; see docs/ray.md)")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise RuntimeError(f"cannot reach the Ray cluster at {resolved} ({exc}); is `ray start --head` running "
+                           "there? (see docs/ray.md)") from None
 
 
 def _is_loopback(address: str) -> bool:
@@ -348,6 +366,4 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _hostname() -> str:
-    import socket
-
     return socket.gethostname()
