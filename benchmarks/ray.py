@@ -292,8 +292,8 @@ def main() -> None:
     gap_acc = round(100 * (ray_["mean_accuracy"] - loc["mean_accuracy"]), 3)
     # Round k of each backend ran back to back: the spread of the paired gaps is the noise floor
     # of this comparison on this machine.
-    pair_gaps = [round(100 * (r["slo_attainment"] - l["slo_attainment"]), 3)
-                 for l, r in zip(runs["local"]["rounds"], runs["ray"]["rounds"])]
+    pair_gaps = [round(100 * (ra["slo_attainment"] - lo["slo_attainment"]), 3)
+                 for lo, ra in zip(runs["local"]["rounds"], runs["ray"]["rounds"])]
     sd = statistics.stdev(pair_gaps) if len(pair_gaps) > 1 else float("nan")
     result = {
         "benchmark": "ray", "policy": "SlackFit", "workers": 2, "slo_ms": p.slo_ms,

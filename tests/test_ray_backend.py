@@ -79,19 +79,22 @@ async def _post(s: aiohttp.ClientSession, url: str, data: bytes) -> tuple[int, d
 
 
 async def load(url: str, n: int, rate: float, slo_ms: float = 2000.0, during=None) -> list[tuple[int, dict]]:
-    """``n`` requests at ``rate`` per second (open loop); ``during`` runs concurrently. Every
-    request's outcome: (status, body), or (-1, {"error": ...}) if it got no answer."""
+    """Requests at ``rate`` per second (open loop): ``n`` of them, and with ``during`` (run
+    concurrently) until it is done too. Every request's outcome: (status, body), or
+    (-1, {"error": ...}) if it got no answer."""
     rng = np.random.default_rng(0)
     timeout = aiohttp.ClientTimeout(total=60)
     async with aiohttp.ClientSession(timeout=timeout) as s:
-        async def one(k: int) -> tuple[int, dict]:
-            await asyncio.sleep(k / rate)
+        async def one() -> tuple[int, dict]:
             try:
                 return await _post(s, url, fp32_body(rng.standard_normal(784).astype(np.float32), slo_ms))
             except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
                 return -1, {"error": repr(exc)}
-        tasks = [asyncio.ensure_future(one(k)) for k in range(n)]
         side = asyncio.ensure_future(during()) if during is not None else None
+        tasks = []
+        while len(tasks) < n or (side is not None and not side.done()):
+            tasks.append(asyncio.ensure_future(one()))
+            await asyncio.sleep(1 / rate)
         results = await asyncio.gather(*tasks)
         if side is not None:
             await side
@@ -153,12 +156,13 @@ def test_workers_added_and_removed_while_serving(server):
         seen["up"] = await asyncio.to_thread(admin, server, "POST", {"count": 3})
         await asyncio.sleep(1.0)
         seen["down"] = await asyncio.to_thread(admin, server, "POST", {"count": 1})
-    results = asyncio.run(load(url, 240, 40.0, during=scale))
+        await asyncio.sleep(0.5)
+    results = asyncio.run(load(url, 100, 40.0, during=scale))
     status, up = seen["up"]
     assert status == 200 and up["workers"] == 3 and up["ready"] == 3, up
     status, down = seen["down"]
     assert status == 200 and down["workers"] == 1, down
-    assert len(results) == 240 and all(s != -1 for s, _ in results), [r for r in results if r[0] == -1][:3]
+    assert len(results) >= 100 and all(s != -1 for s, _ in results), [r for r in results if r[0] == -1][:3]
     assert all(s in (200, 503) for s, _ in results), {s for s, _ in results}
     served_by = {b["parameters"]["worker"] for s, b in results if s == 200}
     assert 2 in served_by, served_by  # the added worker served at once
@@ -220,7 +224,7 @@ def test_the_workers_command_reports_and_scales(server):
 
     out = subprocess.run([sys.executable, "-m", "superserve.cli", "workers", "--url", server.http_url],
                          capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0 and "Ray actor(s) on 2 node(s), 2 ready" in out.stdout, out
+    assert out.returncode == 0 and "2 Ray actor(s) on" in out.stdout and ", 2 ready" in out.stdout, out
     bad = subprocess.run([sys.executable, "-m", "superserve.cli", "workers", "0", "--url", server.http_url],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 1 and "HTTP 400" in bad.stderr, bad

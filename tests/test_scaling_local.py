@@ -25,8 +25,7 @@ async def _run(base: str) -> tuple[list[tuple[int, dict]], dict]:
     rng = np.random.default_rng(1)
     seen: dict = {}
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as s:
-        async def one(k: int) -> tuple[int, dict]:
-            await asyncio.sleep(k / 40.0)
+        async def one() -> tuple[int, dict]:
             body = json.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 1, 28, 28],
                                            "data": rng.standard_normal(784).tolist()}],
                                "parameters": {"slo_ms": 2000}}).encode()
@@ -41,8 +40,14 @@ async def _run(base: str) -> tuple[list[tuple[int, dict]], dict]:
             seen["up"] = await _admin(s, base, {"count": 2})
             await asyncio.sleep(1.0)
             seen["down"] = await _admin(s, base, {"count": 1})
-        tasks = [asyncio.ensure_future(one(k)) for k in range(200)]
-        await scale()
+            await asyncio.sleep(0.5)
+        # Requests at 40/s from before the change until after it, however long warming takes.
+        scaling = asyncio.ensure_future(scale())
+        tasks = []
+        while not scaling.done():
+            tasks.append(asyncio.ensure_future(one()))
+            await asyncio.sleep(1 / 40.0)
+        await scaling
         return await asyncio.gather(*tasks), seen
 
 
@@ -54,7 +59,7 @@ def test_local_workers_added_and_removed_while_serving():
         assert status == 200 and up["workers"] == 2 and up["ready"] == 2 and up["backend"] == "local", up
         status, down = seen["down"]
         assert status == 200 and down["workers"] == 1, down
-        assert len(results) == 200 and all(s == 200 for s, _ in results), {s for s, _ in results}
+        assert len(results) >= 100 and all(s == 200 for s, _ in results), {s for s, _ in results}
         assert {b["parameters"]["worker"] for _, b in results} == {0, 1}  # the added worker served
         events = [e["event"] for e in srv.events()]
         assert "workers_scaled" in events and "worker_died" not in events

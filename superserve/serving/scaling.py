@@ -86,7 +86,7 @@ class Scaler:
         elif count < before:
             await self._remove(pool.workers[count:])
         self.config.workers = count  # a later hot reload starts this many
-        out = {**self.info(), "previous": before, "scale_s": round(time.monotonic() - t0, 3)}
+        out = {**self.info(), "changing": False, "previous": before, "scale_s": round(time.monotonic() - t0, 3)}
         self.events.emit("workers_scaled", f"serving with {count} worker(s) (was {before}): {pool.describe()}",
                          count=count, previous=before, worker_pids=out["worker_pids"], scale_s=out["scale_s"])
         return out
