@@ -193,6 +193,31 @@ def test_killed_actor_mid_load_every_request_answered(server):
     assert {b["parameters"]["worker"] for _, b in after} == {0, 1}  # the restarted actor serves
 
 
+def test_hot_reload_onto_new_actors_while_serving(server, tmp_path):
+    import shutil
+
+    profile = json.loads((EMBEDDED_DIR / "profile.json").read_text())
+    new_ids = [sid for sid in (s["id"] for s in profile["subnets"]) if sid not in _served_subnets()][:2]
+    bundle = tmp_path / "bundle"
+    shutil.copytree(EMBEDDED_DIR, bundle)
+    profile["subnets"] = [s for s in profile["subnets"] if s["id"] in new_ids]
+    (bundle / "profile.json").write_text(json.dumps(profile))
+    seen: dict[str, Any] = {}
+
+    async def reload():
+        async with aiohttp.ClientSession() as s:
+            async with s.post(server.http_url + "/v2/admin/reload", data=json.dumps({"bundle": str(bundle)})) as r:
+                seen["reload"] = r.status, json.loads(await r.read())
+    results = asyncio.run(load(server.http_url + URL, 40, 40.0, during=reload))
+    status, body = seen["reload"]
+    assert status == 200 and len(body["worker_pids"]) == 2, body
+    assert all(s == 200 for s, _ in results), {s for s, _ in results}
+    after = asyncio.run(load(server.http_url + URL, 10, 50.0))
+    assert all(s == 200 and b["parameters"]["subnet_id"] in new_ids for s, b in after), after
+    _, info = admin(server, "GET")
+    assert info["ready"] == 2 and info["backend"] == "ray"
+
+
 def test_lost_node_mid_load_every_request_answered(cluster, server):
     c, worker_node = cluster
     url = server.http_url + URL
