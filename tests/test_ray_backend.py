@@ -186,7 +186,7 @@ def test_killed_actor_mid_load_every_request_answered(server):
     assert all(s in (200, 503) for s, _ in results), {s for s, _ in results}
     assert sum(s == 200 for s, _ in results) >= 150
     died = [e for e in server.events() if e["event"] == "worker_died"]
-    assert died and died[-1]["worker"] == 0
+    assert died and died[-1]["worker"] == 0 and "ActorDiedError" in died[-1]["reason"], died
     wait_for(lambda: len([e for e in server.events() if e["event"] == "worker_ready"]) > before)
     after = asyncio.run(load(url, 20, 50.0))
     assert all(s == 200 for s, _ in after)

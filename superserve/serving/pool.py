@@ -74,6 +74,7 @@ class WorkerHandle:
     deaths: int = 0
     watched: list[int] = field(default_factory=list)  # fds registered with the loop
     spare: bool = False  # a warm standby: not in a slot, not dispatched to, promoted on a death
+    death: str = ""  # why it died, where the backend says more than an exit code (a Ray actor's error)
 
     @property
     def alive(self) -> bool:

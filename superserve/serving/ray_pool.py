@@ -201,7 +201,7 @@ class RayWorkerPool:
         self._drop_actor(w)
         spec = worker_spec(self.info, self.config, w)
         w.generation += 1
-        w.killed_here = False
+        w.killed_here, w.death = False, ""
         w.actor = self._actor_cls.options(
             scheduling_strategy="SPREAD", num_cpus=self.config.threads_per_worker, max_restarts=0,
             max_task_retries=0, name=f"superserve-worker-{w.index}-{w.generation}-{id(self):x}",
@@ -304,7 +304,7 @@ class RayWorkerPool:
         w.state = WorkerState.DEAD
         w.deaths += 1
         w.exitcode = KILLED_EXIT if w.killed_here else exit_code_of(exc)
-        w.startup = {"error": _first_line(exc)}
+        w.death = _first_line(exc)
         self._drop_actor(w, keep_task=asyncio.current_task())
         if self.listener is not None and not self._stopping:
             self.listener.worker_died(w)

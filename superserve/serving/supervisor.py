@@ -135,9 +135,10 @@ class Supervisor:
         # worker's batch is re-queued onto a live worker even when it was the only one.
         replacement = self.pool.promote(w) if delay is not None else None
         self._down_since.setdefault(slot, now)
-        self.events.emit("worker_died", f"worker {slot} (pid {pid}) died, exit code {w.exitcode}; "
-                         f"{in_batch} requests in flight", worker=slot, pid=pid, exitcode=w.exitcode,
-                         in_flight=in_batch, deaths_in_window=len(recent))
+        self.events.emit("worker_died", f"worker {slot} (pid {pid}) died, exit code {w.exitcode}"
+                         + (f" ({w.death})" if w.death else "") + f"; {in_batch} requests in flight",
+                         worker=slot, pid=pid, exitcode=w.exitcode, in_flight=in_batch, deaths_in_window=len(recent),
+                         **({"reason": w.death} if w.death else {}))
         if replacement is not None:
             self.restarts += 1
             self.metrics.worker_restarts.inc()
