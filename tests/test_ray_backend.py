@@ -274,6 +274,8 @@ def test_settings_the_ray_backend_refuses():
         ServeConfig(backend="k8s").validate()
     with pytest.raises(ValueError, match="standby_workers is not supported with backend ray"):
         ServeConfig(backend="ray", standby_workers=1).validate()
+    with pytest.raises(ValueError, match="backend ray runs CPU actors only"):
+        ServeConfig(backend="ray", device="cuda").validate()
 
 
 def test_how_a_ray_death_reads_to_the_router():

@@ -126,10 +126,13 @@ class ServeConfig:
             raise ValueError(f"late must be one of {LATE_MODES}, not {self.late!r}")
         if self.log_format not in LOG_FORMATS:
             raise ValueError(f"log_format must be one of {LOG_FORMATS}, not {self.log_format!r}")
-        parse_device(self.device)  # DeviceError (a ValueError) naming it; availability: check_device
+        dev = parse_device(self.device)  # DeviceError (a ValueError) naming it; availability: check_device
         _check_int("workers", self.workers, 1, 1024)
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, not {self.backend!r}")
+        if self.backend == "ray" and dev.is_cuda:
+            raise ValueError("backend ray runs CPU actors only for now (GPU actors need Ray GPU resources per actor, "
+                             "not implemented); use --device cpu, or --backend local on a GPU machine")
         if self.backend == "ray" and self.standby_workers:
             raise ValueError("standby_workers is not supported with backend ray (a dead actor's slot is refilled "
                              "by a new actor); set it to 0")
