@@ -229,6 +229,16 @@ def _mount_reload() -> None:
 _mount_reload()
 
 
+def _mount_workers() -> None:
+    from .serving.cli import workers_command
+
+    app.command("workers", help="Add or remove workers of a running server (or show how many serve).")(
+        workers_command)
+
+
+_mount_workers()
+
+
 def main() -> None:
     app()
 

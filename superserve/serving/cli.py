@@ -17,6 +17,12 @@ def serve_command(
     device: Optional[str] = typer.Option(None, help="cpu (default), cuda (every visible GPU, one worker per "
                                                     "GPU unless --workers) or cuda:N (every worker on GPU N)"),
     workers: Optional[int] = typer.Option(None, help="worker processes (default 1; on cuda one per GPU)"),
+    backend: Optional[str] = typer.Option(None, help="where workers run: local (default: processes on this machine) "
+                                                     "or ray (one Ray actor per worker over a Ray cluster's nodes; "
+                                                     "docs/ray.md)"),
+    address: Optional[str] = typer.Option(None, help="with --backend ray: the cluster, auto (default: the one "
+                                                     "`ray start` began on this machine), HOST:PORT, or local (a "
+                                                     "private single-node instance)"),
     threads_per_worker: Optional[int] = typer.Option(None, help="torch threads per worker (default 1)"),
     host: Optional[str] = typer.Option(None, help="bind address (default 127.0.0.1: loopback only)"),
     http_port: Optional[int] = typer.Option(None, help="HTTP port (default 8000; 0: any free port)"),
@@ -64,6 +70,7 @@ def serve_command(
     overrides: dict[str, Any] = dict(
         bundle=str(bundle) if bundle else None, profile=str(profile) if profile else None, policy=policy,
         subnet=subnet, min_accuracy=min_accuracy, device=device, workers=workers, threads_per_worker=threads_per_worker,
+        backend=backend, ray_address=address,
         host=host, http_port=http_port, grpc_port=grpc_port, slo_ms=slo_ms, queue_capacity=queue_capacity,
         late=late, response_margin_ms=response_margin_ms, model_name=model_name,
         ready_file=str(ready_file) if ready_file else None,
@@ -129,3 +136,38 @@ def reload_command(
         raise typer.Exit(1)
     typer.echo(f"now serving {body.get('bundle')} ({len(body.get('subnets', []))} SubNets) on worker pids "
                f"{body.get('worker_pids')}; reload took {body.get('reload_s')} s")
+
+
+def workers_command(
+    count: Optional[int] = typer.Argument(None, help="serve with this many workers (omit: show how many serve now)"),
+    url: str = typer.Option("http://127.0.0.1:8000", help="the running server's HTTP(S) URL"),
+    auth_token: Optional[str] = typer.Option(None, show_default=False,
+                                             help="the server's bearer token (default: env SUPERSERVE_AUTH_TOKEN)"),
+    timeout_s: float = typer.Option(600.0, help="how long to wait for new workers to load and warm up"),
+) -> None:
+    """Add or remove workers of a running server (POST /v2/admin/workers; GET without COUNT).
+    Exit 0 once it serves with COUNT workers; else the server's reason, exit 1."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    token = auth_token or os.environ.get("SUPERSERVE_AUTH_TOKEN")
+    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
+    data = None if count is None else json.dumps({"count": count}).encode()
+    req = urllib.request.Request(url.rstrip("/") + "/v2/admin/workers", method="GET" if data is None else "POST",
+                                 data=data, headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout_s) as resp:
+            body = json.loads(resp.read() or b"{}")
+    except urllib.error.HTTPError as exc:
+        try:
+            reason = json.loads(exc.read()).get("error", exc.reason)
+        except ValueError:
+            reason = exc.reason
+        typer.echo(f"superserve workers: HTTP {exc.code}: {reason}", err=True)
+        raise typer.Exit(1)
+    except (urllib.error.URLError, OSError) as exc:
+        typer.echo(f"superserve workers: cannot reach {url}: {exc}", err=True)
+        raise typer.Exit(1)
+    took = f" (took {body['scale_s']} s)" if "scale_s" in body else ""
+    typer.echo(f"{body.get('describe')}, {body.get('ready')} ready; pids {body.get('worker_pids')}{took}")

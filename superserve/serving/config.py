@@ -20,6 +20,7 @@ from superserve.serving.logs import LOG_FORMATS
 from superserve.serving.restart import RestartPolicy
 
 LATE_MODES = ("shed", "serve")
+BACKENDS = ("local", "ray")  # where workers run (superserve/serving/executor.py)
 QUANTILES = ("p50", "p99")  # the latency-profile columns a policy can plan with
 
 
@@ -65,6 +66,11 @@ class ServeConfig:
     # worker per GPU used.
     device: str = "cpu"
     workers: int = 1
+    # local: worker processes on this machine; ray: one Ray actor per worker, spread over the
+    # nodes of the Ray cluster at ray_address ("auto": the one `ray start` began on this
+    # machine; HOST:PORT; "local": a private single-node instance). docs/ray.md.
+    backend: str = "local"
+    ray_address: str | None = "auto"
     threads_per_worker: int = 1
     warmup_runs: int = 2  # forward passes per (SubNet, batch size) at start-up
     hang_timeout_s: float = 2.0  # a batch running longer (and 10x its expected latency) kills the worker
@@ -120,8 +126,16 @@ class ServeConfig:
             raise ValueError(f"late must be one of {LATE_MODES}, not {self.late!r}")
         if self.log_format not in LOG_FORMATS:
             raise ValueError(f"log_format must be one of {LOG_FORMATS}, not {self.log_format!r}")
-        parse_device(self.device)  # DeviceError (a ValueError) naming it; availability: check_device
+        dev = parse_device(self.device)  # DeviceError (a ValueError) naming it; availability: check_device
         _check_int("workers", self.workers, 1, 1024)
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, not {self.backend!r}")
+        if self.backend == "ray" and dev.is_cuda:
+            raise ValueError("backend ray runs CPU actors only for now (GPU actors need Ray GPU resources per actor, "
+                             "not implemented); use --device cpu, or --backend local on a GPU machine")
+        if self.backend == "ray" and self.standby_workers:
+            raise ValueError("standby_workers is not supported with backend ray (a dead actor's slot is refilled "
+                             "by a new actor); set it to 0")
         _check_int("standby_workers", self.standby_workers, 0, 8)
         _check_int("threads_per_worker", self.threads_per_worker, 1, 1024)
         _check_int("warmup_runs", self.warmup_runs, 0, 1000)

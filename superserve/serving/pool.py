@@ -59,10 +59,10 @@ class WorkerRunner(Protocol):
 @dataclass(eq=False)
 class WorkerHandle:
     index: int
-    input_shm: SharedMemory
-    output_shm: SharedMemory
+    input_shm: SharedMemory | None  # the slabs of a local worker process (None: a Ray actor)
+    output_shm: SharedMemory | None
     input_view: memoryview  # the router writes request rows here
-    output_view: memoryview  # and reads logits from here
+    output_view: memoryview  # and reads logits from here (a Ray actor's are copied in)
     process: mp.process.BaseProcess | None = None
     conn: Connection | None = None  # the router's end of the pipe
     state: WorkerState = WorkerState.STARTING
@@ -74,13 +74,32 @@ class WorkerHandle:
     deaths: int = 0
     watched: list[int] = field(default_factory=list)  # fds registered with the loop
     spare: bool = False  # a warm standby: not in a slot, not dispatched to, promoted on a death
+    death: str = ""  # why it died, where the backend says more than an exit code (a Ray actor's error)
 
     @property
     def alive(self) -> bool:
         return self.state in (WorkerState.STARTING, WorkerState.IDLE, WorkerState.BUSY)
 
 
+def worker_spec(info: ModelInfo, cfg: ServeConfig, w: WorkerHandle, input_shm: str = "",
+                output_shm: str = "") -> WorkerSpec:
+    """What the worker of slot ``w`` loads and how it runs (both backends)."""
+    layout = BundleLayout(info.bundle)
+    return WorkerSpec(
+        index=w.index, weights_path=str(layout.weights), norm_path=str(layout.norm),
+        subnet_ids=tuple(info.subnet_ids),
+        input_shape=info.input_shape, num_classes=info.num_classes, max_batch=info.profile.max_batch,
+        input_shm=input_shm, output_shm=output_shm,
+        threads=cfg.threads_per_worker, warmup_runs=cfg.warmup_runs,
+        warmup_nice=cfg.restart_warmup_nice if (w.deaths or w.spare) else 0,
+        crash_value=cfg.inject_crash_value, device=worker_device(info.gpus, w.index))
+
+
 class WorkerPool:
+    """The ``local`` executor (superserve/serving/executor.py): worker processes here."""
+
+    backend = "local"
+
     def __init__(self, info: ModelInfo, config: ServeConfig) -> None:
         """Slots and their shared-memory slabs; no process yet (see :meth:`start`)."""
         self.info = info
@@ -96,11 +115,15 @@ class WorkerPool:
         self.spares: list[WorkerHandle] = []
         self._stopping = False
         for i in range(config.workers + config.standby_workers):
-            ins = SharedMemory(create=True, size=self.max_batch * info.input_bytes)
-            outs = SharedMemory(create=True, size=self.max_batch * info.output_bytes)
-            assert ins.buf is not None and outs.buf is not None  # freshly created segments
-            h = WorkerHandle(i, ins, outs, ins.buf, outs.buf, spare=i >= config.workers)
+            h = self._handle(i, spare=i >= config.workers)
             (self.spares if h.spare else self.workers).append(h)
+
+    def _handle(self, index: int, spare: bool = False) -> WorkerHandle:
+        """A slot with its two fresh shared-memory slabs (no process yet)."""
+        ins = SharedMemory(create=True, size=self.max_batch * self.info.input_bytes)
+        outs = SharedMemory(create=True, size=self.max_batch * self.info.output_bytes)
+        assert ins.buf is not None and outs.buf is not None  # freshly created segments
+        return WorkerHandle(index, ins, outs, ins.buf, outs.buf, spare=spare)
 
     # --- lifecycle -----------------------------------------------------------------------
     def start(self, loop: asyncio.AbstractEventLoop, listener: PoolListener) -> None:
@@ -112,16 +135,8 @@ class WorkerPool:
     def spawn(self, w: WorkerHandle) -> None:
         """(Re)start the process of slot ``w``; it reports ``worker_ready`` when warm."""
         assert self._loop is not None
-        info, cfg = self.info, self.config
-        layout = BundleLayout(info.bundle)
-        spec = WorkerSpec(
-            index=w.index, weights_path=str(layout.weights), norm_path=str(layout.norm),
-            subnet_ids=tuple(info.subnet_ids),
-            input_shape=info.input_shape, num_classes=info.num_classes, max_batch=self.max_batch,
-            input_shm=w.input_shm.name, output_shm=w.output_shm.name,
-            threads=cfg.threads_per_worker, warmup_runs=cfg.warmup_runs,
-            warmup_nice=cfg.restart_warmup_nice if (w.deaths or w.spare) else 0,
-            crash_value=cfg.inject_crash_value, device=worker_device(info.gpus, w.index))
+        assert w.input_shm is not None and w.output_shm is not None
+        spec = worker_spec(self.info, self.config, w, w.input_shm.name, w.output_shm.name)
         router_end, worker_end = self._ctx.Pipe(duplex=True)
         proc = self._ctx.Process(target=worker_main, args=(spec.to_json(), worker_end),
                                  name=f"superserve-worker-{w.index}", daemon=True)
@@ -137,7 +152,10 @@ class WorkerPool:
     async def stop(self, timeout_s: float = 5.0) -> None:
         """Ask every worker to exit, wait up to ``timeout_s``, then kill what is left."""
         self._stopping = True
-        for w in self.workers + self.spares:
+        await self._stop(self.workers + self.spares, timeout_s)
+
+    async def _stop(self, handles: list[WorkerHandle], timeout_s: float) -> None:
+        for w in handles:
             if w.state is WorkerState.STARTING and w.process is not None:
                 # Still loading or warming (a restart): it holds no work and would read Stop
                 # only after its warm-up, so it is killed rather than waited for.
@@ -152,7 +170,7 @@ class WorkerPool:
                 self._unwatch(w)
                 w.state = WorkerState.STOPPED
         deadline = time.monotonic() + timeout_s
-        for w in self.workers + self.spares:
+        for w in handles:
             p = w.process
             while p is not None and p.is_alive() and time.monotonic() < deadline:
                 await asyncio.sleep(0.02)
@@ -165,14 +183,46 @@ class WorkerPool:
     def close(self) -> None:
         """Release the slabs (after :meth:`stop`)."""
         for w in self.workers + self.spares:
-            w.input_view.release()
-            w.output_view.release()
-            for shm in (w.input_shm, w.output_shm):
-                shm.close()
-                try:
-                    shm.unlink()
-                except FileNotFoundError:
-                    pass
+            self._release(w)
+
+    @staticmethod
+    def _release(w: WorkerHandle) -> None:
+        w.input_view.release()
+        w.output_view.release()
+        for shm in (w.input_shm, w.output_shm):
+            if shm is None:
+                continue
+            shm.close()
+            try:
+                shm.unlink()
+            except FileNotFoundError:
+                pass
+
+    # --- scaling (superserve/serving/scaling.py) ---------------------------------------
+    def add_workers(self, n: int) -> list[WorkerHandle]:
+        """``n`` new slots after the last one, spawned now; each reports ``worker_ready``
+        through the listener when warm, as at start-up."""
+        new = [self._handle(len(self.workers) + k) for k in range(n)]
+        self.workers.extend(new)
+        for w in new:
+            self.spawn(w)
+        return new
+
+    def remove_workers(self, ws: list[WorkerHandle]) -> None:
+        """Take slots out (the last ones: indices stay positions); the caller has retired
+        them at the router and stops them with :meth:`stop_workers`."""
+        gone = set(ws)
+        self.workers = [w for w in self.workers if w not in gone]
+        assert all(w.index == i for i, w in enumerate(self.workers)), "remove the last slots"
+
+    async def stop_workers(self, ws: list[WorkerHandle], timeout_s: float = 5.0) -> None:
+        """Stop removed slots' processes and release their slabs."""
+        await self._stop(ws, timeout_s)
+        for w in ws:
+            self._release(w)
+
+    def describe(self) -> str:
+        return f"{len(self.workers)} local worker process(es)"
 
     # --- work ----------------------------------------------------------------------------
     def run(self, w: WorkerHandle, msg: RunBatch, rows: Sequence[bytes]) -> None:

@@ -31,7 +31,8 @@ from superserve.serving.config import ServeConfig
 from superserve.serving.events import EventLog
 from superserve.serving.messages import BatchDone, BatchFailed
 from superserve.serving.model_info import ModelInfo, read_model_info
-from superserve.serving.pool import WorkerHandle, WorkerPool
+from superserve.serving.executor import Executor, make_executor
+from superserve.serving.pool import WorkerHandle
 from superserve.serving.router import Router
 from superserve.serving.supervisor import Supervisor
 
@@ -42,7 +43,7 @@ class _WarmUp:
     """The listener of a pool that is starting: done when every worker is warm, failed on
     the first death (nothing is dispatched to it yet)."""
 
-    def __init__(self, pool: WorkerPool, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, pool: Executor, loop: asyncio.AbstractEventLoop) -> None:
         self.pool = pool
         self.done: asyncio.Future[None] = loop.create_future()
         self._warm: set[WorkerHandle] = set()
@@ -95,7 +96,7 @@ class Reloader:
     ModelInfo (raises ValueError when the configured policy does not fit its profile);
     ``on_swap``: called with the new ModelInfo right after the switch (front-end metadata)."""
 
-    def __init__(self, config: ServeConfig, info: ModelInfo, router: Router, pool: WorkerPool,
+    def __init__(self, config: ServeConfig, info: ModelInfo, router: Router, pool: Executor,
                  supervisor: Supervisor, events: EventLog, loop: asyncio.AbstractEventLoop,
                  make_planner: Callable[[ModelInfo], CalibratedPlanner],
                  on_swap: Callable[[ModelInfo], None], warmup_timeout_s: float = 300.0) -> None:
@@ -107,6 +108,7 @@ class Reloader:
         self._task: asyncio.Task[dict[str, Any]] | None = None
         self._warming: _WarmUp | None = None
         self._closing = False
+        self.busy: Callable[[], bool] = lambda: False  # the scaler's "changing the worker count"
 
     @property
     def in_progress(self) -> bool:
@@ -118,6 +120,8 @@ class Reloader:
         422 an unusable or incompatible bundle, 500 a new worker failed to start)."""
         if self.in_progress:
             raise ApiError(409, "a reload is already in progress; wait for it to finish")
+        if self.busy():
+            raise ApiError(409, "the worker count is being changed; reload once that is done")
         if self._closing or not self.router.accepting:
             raise ApiError(409, "the server is not serving (starting up or shutting down); reload refused")
         if not isinstance(bundle, str) or not bundle:
@@ -162,8 +166,8 @@ class Reloader:
                          f"{str(info.bundle)!r} ({len(info.subnet_ids)} SubNets); the current bundle serves meanwhile",
                          bundle=str(info.bundle), subnets=len(info.subnet_ids))
         try:
-            pool = WorkerPool(info, self.config)
-        except OSError as exc:
+            pool = make_executor(info, self.config)
+        except (OSError, ValueError) as exc:
             raise ApiError(500, f"reload failed, still serving the previous bundle: {exc}") from None
         warm = self._warming = _WarmUp(pool, self.loop)
         try:

@@ -60,6 +60,9 @@ class RestApi:
         self.max_request_bytes = max_request_bytes
         # ``POST /v2/admin/reload``: the server's hot reload (superserve/serving/reload.py).
         self.reloader: Callable[[object], Awaitable[dict[str, Any]]] | None = None
+        # ``POST /v2/admin/workers`` / ``GET``: the worker count (superserve/serving/scaling.py).
+        self.scaler: Callable[[object], Awaitable[dict[str, Any]]] | None = None
+        self.workers_info: Callable[[], dict[str, Any]] | None = None
         self.dashboard: Dashboard | None = None  # built with the app
         self.set_model(info)
         self._server_metadata = json.dumps(
@@ -85,6 +88,8 @@ class RestApi:
         self.dashboard = Dashboard(self.info, self.router, self.codec.default_slo_ms)
         self.dashboard.add_routes(app)
         app.router.add_post("/v2/admin/reload", self.admin_reload)
+        app.router.add_post("/v2/admin/workers", self.admin_workers)
+        app.router.add_get("/v2/admin/workers", self.admin_workers_info)
         for base in (m, mv):
             app.router.add_get(base, self.model_metadata)
             app.router.add_get(base + "/ready", self.model_ready)
@@ -166,6 +171,29 @@ class RestApi:
         except ApiError as exc:
             return _error(exc)
         return _json(200, result)
+
+    async def admin_workers(self, request: web.Request) -> web.Response:
+        """Scale: ``{"count": N}``; 200 with the workers serving now, or 4xx/5xx with why."""
+        try:
+            if self.scaler is None:
+                raise ApiError(501, "this server cannot change its number of workers")
+            try:
+                body = json.loads(await asyncio.wait_for(request.read(), self.read_timeout_s) or b"null")
+            except asyncio.TimeoutError:
+                raise ApiError(408, f"request body not received within {self.read_timeout_s:g} s") from None
+            except (ValueError, UnicodeDecodeError, RecursionError):
+                body = None
+            if not isinstance(body, dict) or "count" not in body:
+                raise ApiError(400, 'the body must be a JSON object {"count": N}')
+            result = await self.scaler(body["count"])
+        except ApiError as exc:
+            return _error(exc)
+        return _json(200, result)
+
+    async def admin_workers_info(self, request: web.Request) -> web.Response:
+        if self.workers_info is None:
+            return _error(ApiError(501, "this server cannot report its workers"))
+        return _json(200, self.workers_info())
 
     # --- inference -----------------------------------------------------------------------
     async def infer(self, request: web.Request) -> web.Response:

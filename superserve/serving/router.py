@@ -685,6 +685,22 @@ class Router:
             self._retire_check()
         self._next()
 
+    # --- scaling (superserve/serving/scaling.py) -----------------------------------------
+    def retire_workers(self, ws: list[WorkerHandle]) -> None:
+        """Scaling down: dispatch nothing more to ``ws``. A batch one of them runs finishes
+        and is answered (or re-queued if it dies), as for a hot reload's old workers; await
+        :meth:`wait_retired` before stopping them. Policies plan with the workers left."""
+        for w in ws:
+            self._ready.discard(w)
+            try:
+                self._free.remove(w)
+            except ValueError:
+                pass
+            if w in self._inflight:
+                self._retired.add(w)
+        if not self._ready:
+            self._answer_all(InferResult(Outcome.UNAVAILABLE, message="no live worker left; retry later"))
+
     # --- hot reload ----------------------------------------------------------------------
     def swap_bundle(self, info: ModelInfo, planner: Policy | CalibratedPlanner,
                     pool: WorkerRunner) -> list[WorkerHandle]:

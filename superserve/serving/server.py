@@ -32,10 +32,11 @@ from superserve.serving.logs import configure as configure_logging
 from superserve.serving.logs import log
 from superserve.serving.metrics import ServingMetrics
 from superserve.serving.model_info import ModelInfo, read_model_info
-from superserve.serving.pool import WorkerPool
+from superserve.serving.executor import Executor, make_executor
 from superserve.serving.reload import Reloader
 from superserve.serving.rest import RestApi
 from superserve.serving.router import Router
+from superserve.serving.scaling import Scaler
 from superserve.serving.supervisor import Supervisor
 from superserve.scheduling.conventions import default_slo_ms
 
@@ -117,7 +118,7 @@ async def serve(config: ServeConfig) -> int:
     slo_ms = config.slo_ms if config.slo_ms is not None else default_slo_ms(info.profile)
     metrics = ServingMetrics({s.id: s.accuracy for s in info.profile.subnets}, info.profile.max_batch)
     events = EventLog(config.events_file)
-    pool = WorkerPool(info, config)
+    pool = make_executor(info, config)
     router = Router(info, planner, metrics, queue_capacity=config.queue_capacity, pool=pool, loop=loop,
                     late=config.late, response_margin_ms=config.response_margin_ms,
                     hang_timeout_s=config.hang_timeout_s, request_max_deaths=config.request_max_deaths,
@@ -146,6 +147,8 @@ async def serve(config: ServeConfig) -> int:
     reloader = Reloader(config, info, router, pool, supervisor, events, loop,
                         lambda new: build_planner(config, new, time.monotonic()), on_swap, WARMUP_TIMEOUT_S)
     rest.reloader = reloader.reload
+    scaler = Scaler(config, reloader, router, supervisor, events, WARMUP_TIMEOUT_S)
+    rest.scaler, rest.workers_info = scaler.scale, scaler.info
     # handler_cancellation: aiohttp >= 3.9 no longer cancels a handler whose client went
     # away; without it a disconnected client's request would keep its queue slot and be run.
     runner = web.AppRunner(rest.app(), access_log=None, handle_signals=False, handler_cancellation=True)
@@ -161,7 +164,7 @@ async def serve(config: ServeConfig) -> int:
             grpc_api.append(api)
         _log(f"{'https' if config.tls else 'http'}://{config.host}:{http_port} grpc={grpc_port}"
              f"{' (TLS)' if config.tls else ''} model={info.name!r} "
-             f"policy={policy!r} workers={config.workers}x{config.threads_per_worker} threads, "
+             f"policy={policy!r} workers={config.workers}x{config.threads_per_worker} threads ({config.backend}), "
              f"slo_ms={slo_ms:g}, {len(info.subnet_ids)} SubNets, auth={'bearer' if auth.enabled else 'none'}; "
              "warming up")
         t0 = time.monotonic()
@@ -217,7 +220,7 @@ async def _start_grpc(config: ServeConfig, info: ModelInfo, router: Router, code
     return server, port, api
 
 
-async def _admit_traffic(config: ServeConfig, router: Router, supervisor: Supervisor, pool: WorkerPool,
+async def _admit_traffic(config: ServeConfig, router: Router, supervisor: Supervisor, pool: Executor,
                          events: EventLog, t0: float) -> None:
     """Every worker is warm: arm restarts, check the profile against this host, say so."""
     supervisor.arm()  # from now on a dead worker is restarted
@@ -227,7 +230,8 @@ async def _admit_traffic(config: ServeConfig, router: Router, supervisor: Superv
             _log("calibration is off (--no-calibrate): planning on the profile as shipped")
     else:
         router.start_calibration()
-    events.emit("server_ready", worker_pids=[w.pid for w in pool.workers])
+    events.emit("server_ready", worker_pids=[w.pid for w in pool.workers], backend=pool.backend,
+                workers=pool.describe())
     _log(f"ready in {time.monotonic() - t0:.1f} s (warm-up per worker: "
          f"{', '.join(f'{w.warmup_s:.1f} s' for w in pool.workers)})")
 
@@ -262,7 +266,7 @@ def _grpc_credentials(config: ServeConfig) -> grpc.ServerCredentials:
     return grpc.ssl_server_credentials([(Path(config.tls_key).read_bytes(), Path(config.tls_cert).read_bytes())])
 
 
-def _write_ready_file(path: Path, http_port: int, grpc_port: int | None, pool: WorkerPool,
+def _write_ready_file(path: Path, http_port: int, grpc_port: int | None, pool: Executor,
                       slo_ms: float) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps({"pid": os.getpid(), "http_port": http_port, "grpc_port": grpc_port,

@@ -25,7 +25,8 @@ from typing import Callable
 from superserve.serving.events import EventLog
 from superserve.serving.messages import BatchDone, BatchFailed
 from superserve.serving.metrics import ServingMetrics
-from superserve.serving.pool import WorkerHandle, WorkerPool, WorkerState
+from superserve.serving.executor import Executor
+from superserve.serving.pool import WorkerHandle, WorkerState
 from superserve.serving.restart import RestartPolicy
 from superserve.serving.router import Router
 
@@ -37,7 +38,7 @@ class Supervisor:
     restarts dead workers. Deaths before :meth:`arm` (start-up) are only forwarded: a worker
     that cannot start is a configuration error the server reports and exits on."""
 
-    def __init__(self, router: Router, pool: WorkerPool, policy: RestartPolicy, metrics: ServingMetrics,
+    def __init__(self, router: Router, pool: Executor, policy: RestartPolicy, metrics: ServingMetrics,
                  events: EventLog, loop: asyncio.AbstractEventLoop,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.router = router
@@ -64,7 +65,7 @@ class Supervisor:
             timer.cancel()
         self._timers.clear()
 
-    def adopt(self, pool: WorkerPool) -> None:
+    def adopt(self, pool: Executor) -> None:
         """Hot reload: supervise ``pool`` (warm, ready) instead of the old one, whose pending
         restarts are cancelled and whose deaths and give-ups are forgotten; ``pool``'s events
         come here from now on. Call in the same loop step as the router's switch."""
@@ -76,6 +77,17 @@ class Supervisor:
         self.given_up.clear()
         self.pool = pool
         pool.listener = self
+
+    def release(self, ws: list[WorkerHandle]) -> None:
+        """Scaling down: ``ws`` leave the pool; cancel their pending restarts, forget their
+        deaths. A later death of one of them only reaches the router (its batch)."""
+        for w in ws:
+            timer = self._timers.pop(w.index, None)
+            if timer is not None:
+                timer.cancel()
+            self._deaths.pop(w.index, None)
+            self._down_since.pop(w.index, None)
+            self.given_up.discard(w.index)
 
     def can_recover(self) -> bool:
         """False only when, armed, no worker is alive (serving or warming up) and none has a
@@ -107,6 +119,9 @@ class Supervisor:
         self.router.batch_failed(w, msg)
 
     def worker_died(self, w: WorkerHandle) -> None:
+        if w not in self.pool.workers:  # removed by scaling down: its batch only, no restart
+            self.router.worker_died(w)
+            return
         inflight = self.router.in_flight(w)
         in_batch = len(inflight.batch) if inflight is not None else 0
         slot, pid = w.index, w.pid
@@ -120,9 +135,10 @@ class Supervisor:
         # worker's batch is re-queued onto a live worker even when it was the only one.
         replacement = self.pool.promote(w) if delay is not None else None
         self._down_since.setdefault(slot, now)
-        self.events.emit("worker_died", f"worker {slot} (pid {pid}) died, exit code {w.exitcode}; "
-                         f"{in_batch} requests in flight", worker=slot, pid=pid, exitcode=w.exitcode,
-                         in_flight=in_batch, deaths_in_window=len(recent))
+        self.events.emit("worker_died", f"worker {slot} (pid {pid}) died, exit code {w.exitcode}"
+                         + (f" ({w.death})" if w.death else "") + f"; {in_batch} requests in flight",
+                         worker=slot, pid=pid, exitcode=w.exitcode, in_flight=in_batch, deaths_in_window=len(recent),
+                         **({"reason": w.death} if w.death else {}))
         if replacement is not None:
             self.restarts += 1
             self.metrics.worker_restarts.inc()

@@ -26,8 +26,8 @@ class WorkerSpec:
     input_shape: tuple[int, int, int]
     num_classes: int
     max_batch: int
-    input_shm: str
-    output_shm: str
+    input_shm: str = ""  # the router's slabs (local processes); "" for a Ray actor
+    output_shm: str = ""
     threads: int = 1
     warmup_runs: int = 2
     # A restarted worker loads and warms while the others serve: on a small machine its
@@ -118,6 +118,70 @@ def attach_shm(name: str) -> SharedMemory:
     return SharedMemory(name=name)
 
 
+class SupernetRunner:
+    """The model side of a worker, whatever carries its batches: the whole SuperNet with its
+    SubnetNorm table (safetensors, no pickle), warm-up of every served SubNet at every batch
+    size, and one batch at a time. Inputs and logits are host tensors of ``max_batch`` rows:
+    views of the router's shared-memory slabs for a local worker process (``in_buf`` /
+    ``out_buf``), or the runner's own for a Ray actor (superserve/serving/ray_pool.py)."""
+
+    def __init__(self, spec: WorkerSpec, in_buf: object = None, out_buf: object = None) -> None:
+        os.environ.setdefault("OMP_NUM_THREADS", str(spec.threads))
+        t_import = time.perf_counter()
+        import torch
+
+        from superserve.device import Staging, place
+        from superserve.supernet import load_supernet
+
+        torch.set_num_threads(spec.threads)
+        self.t_start = time.perf_counter()
+        self.import_s = self.t_start - t_import
+        self.spec = spec
+        # On cuda the SuperNet and its SubnetNorm table (buffers) live on the worker's GPU.
+        self.model = place(load_supernet(spec.weights_path, spec.norm_path), spec.device)
+        self.load_s = time.perf_counter() - self.t_start
+        c, h, w = spec.input_shape
+        n_in, n_out = spec.max_batch * c * h * w, spec.max_batch * spec.num_classes
+        inputs = (torch.zeros(n_in, dtype=torch.float32) if in_buf is None
+                  else torch.frombuffer(in_buf, dtype=torch.float32, count=n_in))
+        outputs = (torch.zeros(n_out, dtype=torch.float32) if out_buf is None
+                   else torch.frombuffer(out_buf, dtype=torch.float32, count=n_out))
+        self.inputs = inputs.view(spec.max_batch, c, h, w)
+        self.outputs = outputs.view(spec.max_batch, spec.num_classes)
+        self.staging = Staging(spec.device, spec.max_batch, (c, h, w), spec.num_classes)
+        self.ids = spec.subnet_ids
+        self.crash = None if spec.crash_value is None else torch.tensor(spec.crash_value, dtype=torch.float32)
+        self._inference = torch.inference_mode
+
+    def warm_up(self) -> float:
+        """Run every served SubNet at every batch size ``warmup_runs`` times: the first passes
+        of a shape pay for allocator growth and kernel selection, which would otherwise land
+        on requests. Returns seconds since the load began (load + warm-up)."""
+        spec, model, staging = self.spec, self.model, self.staging
+        with self._inference():
+            for sid in self.ids:
+                model.actuate(sid)
+                for b in range(1, spec.max_batch + 1):
+                    for _ in range(spec.warmup_runs):
+                        if staging.cuda:
+                            staging.run(model, self.inputs, self.outputs, b)
+                        else:
+                            model(self.inputs[:b])
+        return time.perf_counter() - self.t_start
+
+    def run(self, subnet_index: int, batch_size: int) -> float:
+        """outputs[:batch_size] = SubNet ``subnet_index`` of inputs[:batch_size]; the compute
+        time in ms. Raises what the model raises (the caller reports a failed batch)."""
+        t0 = time.perf_counter()
+        if self.crash is not None and bool((self.inputs[:batch_size].reshape(batch_size, -1)[:, 0]
+                                            == self.crash).any()):
+            _crash()  # the injected poison input (testing only)
+        with self._inference():
+            self.model.actuate(self.ids[subnet_index])
+            self.staging.run(self.model, self.inputs, self.outputs, batch_size)
+        return (time.perf_counter() - t0) * 1000.0
+
+
 def worker_main(spec_json: str, conn: Connection) -> None:
     """Process entry point (multiprocessing, spawn)."""
     from superserve.serving.messages import (BatchDone, BatchFailed, RunBatch, Stop, WorkerReady,
@@ -129,65 +193,32 @@ def worker_main(spec_json: str, conn: Connection) -> None:
     spec = WorkerSpec.from_json(spec_json)
     priority = WarmupPriority(spec.warmup_nice)
     priority.enter()
-    os.environ.setdefault("OMP_NUM_THREADS", str(spec.threads))
-    t_import = time.perf_counter()
-    import torch
-
-    from superserve.device import Staging, place
-    from superserve.supernet import load_supernet
-
-    torch.set_num_threads(spec.threads)
-    t_start = time.perf_counter()
-    import_s = t_start - t_import
-    # On cuda the SuperNet and its SubnetNorm table (buffers) live on the worker's GPU.
-    model = place(load_supernet(spec.weights_path, spec.norm_path), spec.device)
-    load_s = time.perf_counter() - t_start
     in_shm, out_shm = attach_shm(spec.input_shm), attach_shm(spec.output_shm)
-    c, h, w = spec.input_shape
-    inputs = torch.frombuffer(in_shm.buf, dtype=torch.float32, count=spec.max_batch * c * h * w)
-    inputs = inputs.view(spec.max_batch, c, h, w)
-    outputs = torch.frombuffer(out_shm.buf, dtype=torch.float32, count=spec.max_batch * spec.num_classes)
-    outputs = outputs.view(spec.max_batch, spec.num_classes)
-    staging = Staging(spec.device, spec.max_batch, (c, h, w), spec.num_classes)
-    ids = spec.subnet_ids
-    crash = None if spec.crash_value is None else torch.tensor(spec.crash_value, dtype=torch.float32)
+    runner: SupernetRunner | None = None
     try:
-        with torch.inference_mode():
-            # Warm every served SubNet at every batch size: the first passes of a shape pay for
-            # allocator growth and kernel selection, which would otherwise land on requests.
-            for sid in ids:
-                model.actuate(sid)
-                for b in range(1, spec.max_batch + 1):
-                    for _ in range(spec.warmup_runs):
-                        if staging.cuda:
-                            staging.run(model, inputs, outputs, b)
-                        else:
-                            model(inputs[:b])
-            priority.leave()
-            conn.send_bytes(encode(WorkerReady(os.getpid(), time.perf_counter() - t_start, import_s, load_s,
-                                               entered_at)))
-            while True:
-                try:
-                    msg = decode(conn.recv_bytes())
-                except (EOFError, OSError):
-                    break  # the router is gone: nobody to answer
-                if isinstance(msg, Stop):
-                    break
-                if not isinstance(msg, RunBatch):
-                    continue
-                t0 = time.perf_counter()
-                if crash is not None and bool((inputs[:msg.batch_size].reshape(msg.batch_size, -1)[:, 0]
-                                               == crash).any()):
-                    _crash()  # the injected poison input (testing only)
-                try:
-                    model.actuate(ids[msg.subnet_index])
-                    staging.run(model, inputs, outputs, msg.batch_size)
-                except Exception as exc:  # report, keep serving: one bad batch is not a dead worker
-                    conn.send_bytes(encode(BatchFailed(msg.seq, f"{type(exc).__name__}: {exc}")))
-                    continue
-                conn.send_bytes(encode(BatchDone(msg.seq, (time.perf_counter() - t0) * 1000.0)))
+        runner = SupernetRunner(spec, in_shm.buf, out_shm.buf)
+        warmup_s = runner.warm_up()
+        priority.leave()
+        conn.send_bytes(encode(WorkerReady(os.getpid(), warmup_s, runner.import_s, runner.load_s, entered_at)))
+        while True:
+            try:
+                msg = decode(conn.recv_bytes())
+            except (EOFError, OSError):
+                break  # the router is gone: nobody to answer
+            if isinstance(msg, Stop):
+                break
+            if not isinstance(msg, RunBatch):
+                continue
+            try:
+                compute_ms = runner.run(msg.subnet_index, msg.batch_size)
+            except Exception as exc:  # report, keep serving: one bad batch is not a dead worker
+                conn.send_bytes(encode(BatchFailed(msg.seq, f"{type(exc).__name__}: {exc}")))
+                continue
+            conn.send_bytes(encode(BatchDone(msg.seq, compute_ms)))
     finally:
         # Views must go before the segments can close.
-        del inputs, outputs
+        if runner is not None:
+            del runner.inputs, runner.outputs
+        del runner
         in_shm.close()
         out_shm.close()
