@@ -15,8 +15,10 @@ from superserve.subgraph import (AdaptiveSubGraph, LayerLRU, NoCache, PinnedSubG
                                  static_smallest, union_elements)
 from superserve.subgraph.catalog import Catalog
 from superserve.subgraph.cost import Accelerator, CostTable, latency_s, layer_fetch_bytes
-from superserve.subgraph.mbv3_torch import SharedMbV3
+from superserve.subgraph.mbv3_torch import SharedMbV3, SharedProxyless
 from superserve.subgraph.ofa_mbv3 import MbV3Config, blocks, mbv3_extents, mbv3_space
+from superserve.subgraph.ofa_proxyless import (ProxylessConfig, proxyless_blocks, proxyless_catalog,
+                                               proxyless_extents, proxyless_space)
 from superserve.subgraph.resnet_space import resnet_extents, resnet_space
 from superserve.supernet import SuperResNet
 from superserve.supernet.config import SuperNetSpec, fashion_mnist_spec
@@ -154,6 +156,98 @@ def test_boxes_match_the_slices_the_mbv3_executor_reads(seed, monkeypatch):
     k3 = {f"{b.prefix}.depth_conv.7to5_matrix" for b in blocks(128)
           if b.slot < cfg.depths[b.stage] and cfg.kernels[b.stage][b.slot] == 3}
     _grad_support_matches(named, model.space, model.box(cfg), k3)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 2**32 - 1))
+def test_proxyless_largest_covers_every_subnet_except_the_kernel_transforms(seed):
+    sp = proxyless_space(input_size=32)
+    cfg = ProxylessConfig.sample(random.Random(seed))
+    assert cfg.depths[-1] == 1 and ProxylessConfig.from_id(cfg.id) == cfg  # the last stage: its one block
+    box, big = sp.box(proxyless_extents(cfg, 32)), sp.box(proxyless_extents(ProxylessConfig.largest(), 32))
+    weights = np.array([not t.name.endswith("_matrix") for t in sp.tensors])
+    assert covers(big[weights], box[weights])
+    small_k = any(k < 7 for kk, d in zip(cfg.kernels, cfg.depths) for k in kk[:d])
+    assert (sp.nbytes(box) - sp.nbytes(intersect(box, big)) > 0) == small_k
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_boxes_match_the_slices_the_proxyless_executor_reads(seed, monkeypatch):
+    # ReLU6 is flat below 0 and above 6: a leaky stand-in keeps every read weight's gradient
+    # flowing (the weights are read either way).
+    leaky = torch.nn.functional.leaky_relu
+    monkeypatch.setattr(torch.nn.functional, "relu6", lambda x: leaky(x, 0.1))
+    model = SharedProxyless(input_size=128, seed=seed)
+    cfg = ProxylessConfig.sample(random.Random(seed + 10))
+    model(torch.randn(1, 3, 128, 128), cfg).square().sum().backward()
+    named = [(t.name, model.weights[model._key(t.name)]) for t in model.space.tensors]
+    k3 = {f"{b.prefix}.depth_conv.7to5_matrix" for b in proxyless_blocks(128)
+          if b.slot < cfg.depths[b.stage] and cfg.kernels[b.stage][b.slot] == 3}
+    _grad_support_matches(named, model.space, model.box(cfg), k3)
+
+
+def _ofa_or_skip():
+    try:
+        from benchmarks._ofa_reference import import_ofa
+        return import_ofa()
+    except ImportError as exc:  # the `ofa` package is an optional test extra
+        pytest.skip(f"ofa not importable: {exc}")
+
+
+def test_proxyless_boxes_count_the_parameters_and_macs_of_ofas_own_subnets():
+    """The reference: the `ofa` package's OFAProxylessNASNets (w1.3, k 3/5/7, e 3/4/6, d 2/3/4),
+    each SubNet extracted with ``get_active_subnet``; its parameters (``count_parameters``) and
+    MACs (OFA's counting rule, per conv and linear) against the box without the kernel transform
+    (the extracted SubNet holds k x k kernels); with the transform the box adds the matrices, a
+    k < 7 kernel reads the centre 5x5, and a k = 3 layer is counted at 25 taps instead of 9."""
+    zoo = _ofa_or_skip()
+    from ofa.utils.pytorch_utils import count_net_flops, count_parameters
+
+    torch.manual_seed(0)
+    net = zoo.OFAProxylessNASNets(n_classes=1000, dropout_rate=0, width_mult=1.3, ks_list=[3, 5, 7],
+                                  expand_ratio_list=[3, 4, 6], depth_list=[2, 3, 4])
+    size = 128
+    plain, sp = proxyless_space(size, kernel_transform=False), proxyless_space(size)
+    cfgs = [ProxylessConfig.largest(), ProxylessConfig.smallest()] + \
+        [ProxylessConfig.sample(random.Random(s)) for s in range(2)]
+    for n, cfg in enumerate(cfgs):
+        net.set_active_subnet(ks=[k for kk in cfg.kernels for k in kk], e=[e for ee in cfg.expands for e in ee],
+                              d=list(cfg.depths))
+        sub = net.get_active_subnet(preserve_weight=False).eval()
+        macs = []
+
+        def count(m, inp, out):
+            if isinstance(m, torch.nn.Conv2d):
+                macs.append(m.in_channels * out.numel() * m.kernel_size[0] * m.kernel_size[1] // m.groups)
+            elif isinstance(m, torch.nn.Linear):
+                macs.append(m.in_features * m.out_features)
+        hooks = [m.register_forward_hook(count) for m in sub.modules() if isinstance(m, (torch.nn.Conv2d,
+                                                                                           torch.nn.Linear))]
+        with torch.no_grad():
+            sub(torch.zeros(1, 3, size, size))
+        for h in hooks:
+            h.remove()
+        box = plain.box(proxyless_extents(cfg, size, kernel_transform=False))
+        assert plain.elements(box).sum() == count_parameters(sub)
+        assert plain.layer_macs(box).sum() == sum(macs)
+        # OFA's own counter (a deep copy and a forward: once) sums in float32: equal to its rounding
+        assert n or abs(plain.layer_macs(box).sum() - count_net_flops(sub, (1, 3, size, size))) <= 1e-6 * sum(macs)
+        tbox = sp.box(proxyless_extents(cfg, size))
+        active = [b for b in proxyless_blocks(size) if b.slot < cfg.depths[b.stage]]
+        k3 = [b for b in active if cfg.kernels[b.stage][b.slot] == 3]
+        mids = {b.prefix: int(box[plain.index[f"{b.prefix}.depth_conv.weight"], 0]) for b in active}
+        assert sp.layer_macs(tbox).sum() - sum(macs) == sum(16 * mids[b.prefix] * b.out_hw ** 2 for b in k3)
+    # the largest at 224 px: the figures in ofa_proxyless's docstring
+    full = proxyless_space(224, kernel_transform=False)
+    big = full.box(proxyless_extents(ProxylessConfig.largest(), 224, kernel_transform=False))
+    assert full.elements(big).sum() == 7_942_056 and full.layer_macs(big).sum() == 1_004_908_032
+
+
+def test_proxyless_catalog_spans_the_space():
+    cat = proxyless_catalog(num_subnets=12, pool=200, element_bytes=1, input_size=64)
+    assert cat.ids[0] == ProxylessConfig.smallest().id and cat.ids[-1] == ProxylessConfig.largest().id
+    assert np.all(np.diff(cat.macs()) >= 0) and np.all(np.diff(cat.accuracy) >= 0)
+    assert cat.space.nbytes(cat.space.full) >= cat.weight_bytes().max()
 
 
 # --- cost model ----------------------------------------------------------------------------

@@ -1,6 +1,7 @@
-"""A weight-shared OFA-MobileNetV3 in plain PyTorch, with random weights at the exact shapes of
-:func:`~superserve.subgraph.ofa_mbv3.mbv3_space`, for real-CPU measurements (no ``ofa``
-package, no trained weights: latency and memory traffic do not depend on the values).
+"""Weight-shared OFA MobileNet-family SuperNets in plain PyTorch (MobileNetV3 and ProxylessNAS),
+with random weights at the exact shapes of :func:`~superserve.subgraph.ofa_mobile.family_space`,
+for real-CPU measurements and for proving the boxes (no ``ofa`` package, no trained weights:
+latency and memory traffic do not depend on the values).
 
 Every SubNet reads its tensors through :meth:`WeightSpace.slices` of its box, so what it
 touches in memory is exactly what the SubGraph algebra says it shares with another SubNet
@@ -13,14 +14,24 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from superserve.subgraph.ofa_mbv3 import KERNELS, MAX_KERNEL, STEM, MbV3Config, blocks, mbv3_extents, mbv3_space
+from superserve.subgraph.ofa_mbv3 import MbV3Config
+from superserve.subgraph.ofa_mobile import (KERNELS, MAX_KERNEL, MBV3, PROXYLESS, MobileConfig, MobileFamily,
+                                            family_blocks, family_extents, family_space)
+from superserve.subgraph.ofa_proxyless import ProxylessConfig
 
 
-class SharedMbV3(nn.Module):
-    def __init__(self, input_size: int = 224, kernel_transform: bool = True, seed: int = 0) -> None:
+
+def _act(kind: str):
+    # looked up at call time: tests patch torch.nn.functional.relu
+    return {"relu": lambda x: F.relu(x), "relu6": lambda x: F.relu6(x), "hswish": lambda x: F.hardswish(x)}[kind]
+
+
+class SharedMobile(nn.Module):
+    def __init__(self, family: MobileFamily, input_size: int = 224, kernel_transform: bool = True,
+                 seed: int = 0) -> None:
         super().__init__()
-        self.input_size, self.kernel_transform = input_size, kernel_transform
-        self.space = mbv3_space(input_size, 4, kernel_transform)
+        self.family, self.input_size, self.kernel_transform = family, input_size, kernel_transform
+        self.space = family_space(family, input_size, 4, kernel_transform)
         gen = torch.Generator().manual_seed(seed)
         self.weights = nn.ParameterDict()
         for t in self.space.tensors:
@@ -42,14 +53,15 @@ class SharedMbV3(nn.Module):
     def _key(name: str) -> str:
         return name.replace(".", "__")
 
-    def box(self, config: MbV3Config):
+    def box(self, config: MobileConfig):
         b = self._boxes.get(config.id)
         if b is None:
-            b = self._boxes[config.id] = self.space.box(mbv3_extents(config, self.input_size, self.kernel_transform))
+            b = self._boxes[config.id] = self.space.box(
+                family_extents(self.family, config, self.input_size, self.kernel_transform))
         return b
 
-    def forward(self, x: torch.Tensor, config: MbV3Config) -> torch.Tensor:
-        box, sp = self.box(config), self.space
+    def forward(self, x: torch.Tensor, config: MobileConfig) -> torch.Tensor:
+        box, sp, fam = self.box(config), self.space, self.family
 
         def w(name: str) -> torch.Tensor:
             return self.weights[self._key(name)][sp.slices(box, name)]
@@ -59,14 +71,16 @@ class SharedMbV3(nn.Module):
             return F.batch_norm(h, self.zeros[:c], self.ones[:c], w(f"{name}.bn.weight"), w(f"{name}.bn.bias"),
                                 False, 0.0, 1e-5)
 
-        x = F.hardswish(bn(F.conv2d(x, w("first_conv.weight"), None, 2, 1), "first_conv"))
-        h = F.relu(bn(F.conv2d(x, w("blocks.0.depth_conv.weight"), None, 1, 1, 1, STEM), "blocks.0.depth_conv"))
-        x = x + bn(F.conv2d(h, w("blocks.0.point_linear.weight")), "blocks.0.point_linear")  # 16 -> 16: residual
-        for b in blocks(self.input_size):
+        x = _act(fam.stem_act)(bn(F.conv2d(x, w("first_conv.weight"), None, 2, 1), "first_conv"))
+        h = _act(fam.first_act)(bn(F.conv2d(x, w("blocks.0.depth_conv.weight"), None, 1, 1, 1, fam.stem),
+                                   "blocks.0.depth_conv"))
+        h = bn(F.conv2d(h, w("blocks.0.point_linear.weight")), "blocks.0.point_linear")
+        x = x + h if fam.first_residual else h
+        for b in family_blocks(fam, self.input_size):
             if b.slot >= config.depths[b.stage]:
                 continue
             k = config.kernels[b.stage][b.slot]
-            act = F.relu if b.stage < 2 else F.hardswish
+            act = _act(b.act)
             p = b.prefix
             h = act(bn(F.conv2d(x, w(f"{p}.inverted_bottleneck.weight")), f"{p}.inverted_bottleneck"))
             mid = h.shape[1]
@@ -77,8 +91,12 @@ class SharedMbV3(nn.Module):
                 h = h * F.hardsigmoid(F.conv2d(y, w(f"{p}.se.expand.weight"), w(f"{p}.se.expand.bias")))
             h = bn(F.conv2d(h, w(f"{p}.point_linear.weight")), f"{p}.point_linear")
             x = x + h if b.stride == 1 and b.cin == b.cout else h
-        x = F.hardswish(bn(F.conv2d(x, w("final_expand_layer.weight")), "final_expand_layer"))
-        x = F.hardswish(F.conv2d(x.mean((2, 3), keepdim=True), w("feature_mix_layer.weight")))
+        head = _act(fam.head_act)
+        if fam.final_expand:
+            x = head(bn(F.conv2d(x, w("final_expand_layer.weight")), "final_expand_layer"))
+            x = head(F.conv2d(x.mean((2, 3), keepdim=True), w("feature_mix_layer.weight")))
+        else:
+            x = head(bn(F.conv2d(x, w("feature_mix_layer.weight")), "feature_mix_layer")).mean((2, 3), keepdim=True)
         return F.linear(torch.flatten(x, 1), w("classifier.weight"), w("classifier.bias"))
 
     def _kernel(self, w, prefix: str, k: int) -> torch.Tensor:
@@ -98,3 +116,19 @@ class SharedMbV3(nn.Module):
             size = small
         return kernel
 
+
+class SharedMbV3(SharedMobile):
+    """OFA MobileNetV3 ``ofa_mbv3_d234_e346_k357_w1.0``; SubNets are :class:`MbV3Config`."""
+
+    def __init__(self, input_size: int = 224, kernel_transform: bool = True, seed: int = 0) -> None:
+        super().__init__(MBV3, input_size, kernel_transform, seed)
+
+
+class SharedProxyless(SharedMobile):
+    """OFA ProxylessNAS ``ofa_proxyless_d234_e346_k357_w1.3``; SubNets are :class:`ProxylessConfig`."""
+
+    def __init__(self, input_size: int = 224, kernel_transform: bool = True, seed: int = 0) -> None:
+        super().__init__(PROXYLESS, input_size, kernel_transform, seed)
+
+
+__all__ = ["SharedMobile", "SharedMbV3", "SharedProxyless", "MbV3Config", "ProxylessConfig"]
