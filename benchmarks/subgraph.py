@@ -31,6 +31,7 @@ from superserve.subgraph import (ZCU104_INT8, Accelerator, AdaptiveSubGraph, Cat
                                  layer_fetch_bytes, serve, static_smallest)
 from superserve.subgraph.mbv3_torch import SharedMbV3
 from superserve.subgraph.ofa_mbv3 import MbV3Config, mbv3_catalog, mbv3_extents, mbv3_space
+from superserve.subgraph.ofa_proxyless import proxyless_catalog
 from superserve.subgraph.resnet_space import resnet_catalog
 from superserve.supernet.config import fashion_mnist_spec
 from superserve.workload import bursty, time_varying
@@ -133,6 +134,15 @@ def study(name: str, cat: Catalog, acc: Accelerator, scale: float) -> dict[str, 
                   f"off-chip {s['offchip_bytes_per_query'] / 1e3:9.1f} KB/q  acc {s['mean_accuracy']:.4f}  "
                   f"SLO {s['slo_attainment']:.4f}  ({time.perf_counter() - t0:.1f} s)")
     policies = {p: pooled(rs, acc) for p, rs in runs.items()}
+    # Equal accuracy by construction: the SubNets each policy served, timed without a cache (what
+    # the cache itself saved, before the policy spends any of it on more accurate SubNets), and
+    # the accelerator time SubGraph loads stalled, per served query.
+    lat_none = latency_s(CostTable.build(cat, acc), acc, layer_fetch_bytes(cat, cat.space.empty()))
+    for p, rs in runs.items():
+        chosen = np.concatenate([r.sim.subnet[r.sim.subnet >= 0] for r in rs])
+        policies[p]["service_mean_ms_same_subnets_no_cache"] = float(lat_none[chosen].mean() * 1e3)
+        policies[p]["load_stall_ms_per_query"] = float(sum(r.load_bytes for r in rs) / acc.offchip_bytes_per_s
+                                                       / sum(r.served for r in rs) * 1e3)
     # ablation: the same adaptive SubGraph without trading any accuracy for locality
     strict = [serve(cat, acc, AdaptiveSubGraph(cat, buffer_bytes), q, PolicyConfig(accuracy_slack=0.0))
               for q in loads.values()]
@@ -152,14 +162,45 @@ def study(name: str, cat: Catalog, acc: Accelerator, scale: float) -> dict[str, 
             "by_offchip_bytes": {"baseline": best["offchip_bytes_per_query"],
                                  **savings(ours, policies[best["offchip_bytes_per_query"]])}},
         "ablation_cache_aware_without_accuracy_trade": pooled(strict, acc),
+        "roofline": roofline(cat, acc),
         "buffer_sweep": sweep(cat, acc, workloads(cat, acc, scale / 2)[0]["time_varying"]),
     }
-    sv = out["savings_vs_no_cache"]
+    sv, rf = out["savings_vs_no_cache"], out["roofline"]
+    print(f"  roofline: ridge {rf['ridge_macs_per_byte']:.0f} MAC/byte; SubNets at "
+          f"{rf['macs_per_weight_byte']['min']:.0f}-{rf['macs_per_weight_byte']['max']:.0f} MAC/byte; "
+          f"memory-bound share of no-cache time (median) {100 * rf['memory_bound_time_share_no_cache']['median']:.1f} %;"
+          f" all-cached saves at most {100 * rf['max_saving_if_all_cached']['max']:.1f} %")
     print(f"  cache_aware vs no_cache: latency {100 * sv['latency_mean']:.1f} % (p99 {100 * sv['latency_p99']:.1f} %, "
           f"service time {100 * sv['service_time']:.1f} %), "
           f"off-chip bytes/energy {100 * sv['offchip_bytes']:.1f} %, accuracy {sv['accuracy_gain_pts']:+.2f} pts, "
           f"SLO {sv['slo_attainment_gain']:+.4f}")
+    ca = policies["cache_aware"]
+    print(f"  cache_aware's own SubNets: service {ca['service_mean_ms']:.4f} ms with its cache (+ "
+          f"{ca['load_stall_ms_per_query']:.4f} ms of loads) against {ca['service_mean_ms_same_subnets_no_cache']:.4f}"
+          f" ms without one")
     return out
+
+
+def roofline(cat: Catalog, acc: Accelerator) -> dict[str, Any]:
+    """Where the time goes without a cache, and the most any cache could save: per SubNet, its
+    MACs per weight byte against the ridge point (MAC/s over bytes/s), the share of its no-cache
+    time in memory-bound layers, and 1 - latency(everything cached) / latency(no cache)."""
+    table = CostTable.build(cat, acc)
+    none = layer_fetch_bytes(cat, cat.space.empty()).astype(np.float64)
+    none[:, 0] += table.private_bytes
+    mem = none / acc.offchip_bytes_per_s
+    per_layer = np.maximum(table.compute_s, mem)
+    bound = (mem > table.compute_s) & table.layer_used
+    lat_none = latency_s(table, acc, layer_fetch_bytes(cat, cat.space.empty()))
+    lat_full = latency_s(table, acc, layer_fetch_bytes(cat, cat.space.full))
+    intensity = cat.macs() / cat.weight_bytes()
+    q = lambda a: {"min": float(a.min()), "median": float(np.median(a)), "max": float(a.max())}  # noqa: E731
+    return {"ridge_macs_per_byte": acc.macs_per_s / acc.offchip_bytes_per_s,
+            "macs_per_weight_byte": q(intensity),
+            "memory_bound_layers": q(bound.sum(axis=1).astype(float)),
+            "layers_run": q(table.layer_used.sum(axis=1).astype(float)),
+            "memory_bound_time_share_no_cache": q((per_layer * bound).sum(axis=1) / per_layer.sum(axis=1)),
+            "max_saving_if_all_cached": q(1.0 - lat_full / lat_none)}
 
 
 def sweep(cat: Catalog, acc: Accelerator, q: Queries) -> list[dict]:
@@ -423,7 +464,8 @@ def main() -> None:
     else:
         profile = LatencyProfile.load(EMBEDDED_DIR / "profile.json")
         catalogs = {"embedded_resnet": resnet_catalog(fashion_mnist_spec(), profile, element_bytes=acc.element_bytes),
-                    "ofa_mbv3": mbv3_catalog(element_bytes=acc.element_bytes)}
+                    "ofa_mbv3": mbv3_catalog(element_bytes=acc.element_bytes),
+                    "ofa_proxyless": proxyless_catalog(element_bytes=acc.element_bytes)}
         result = {"accelerator": acc.to_dict(), "policy": PolicyConfig().__dict__,
                   "adaptive_subgraph": {"period": 16, "window": 256}, "sushi_published": SUSHI_PUBLISHED,
                   "architectures": {name: study(name, cat, acc, scale) for name, cat in catalogs.items()},
