@@ -22,7 +22,9 @@ def train(
                               help="Fashion-MNIST IDX directory, or an image folder DIR/<class>/<images> "
                                    "(optionally DIR/train/ and DIR/test/)"),
     out: Path = typer.Option(Path("runs/train"), help="output directory (checkpoint, weights)"),
-    epochs: int = 14, batch_size: int = 128, lr: float = 0.2, seed: int = 0,
+    epochs: int = 14, batch_size: int = 128,
+    lr: float = typer.Option(None, help="peak learning rate (default: 0.2 for resnet, 1e-3 for vit)"),
+    seed: int = 0,
     num_random: int = typer.Option(2, help="random SubNets per step besides largest and smallest"),
     threads: int = typer.Option(0, help="torch threads (0: default)"),
     limit: int = typer.Option(0, help="train on the first N images only (smoke test)"),
@@ -31,15 +33,22 @@ def train(
     space: Path = typer.Option(None, help="SuperNet space file (JSON or TOML: input_size, depths, widths, "
                                           "expand_ratios, ...; superserve/supernet/space_file.py); default: "
                                           "Fashion-MNIST's space"),
+    family: str = typer.Option("resnet", help="resnet (the conv SuperNet) or vit (a transformer SuperNet: "
+                                              "conv stem, elastic depth/heads/FFN/embedding; Fashion-MNIST only)"),
+    weight_decay: float = typer.Option(None, help="default: 5e-5 (resnet, SGD), 0.05 (vit, AdamW)"),
 ) -> None:
     """Train a SuperNet (sandwich rule + in-place distillation) on Fashion-MNIST or an image
     folder; resumable. The output holds the weights and data.json (normalisation, classes)."""
     dev = _device_option("train", device)
     from .train import TrainConfig, train as run
 
-    cfg = TrainConfig(data=str(data), out=str(out), epochs=epochs, batch_size=batch_size, lr=lr,
+    vit = family == "vit"
+    cfg = TrainConfig(data=str(data), out=str(out), epochs=epochs, batch_size=batch_size,
+                      lr=lr if lr is not None else (1e-3 if vit else 0.2),
+                      weight_decay=weight_decay if weight_decay is not None else (0.05 if vit else 5e-5),
                       seed=seed, num_random=num_random, threads=threads, limit=limit,
-                      precision=precision, device=_one_device(dev), space=str(space) if space else "")
+                      precision=precision, device=_one_device(dev), space=str(space) if space else "",
+                      family=family, optimizer="adamw" if vit else "sgd")
     try:
         weights = run(cfg)
     except (FileNotFoundError, ValueError) as exc:
