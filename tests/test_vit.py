@@ -44,8 +44,13 @@ def _random_model(spec: TransformerSpec) -> SuperTransformer:
     model = SuperTransformer(spec)
     with torch.no_grad():  # non-trivial LayerNorm affines and biases (their init is 1 / 0)
         for name, p in model.named_parameters():
-            if name.endswith("bias") or ".ln" in name or "final_ln" in name:
+            if name.endswith("bias") or ".ln" in name or "final_ln" in name or ".bn" in name:
                 p.add_(torch.randn_like(p) * 0.1)
+        for name, b in model.named_buffers():  # the stem's BatchNorm running statistics
+            if name.endswith("running_mean"):
+                b.copy_(torch.randn_like(b) * 0.1)
+            elif name.endswith("running_var"):
+                b.uniform_(0.5, 1.5)
     return model.eval()
 
 

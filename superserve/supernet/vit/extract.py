@@ -71,7 +71,7 @@ class PlainTransformer(nn.Module):
             h = self.word(ids) + self.position.weight[:n] + self.token_type.weight[0]
             h = self.embed_ln(h)
         else:
-            h = self.conv2(F.gelu(self.conv1(x))).flatten(2).transpose(1, 2) + self.pos
+            h = self.bn2(self.conv2(F.gelu(self.bn1(self.conv1(x))))).flatten(2).transpose(1, 2) + self.pos
         for layer in self.layers:
             h = layer(h, mask)
         if self.is_bert:
@@ -97,11 +97,15 @@ def extract(model: SuperTransformer, choice: TransformerChoice | str) -> PlainTr
         plain.pooler = _linear(model.pooler, e, e)
     else:
         stem = model.stem
-        plain.conv1 = nn.Conv2d(spec.in_channels, spec.stem_channels, 3, 2, 1)
+        plain.conv1 = nn.Conv2d(spec.in_channels, spec.stem_channels, 3, 2, 1, bias=False)
         plain.conv1.load_state_dict(stem.conv1.state_dict())
-        plain.conv2 = nn.Conv2d(spec.stem_channels, e, 3, 2, 1)
+        plain.bn1 = nn.BatchNorm2d(spec.stem_channels, eps=stem.bn1.eps)
+        plain.bn1.load_state_dict(stem.bn1.state_dict())
+        plain.conv2 = nn.Conv2d(spec.stem_channels, e, 3, 2, 1, bias=False)
         plain.conv2.weight.copy_(stem.conv2_weight[:e])
-        plain.conv2.bias.copy_(stem.conv2_bias[:e])
+        plain.bn2 = nn.BatchNorm2d(e, eps=stem.bn2.eps)
+        for name in ("weight", "bias", "running_mean", "running_var"):
+            getattr(plain.bn2, name).copy_(getattr(stem.bn2, name)[:e])
         plain.pos = nn.Parameter(stem.pos[:, :, :e].clone())
         plain.final_ln = _layer_norm(model.final_ln, e)
     layers = []

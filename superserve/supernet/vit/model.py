@@ -96,15 +96,21 @@ class ElasticLayer(nn.Module):
 
 
 class ViTStem(nn.Module):
-    """Image -> tokens: 3x3/2 conv, GELU, 3x3/2 conv to the active embedding width (its
-    leading output channels), plus a learned position embedding."""
+    """Image -> tokens: 3x3/2 conv, BatchNorm, GELU, 3x3/2 conv to the active embedding width
+    (its leading output channels), BatchNorm, plus a learned position embedding.
+
+    Early convolutions make a small ViT train like a CNN (Xiao et al., 2021). Their BatchNorm
+    needs no SubnetNorm: the stem runs before anything elastic, and output channel c of the
+    second conv depends on row c of its kernel only, so every SubNet sees the same
+    statistics for the channels it uses (plain running statistics, sliced)."""
 
     def __init__(self, spec: TransformerSpec) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(spec.in_channels, spec.stem_channels, 3, 2, 1)
+        self.conv1 = nn.Conv2d(spec.in_channels, spec.stem_channels, 3, 2, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(spec.stem_channels)
         self.conv2_weight = nn.Parameter(torch.empty(spec.embed_dim, spec.stem_channels, 3, 3))
-        self.conv2_bias = nn.Parameter(torch.zeros(spec.embed_dim))
         nn.init.kaiming_normal_(self.conv2_weight, mode="fan_out")
+        self.bn2 = nn.BatchNorm2d(spec.embed_dim)
         tokens = self.tokens(spec)
         self.pos = nn.Parameter(torch.zeros(1, tokens, spec.embed_dim))
         nn.init.trunc_normal_(self.pos, std=0.02)
@@ -117,8 +123,11 @@ class ViTStem(nn.Module):
         return side * side
 
     def forward(self, x: torch.Tensor, embed: int) -> torch.Tensor:
-        h = F.gelu(self.conv1(x))
-        h = F.conv2d(h, self.conv2_weight[:embed], self.conv2_bias[:embed], 2, 1)
+        h = F.gelu(self.bn1(self.conv1(x)))
+        h = F.conv2d(h, self.conv2_weight[:embed], None, 2, 1)
+        bn = self.bn2
+        h = F.batch_norm(h, bn.running_mean[:embed], bn.running_var[:embed], bn.weight[:embed], bn.bias[:embed],
+                         self.training, bn.momentum, bn.eps)
         return h.flatten(2).transpose(1, 2) + self.pos[:, :, :embed]
 
 
@@ -246,8 +255,8 @@ def subnet_cost(spec: TransformerSpec, choice: TransformerChoice) -> tuple[int, 
         side1 = (side + 2 - 3) // 2 + 1
         n = ViTStem.tokens(spec)
         macs += side1 * side1 * 9 * spec.in_channels * spec.stem_channels + n * 9 * spec.stem_channels * e
-        params += 9 * spec.in_channels * spec.stem_channels + spec.stem_channels + 9 * spec.stem_channels * e + e
-        params += n * e
+        params += 9 * spec.in_channels * spec.stem_channels + 2 * spec.stem_channels + 9 * spec.stem_channels * e
+        params += 2 * e + n * e  # BatchNorm affine, position embedding
     for heads, ffn in zip(choice.heads, choice.ffn):
         inner = heads * spec.head_dim
         macs += n * (4 * e * inner + 2 * e * ffn) + 2 * n * n * inner
