@@ -188,6 +188,37 @@ def import_ofa(
                f"{summary['calibration_images']} images; serve it with `superserve serve --bundle {out}`")
 
 
+@app.command("import-bert")
+def import_bert(
+    directory: Path = typer.Argument(..., help="Hugging Face BERT directory: config.json + model.safetensors "
+                                               "(or pytorch_model.bin, read weights-only); DynaBERT's format"),
+    out: Path = typer.Option(Path("runs/bert-bundle"), help="bundle directory to write"),
+    seq_len: int = typer.Option(128, help="token ids per served request"),
+    subnets: Path = typer.Option(None, help="JSON list of SubNets to serve: {\"id\", \"accuracy\"} "
+                                            "(default: DynaBERT's depth x width grid, MAC-ordered stand-in accuracy)"),
+    depths: str = typer.Option("0.5,0.75,1.0", help="comma-separated depth multipliers (DynaBERT's)"),
+    widths: str = typer.Option("0.25,0.5,0.75,1.0", help="comma-separated width multipliers (heads and FFN)"),
+    max_batch: int = typer.Option(16, help="largest batch the profile covers"),
+    repeats: int = typer.Option(15, help="timed rounds per (SubNet, batch) cell"),
+    threads: int = typer.Option(1, help="torch threads while profiling (what one worker gets)"),
+) -> None:
+    """Import a BERT SuperNet (DynaBERT / Hugging Face format) as a servable bundle (latency profile)."""
+    from .profiling.bert_import import BertImportSettings, build_bert_bundle
+    from .supernet import CheckpointError
+
+    try:
+        settings = BertImportSettings(
+            seq_len=seq_len, subnets=subnets, max_batch=max_batch, repeats=repeats, threads=threads,
+            depth_choices=tuple(float(d) for d in depths.split(",") if d.strip()),
+            width_choices=tuple(float(w) for w in widths.split(",") if w.strip()))
+        summary = build_bert_bundle(directory, out, settings, lambda stage, i, n: None)
+    except (CheckpointError, FileNotFoundError, ValueError) as exc:
+        typer.echo(f"superserve import-bert: {exc}", err=True)
+        raise typer.Exit(2)
+    typer.echo(f"wrote {out}: {summary['subnets']} SubNets of {directory} at {seq_len} tokens "
+               f"(accuracy: {summary['accuracy']})")
+
+
 def _mount_simulator() -> None:
     from .sim.cli import simulate_command
 
