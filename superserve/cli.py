@@ -216,7 +216,7 @@ def import_bert(
         typer.echo(f"superserve import-bert: {exc}", err=True)
         raise typer.Exit(2)
     typer.echo(f"wrote {out}: {summary['subnets']} SubNets of {directory} at {seq_len} tokens "
-               f"(accuracy: {summary['accuracy']})")
+               f"(accuracy: {summary['accuracy_source']})")
 
 
 def _mount_simulator() -> None:

@@ -79,7 +79,7 @@ def build_bert_bundle(directory: Path, out: Path, settings: BertImportSettings,
     finally:
         torch.set_num_threads(before)
     meta = dict(profile.meta, source=str(directory), seq_len=settings.seq_len,
-                accuracy=("measured (--subnets)" if len(measured) == len(choices) else PROXY_NOTE))
+                accuracy_source=("measured (--subnets)" if len(measured) == len(choices) else PROXY_NOTE))
     profile = LatencyProfile(tuple(replace(s, val_accuracy=None) if s.id not in measured else s
                                    for s in profile.subnets), profile.device, meta)
     layout = BundleLayout(out)
@@ -88,4 +88,4 @@ def build_bert_bundle(directory: Path, out: Path, settings: BertImportSettings,
     save_norm_table(model, layout.norm)
     profile.save(layout.profile)
     return {"subnets": len(choices), "seq_len": settings.seq_len, "device": profile.device,
-            "accuracy": meta["accuracy"], "seconds": round(time.perf_counter() - t0, 1)}
+            "accuracy_source": meta["accuracy_source"], "seconds": round(time.perf_counter() - t0, 1)}

@@ -269,7 +269,8 @@ def model_config(info: ModelInfo) -> dict[str, Any]:
     return {
         "name": info.name, "platform": "superserve_supernet", "backend": "superserve",
         "max_batch_size": 1,
-        "input": [{"name": INPUT_NAME, "data_type": "TYPE_INT64", "dims": [w]} if info.input_datatype == "INT64"
+        "input": [{"name": INPUT_NAME, "data_type": "TYPE_INT64", "format": "FORMAT_NONE", "dims": [w]}
+                  if info.input_datatype == "INT64"
                   else {"name": INPUT_NAME, "data_type": "TYPE_FP32", "format": "FORMAT_NCHW", "dims": [c, h, w]}],
         "output": [{"name": LOGITS, "data_type": "TYPE_FP32", "dims": [info.num_classes]},
                    {"name": CLASS, "data_type": "TYPE_INT64", "dims": [1]}],
