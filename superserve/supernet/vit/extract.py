@@ -47,10 +47,18 @@ class PlainLayer(nn.Module):
         ctx = scores.softmax(-1) @ v
         return self.attn_out(ctx.transpose(1, 2).reshape(b, n, self.heads * self.head_dim))
 
+    def ffn(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.gelu(self.fc1(x))
+        if self.dwconv is not None:  # over the square token grid
+            b, n, c = h.shape
+            side = int(round(n ** 0.5))
+            h = F.gelu(self.dwconv(h.transpose(1, 2).reshape(b, c, side, side)).flatten(2).transpose(1, 2))
+        return self.fc2(h)
+
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         if self.pre_norm:
             x = x + self.attention(self.ln1(x), mask)
-            return x + self.fc2(F.gelu(self.fc1(self.ln2(x))))
+            return x + self.ffn(self.ln2(x))
         x = self.ln1(x + self.attention(x, mask))
         return self.ln2(x + self.fc2(F.gelu(self.fc1(x))))
 
@@ -116,6 +124,11 @@ def extract(model: SuperTransformer, choice: TransformerChoice | str) -> PlainTr
         dst.attn_out = _linear(src.attn_out, e, inner)
         dst.ln1, dst.ln2 = _layer_norm(src.ln1, e), _layer_norm(src.ln2, e)
         dst.fc1, dst.fc2 = _linear(src.fc1, ffn, e), _linear(src.fc2, e, ffn)
+        dst.dwconv = None
+        if src.side:
+            dst.dwconv = nn.Conv2d(ffn, ffn, 3, 1, 1, groups=ffn)
+            dst.dwconv.weight.copy_(src.dw_weight[:ffn])
+            dst.dwconv.bias.copy_(src.dw_bias[:ffn])
         layers.append(dst)
     plain.layers = nn.ModuleList(layers)
     plain.classifier = _linear(model.classifier, spec.num_classes, e)

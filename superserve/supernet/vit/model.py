@@ -74,6 +74,14 @@ class ElasticLayer(nn.Module):
         self.ln1 = ElasticLayerNorm(e, spec.ln_eps)
         self.fc1, self.fc2 = ElasticLinear(e, spec.ffn_dim), ElasticLinear(spec.ffn_dim, e)
         self.ln2 = ElasticLayerNorm(e, spec.ln_eps)
+        # ViT: a 3x3 depthwise conv over the token grid inside the FFN (LocalViT, Li et al.
+        # 2021): locality a small ViT otherwise learns slowly. Per channel, so WeightSlice
+        # keeps its first ``ffn`` filters.
+        self.side = int(ViTStem.tokens(spec) ** 0.5) if spec.ffn_dwconv and self.pre_norm else 0
+        if self.side:
+            self.dw_weight = nn.Parameter(torch.empty(spec.ffn_dim, 1, 3, 3))
+            self.dw_bias = nn.Parameter(torch.zeros(spec.ffn_dim))
+            nn.init.kaiming_normal_(self.dw_weight, mode="fan_out")
 
     def attention(self, x: torch.Tensor, heads: int, mask: torch.Tensor | None) -> torch.Tensor:
         b, n, e = x.shape
@@ -86,11 +94,20 @@ class ElasticLayer(nn.Module):
         ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.attn_out(ctx.transpose(1, 2).reshape(b, n, inner), e)
 
+    def local(self, h: torch.Tensor) -> torch.Tensor:
+        """The FFN's depthwise conv over the token grid (identity without one)."""
+        if not self.side:
+            return h
+        b, n, c = h.shape
+        g = h.transpose(1, 2).reshape(b, c, self.side, self.side)
+        g = F.conv2d(g, self.dw_weight[:c], self.dw_bias[:c], 1, 1, 1, c)
+        return g.flatten(2).transpose(1, 2)
+
     def forward(self, x: torch.Tensor, heads: int, ffn: int, mask: torch.Tensor | None = None) -> torch.Tensor:
         e = x.shape[-1]
         if self.pre_norm:
             x = x + self.attention(self.ln1(x), heads, mask)
-            return x + self.fc2(F.gelu(self.fc1(self.ln2(x), ffn)), e)
+            return x + self.fc2(F.gelu(self.local(F.gelu(self.fc1(self.ln2(x), ffn)))), e)
         x = self.ln1(x + self.attention(x, heads, mask))
         return self.ln2(x + self.fc2(F.gelu(self.fc1(x, ffn)), e))
 
@@ -261,6 +278,9 @@ def subnet_cost(spec: TransformerSpec, choice: TransformerChoice) -> tuple[int, 
         inner = heads * spec.head_dim
         macs += n * (4 * e * inner + 2 * e * ffn) + 2 * n * n * inner
         params += 4 * e * inner + 3 * inner + e + 2 * e * ffn + ffn + e + 4 * e
+        if spec.ffn_dwconv and spec.family != FAMILY_BERT:
+            macs += n * 9 * ffn
+            params += 10 * ffn
     if spec.family == FAMILY_BERT:
         macs += e * e + e * spec.num_classes
         params += e * e + e + e * spec.num_classes + spec.num_classes

@@ -91,6 +91,7 @@ class TransformerSpec:
     in_channels: int = 1
     input_size: int = 28
     stem_channels: int = 32
+    ffn_dwconv: bool = True  # a 3x3 depthwise conv inside each FFN (model.ElasticLayer.local)
     # BERT input
     vocab_size: int = 0
     max_position: int = 0
@@ -217,6 +218,7 @@ def bert_spec(config: dict[str, Any], seq_len: int = 128, depth_choices: tuple[f
         head_dim=hidden // heads, ffn_dim=inter,
         num_classes=int(config.get("num_labels") or len(config.get("id2label") or {}) or 2),
         ln_eps=float(config.get("layer_norm_eps", 1e-12)), in_channels=1, input_size=seq_len, stem_channels=0,
+        ffn_dwconv=False,
         vocab_size=int(config["vocab_size"]), max_position=int(config["max_position_embeddings"]),
         type_vocab_size=int(config.get("type_vocab_size", 2)), seq_len=seq_len,
         pad_token_id=int(config.get("pad_token_id") or 0),
