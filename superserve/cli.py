@@ -36,6 +36,8 @@ def train(
     family: str = typer.Option("resnet", help="resnet (the conv SuperNet) or vit (a transformer SuperNet: "
                                               "conv stem, elastic depth/heads/FFN/embedding; Fashion-MNIST only)"),
     weight_decay: float = typer.Option(None, help="default: 5e-5 (resnet, SGD), 0.05 (vit, AdamW)"),
+    reschedule: bool = typer.Option(False, help="resume with another --epochs (the cosine schedule continues "
+                                                "over the new total)"),
 ) -> None:
     """Train a SuperNet (sandwich rule + in-place distillation) on Fashion-MNIST or an image
     folder; resumable. The output holds the weights and data.json (normalisation, classes)."""
@@ -48,7 +50,7 @@ def train(
                       weight_decay=weight_decay if weight_decay is not None else (0.05 if vit else 5e-5),
                       seed=seed, num_random=num_random, threads=threads, limit=limit,
                       precision=precision, device=_one_device(dev), space=str(space) if space else "",
-                      family=family, optimizer="adamw" if vit else "sgd")
+                      family=family, optimizer="adamw" if vit else "sgd", reschedule=reschedule)
     try:
         weights = run(cfg)
     except (FileNotFoundError, ValueError) as exc:

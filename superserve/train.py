@@ -46,6 +46,7 @@ class TrainConfig:
     space: str = ""  # a SuperNet space file (superserve/supernet/space_file.py); "": Fashion-MNIST's space
     family: str = "resnet"  # "resnet" (superserve's conv SuperNet) or "vit" (supernet/vit: transformer)
     optimizer: str = "sgd"  # "sgd" (Nesterov momentum) or "adamw" (what transformers want)
+    reschedule: bool = False  # resuming may change `epochs` (the cosine is recomputed over the new total)
 
 
 def resolve_precision(precision: str, device: str = "cpu") -> str:
@@ -145,12 +146,19 @@ def _resume(state_path: Path, cfg: TrainConfig, model: SuperResNet,
     state = torch.load(state_path, weights_only=True, map_location=cfg.device)
     # Where it ran (device) and where it is written (out) may change between runs.
     # Settings added since the state was written count as their defaults.
-    same = {k: v for k, v in {**asdict(TrainConfig()), **state["config"]}.items() if k not in ("out", "device")}
-    if same != {k: v for k, v in asdict(cfg).items() if k not in ("out", "device")}:
+    # --reschedule: the run may end at another epoch count (the cosine continues over the new
+    # total from the step reached; the history records the change).
+    free = ("out", "device", "reschedule") + (("epochs",) if cfg.reschedule else ())
+    same = {k: v for k, v in {**asdict(TrainConfig()), **state["config"]}.items() if k not in free}
+    if same != {k: v for k, v in asdict(cfg).items() if k not in free}:
         raise SystemExit(f"{state_path} was written with other settings; use another --out or delete it")
     model.load_state_dict(state["model"], strict=False)
     opt.load_state_dict(state["optimizer"])
     print(f"resuming from epoch {state['epoch']} ({state_path})")
+    if state["config"].get("epochs", cfg.epochs) != cfg.epochs:
+        print(f"rescheduled: {state['config'].get('epochs')} -> {cfg.epochs} epochs")
+        for h in state["history"]:
+            h.setdefault("scheduled_epochs", state["config"].get("epochs"))
     return state["epoch"], state["history"]
 
 
