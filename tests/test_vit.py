@@ -9,6 +9,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from superserve.bundle_layout import EMBEDDED_DIR, BundleLayout
+from superserve.datasets import DEFAULT_FMNIST
 from superserve.supernet import load_supernet
 from superserve.supernet.vit import SuperTransformer, TransformerChoice, TransformerSpec, kept_layers
 from superserve.supernet.vit.extract import extract
@@ -156,3 +157,19 @@ def test_weights_round_trip_through_the_bundle_loader(tmp_path):
             model.actuate(c)
             loaded.actuate(c.id)
             assert torch.equal(model(x), loaded(x))
+
+
+@pytest.mark.skipif(not DEFAULT_FMNIST.exists(), reason="needs Debian's dataset-fashion-mnist")
+def test_vit_family_trains_resumes_and_reschedules(tmp_path):
+    """`superserve train --family vit` (tiny run): weights load as a transformer SuperNet; a
+    resumed run may change its epoch count only with --reschedule."""
+    from superserve.train import TrainConfig, train
+
+    base = dict(limit=128, batch_size=64, threads=1, family="vit", optimizer="adamw", lr=1e-3, weight_decay=0.05)
+    cfg = TrainConfig(out=str(tmp_path), epochs=2, **base)
+    assert train(cfg, TINY, show_progress=False, stop_after_epoch=1) is None
+    with pytest.raises(SystemExit, match="other settings"):
+        train(TrainConfig(out=str(tmp_path), epochs=3, **base), TINY, show_progress=False)
+    weights = train(TrainConfig(out=str(tmp_path), epochs=3, reschedule=True, **base), TINY, show_progress=False)
+    model = load_supernet(weights)
+    assert isinstance(model, SuperTransformer) and model.spec == TINY
