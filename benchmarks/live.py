@@ -178,7 +178,8 @@ def compare(p: ex.ExperimentPlan, args) -> tuple[list, dict]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--bundle", type=Path, default=None)
+    ap.add_argument("--bundle", type=Path, default=None,
+                    help="bundle directory or a shipped bundle's name (vit); default: the embedded SuperNet")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--duration", type=float, default=45.0, help="seconds of bursty trace per policy")
     ap.add_argument("--max-mean-rate", type=float, default=1500.0)

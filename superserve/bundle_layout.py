@@ -10,8 +10,9 @@ A bundle is a directory with
                           {"format": "superserve-data/1", "input_shape": [C, H, W],
                            "mean": [per channel], "std": [per channel], "classes": [names]};
                           a UINT8 pixel x of channel c is fed as (x / 255 - mean[c]) / std[c]
-The embedded default ships inside the package; a user's own SuperNet is a bundle with the
-same layout (`superserve serve --bundle DIR`). This module names the files (and reads the small
+The embedded default ships inside the package, and so does a ViT SuperNet (`--bundle vit`,
+superserve/supernet/vit); a user's own SuperNet is a bundle with the same layout
+(`superserve serve --bundle DIR`). This module names the files (and reads the small
 data.json) only: it imports nothing of superserve and no torch, so the router, the load client
 and the simulator can read a bundle without torch.
 """
@@ -43,6 +44,18 @@ FMNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                   "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 
 EMBEDDED_DIR = Path(__file__).resolve().parent / "data" / "embedded"
+EMBEDDED_VIT_DIR = Path(__file__).resolve().parent / "data" / "embedded_vit"
+# Bundles shipped inside the package, by the name `--bundle NAME` accepts (a directory of
+# that name, if one exists, wins: a name is only a shorthand).
+EMBEDDED_BUNDLES = {"embedded": EMBEDDED_DIR, "resnet": EMBEDDED_DIR, "vit": EMBEDDED_VIT_DIR}
+
+
+def resolve_bundle(root: str | Path) -> Path:
+    """The directory of a bundle given as a path or as the name of a shipped one ("vit")."""
+    path = Path(root)
+    if not path.exists() and str(root) in EMBEDDED_BUNDLES:
+        return EMBEDDED_BUNDLES[str(root)]
+    return path
 
 
 @dataclass(frozen=True)
@@ -52,7 +65,7 @@ class BundleLayout:
     root: Path
 
     def __init__(self, root: str | Path = EMBEDDED_DIR) -> None:
-        object.__setattr__(self, "root", Path(root))
+        object.__setattr__(self, "root", resolve_bundle(root))
 
     @property
     def weights(self) -> Path:

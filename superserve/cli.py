@@ -22,7 +22,9 @@ def train(
                               help="Fashion-MNIST IDX directory, or an image folder DIR/<class>/<images> "
                                    "(optionally DIR/train/ and DIR/test/)"),
     out: Path = typer.Option(Path("runs/train"), help="output directory (checkpoint, weights)"),
-    epochs: int = 14, batch_size: int = 128, lr: float = 0.2, seed: int = 0,
+    epochs: int = 14, batch_size: int = 128,
+    lr: float = typer.Option(None, help="peak learning rate (default: 0.2 for resnet, 1e-3 for vit)"),
+    seed: int = 0,
     num_random: int = typer.Option(2, help="random SubNets per step besides largest and smallest"),
     threads: int = typer.Option(0, help="torch threads (0: default)"),
     limit: int = typer.Option(0, help="train on the first N images only (smoke test)"),
@@ -31,15 +33,24 @@ def train(
     space: Path = typer.Option(None, help="SuperNet space file (JSON or TOML: input_size, depths, widths, "
                                           "expand_ratios, ...; superserve/supernet/space_file.py); default: "
                                           "Fashion-MNIST's space"),
+    family: str = typer.Option("resnet", help="resnet (the conv SuperNet) or vit (a transformer SuperNet: "
+                                              "conv stem, elastic depth/heads/FFN/embedding; Fashion-MNIST only)"),
+    weight_decay: float = typer.Option(None, help="default: 5e-5 (resnet, SGD), 0.05 (vit, AdamW)"),
+    reschedule: bool = typer.Option(False, help="resume with another --epochs (the cosine schedule continues "
+                                                "over the new total)"),
 ) -> None:
     """Train a SuperNet (sandwich rule + in-place distillation) on Fashion-MNIST or an image
     folder; resumable. The output holds the weights and data.json (normalisation, classes)."""
     dev = _device_option("train", device)
     from .train import TrainConfig, train as run
 
-    cfg = TrainConfig(data=str(data), out=str(out), epochs=epochs, batch_size=batch_size, lr=lr,
+    vit = family == "vit"
+    cfg = TrainConfig(data=str(data), out=str(out), epochs=epochs, batch_size=batch_size,
+                      lr=lr if lr is not None else (1e-3 if vit else 0.2),
+                      weight_decay=weight_decay if weight_decay is not None else (0.05 if vit else 5e-5),
                       seed=seed, num_random=num_random, threads=threads, limit=limit,
-                      precision=precision, device=_one_device(dev), space=str(space) if space else "")
+                      precision=precision, device=_one_device(dev), space=str(space) if space else "",
+                      family=family, optimizer="adamw" if vit else "sgd", reschedule=reschedule)
     try:
         weights = run(cfg)
     except (FileNotFoundError, ValueError) as exc:
@@ -177,6 +188,37 @@ def import_ofa(
         raise typer.Exit(2)
     typer.echo(f"wrote {out}: {summary['subnets']} SubNets of OFA {arch}, SubnetNorm from "
                f"{summary['calibration_images']} images; serve it with `superserve serve --bundle {out}`")
+
+
+@app.command("import-bert")
+def import_bert(
+    directory: Path = typer.Argument(..., help="Hugging Face BERT directory: config.json + model.safetensors "
+                                               "(or pytorch_model.bin, read weights-only); DynaBERT's format"),
+    out: Path = typer.Option(Path("runs/bert-bundle"), help="bundle directory to write"),
+    seq_len: int = typer.Option(128, help="token ids per served request"),
+    subnets: Path = typer.Option(None, help="JSON list of SubNets to serve: {\"id\", \"accuracy\"} "
+                                            "(default: DynaBERT's depth x width grid, MAC-ordered stand-in accuracy)"),
+    depths: str = typer.Option("0.5,0.75,1.0", help="comma-separated depth multipliers (DynaBERT's)"),
+    widths: str = typer.Option("0.25,0.5,0.75,1.0", help="comma-separated width multipliers (heads and FFN)"),
+    max_batch: int = typer.Option(16, help="largest batch the profile covers"),
+    repeats: int = typer.Option(15, help="timed rounds per (SubNet, batch) cell"),
+    threads: int = typer.Option(1, help="torch threads while profiling (what one worker gets)"),
+) -> None:
+    """Import a BERT SuperNet (DynaBERT / Hugging Face format) as a servable bundle (latency profile)."""
+    from .profiling.bert_import import BertImportSettings, build_bert_bundle
+    from .supernet import CheckpointError
+
+    try:
+        settings = BertImportSettings(
+            seq_len=seq_len, subnets=subnets, max_batch=max_batch, repeats=repeats, threads=threads,
+            depth_choices=tuple(float(d) for d in depths.split(",") if d.strip()),
+            width_choices=tuple(float(w) for w in widths.split(",") if w.strip()))
+        summary = build_bert_bundle(directory, out, settings, lambda stage, i, n: None)
+    except (CheckpointError, FileNotFoundError, ValueError) as exc:
+        typer.echo(f"superserve import-bert: {exc}", err=True)
+        raise typer.Exit(2)
+    typer.echo(f"wrote {out}: {summary['subnets']} SubNets of {directory} at {seq_len} tokens "
+               f"(accuracy: {summary['accuracy_source']})")
 
 
 def _mount_simulator() -> None:

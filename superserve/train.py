@@ -23,6 +23,7 @@ from .datasets import (DEFAULT_FMNIST, Split, holdout_size, is_idx_dir, load_fas
                        normalize, train_val_split)
 from .profiling.accuracy import accuracy, calibration_batches
 from .supernet import SuperNetSpec, SuperResNet, calibrate, fashion_mnist_spec, save_weights
+from .supernet.vit import FAMILY_VIT, SuperTransformer, TransformerSpec, fashion_mnist_vit_spec
 from .supernet.space_file import load_space, space_spec
 
 
@@ -43,6 +44,9 @@ class TrainConfig:
     precision: str = "auto"  # "bf16": bfloat16 autocast (fp32 master weights); "fp32"; "auto": bf16 if native
     device: str = "cpu"  # "cpu" or "cuda:N": where the model, its SubnetNorm table and the batches live
     space: str = ""  # a SuperNet space file (superserve/supernet/space_file.py); "": Fashion-MNIST's space
+    family: str = "resnet"  # "resnet" (superserve's conv SuperNet) or "vit" (supernet/vit: transformer)
+    optimizer: str = "sgd"  # "sgd" (Nesterov momentum) or "adamw" (what transformers want)
+    reschedule: bool = False  # resuming may change `epochs` (the cosine is recomputed over the new total)
 
 
 def resolve_precision(precision: str, device: str = "cpu") -> str:
@@ -107,9 +111,13 @@ def load_training_data(cfg: TrainConfig, spec: SuperNetSpec | None = None
     the SuperNet spec and the input description the bundle will carry. ``cfg.data``: a
     Fashion-MNIST IDX directory, or an image folder (datasets.load_image_folder) whose images
     are resized to the space's input size, with its class count and channels."""
+    if cfg.family not in ("resnet", FAMILY_VIT):
+        raise ValueError(f"family must be resnet or {FAMILY_VIT}, got {cfg.family!r}")
+    if cfg.family == FAMILY_VIT and (cfg.space or not is_idx_dir(cfg.data)):
+        raise ValueError("the vit family trains on Fashion-MNIST IDX files only (no --space, no image folder)")
     if is_idx_dir(cfg.data) and not cfg.space:
         full_train, _ = load_fashion_mnist(cfg.data)
-        spec = spec or fashion_mnist_spec()
+        spec = spec or (fashion_mnist_vit_spec() if cfg.family == FAMILY_VIT else fashion_mnist_spec())
         info = DataInfo.fashion_mnist()
     else:
         space = load_space(cfg.space) if cfg.space else {"input_size": 28}
@@ -138,12 +146,19 @@ def _resume(state_path: Path, cfg: TrainConfig, model: SuperResNet,
     state = torch.load(state_path, weights_only=True, map_location=cfg.device)
     # Where it ran (device) and where it is written (out) may change between runs.
     # Settings added since the state was written count as their defaults.
-    same = {k: v for k, v in {**asdict(TrainConfig()), **state["config"]}.items() if k not in ("out", "device")}
-    if same != {k: v for k, v in asdict(cfg).items() if k not in ("out", "device")}:
+    # --reschedule: the run may end at another epoch count (the cosine continues over the new
+    # total from the step reached; the history records the change).
+    free = ("out", "device", "reschedule") + (("epochs",) if cfg.reschedule else ())
+    same = {k: v for k, v in {**asdict(TrainConfig()), **state["config"]}.items() if k not in free}
+    if same != {k: v for k, v in asdict(cfg).items() if k not in free}:
         raise SystemExit(f"{state_path} was written with other settings; use another --out or delete it")
     model.load_state_dict(state["model"], strict=False)
     opt.load_state_dict(state["optimizer"])
     print(f"resuming from epoch {state['epoch']} ({state_path})")
+    if state["config"].get("epochs", cfg.epochs) != cfg.epochs:
+        print(f"rescheduled: {state['config'].get('epochs')} -> {cfg.epochs} epochs")
+        for h in state["history"]:
+            h.setdefault("scheduled_epochs", state["config"].get("epochs"))
     return state["epoch"], state["history"]
 
 
@@ -236,11 +251,17 @@ def train(cfg: TrainConfig, spec: SuperNetSpec | None = None, show_progress: boo
 
     torch.manual_seed(cfg.seed)
     # channels_last + bf16 autocast (where native): faster steps; parameters stay float32.
-    model = SuperResNet(spec).train().to(memory_format=torch.channels_last)
+    net = SuperTransformer(spec) if isinstance(spec, TransformerSpec) else SuperResNet(spec)
+    model = net.train().to(memory_format=torch.channels_last)
     if cfg.device != "cpu":
         model = model.to(cfg.device)  # parameters and the SubnetNorm buffers
     bf16 = resolve_precision(cfg.precision, cfg.device) == "bf16"
-    opt = torch.optim.SGD(_param_groups(model, cfg.weight_decay), lr=cfg.lr, momentum=0.9, nesterov=True)
+    if cfg.optimizer == "adamw":
+        opt = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr)
+    elif cfg.optimizer == "sgd":
+        opt = torch.optim.SGD(_param_groups(model, cfg.weight_decay), lr=cfg.lr, momentum=0.9, nesterov=True)
+    else:
+        raise ValueError(f"optimizer must be sgd or adamw, got {cfg.optimizer!r}")
     steps_per_epoch = len(train_split) // cfg.batch_size
     sched = _Schedule(steps_per_epoch, cfg.epochs * steps_per_epoch, steps_per_epoch // 2)
     state_path = out / "train_state.pt"

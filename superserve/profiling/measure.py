@@ -27,6 +27,20 @@ def device_name(device: str = "cpu") -> str:
     return f"cpu: {cpu} ({os.cpu_count()} cores)"
 
 
+def input_shape(spec) -> tuple[int, ...]:
+    """The shape of one input of a SuperNet: (C, H, W) of an image, (L,) token ids for BERT."""
+    if getattr(spec, "family", None) == "bert":
+        return (spec.seq_len,)
+    return (spec.in_channels, spec.input_size, spec.input_size)
+
+
+def example_batch(spec, batch: int, shape: tuple[int, ...], device: str = "cpu") -> torch.Tensor:
+    """A random batch to time: normal pixels, or uniform token ids (no padding) for BERT."""
+    if getattr(spec, "family", None) == "bert":
+        return torch.randint(1, spec.vocab_size, (batch, *shape), device=device)
+    return torch.randn(batch, *shape, device=device)
+
+
 def percentile(values: Sequence[float], q: float) -> float:
     s = sorted(values)
     return s[min(len(s) - 1, max(0, round(q / 100 * (len(s) - 1))))]
@@ -37,7 +51,7 @@ def time_batches(model: SuperResNet, config: SubNetConfig | str, batch: int, rep
                  input_shape: tuple[int, ...], device: str = "cpu") -> list[float]:
     """Latency in ms of `repeats` forward passes of one SubNet on one batch (after warm-up)."""
     model.actuate(config)
-    x = torch.randn(batch, *input_shape, device=device)
+    x = example_batch(model.spec, batch, input_shape, device)
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     out = []
     for i in range(warmup + repeats):
@@ -69,10 +83,10 @@ def measure_profile(
     disturbance (another process, a frequency change) then spreads over all cells of one
     round instead of biasing the whole sample of one cell, so the medians stay ordered."""
     spec = model.spec
-    shape = (spec.in_channels, spec.input_size, spec.input_size)
+    shape = input_shape(spec)
     model.eval().to(device)
     cells = [(config, b) for config in configs for b in range(1, max_batch + 1)]
-    inputs = {b: torch.randn(b, *shape, device=device) for b in range(1, max_batch + 1)}
+    inputs = {b: example_batch(spec, b, shape, device) for b in range(1, max_batch + 1)}
     samples: dict[tuple[str, int], list[float]] = {(c.id, b): [] for c, b in cells}
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     steps, done = warmup + repeats, 0

@@ -147,6 +147,10 @@ def _subnetnorm_effect(model: SuperResNet, configs: list[SubNetConfig], accs: di
                        test: Split) -> dict:
     """SubnetNorm matters: the smallest served SubNet with its own vs the full network's statistics."""
     smallest, largest = configs[0], configs[-1]
+    if not model.norm_modules():
+        return {"applicable": False,
+                "note": "LayerNorm normalises each token over its own channels: no running statistics, "
+                        "nothing per SubNet to calibrate (SubnetNorm is for BatchNorm)"}
     model.actuate(smallest, stats_of=largest)
     with torch.inference_mode():
         borrowed = sum(int((model(x).argmax(1) == y).sum()) for x, y in _batches(test))
@@ -205,7 +209,7 @@ def reuse_candidates(model, report: Path, calib, threads: int,
     first = next(iter(calib()))
     out = []
     for i, r in enumerate(rows):
-        config = SubNetConfig.from_id(r["id"])
+        config = model.config_from_id(r["id"])
         calibrate(model, [config], lambda: [first])
         out.append(measured_candidate(model, config, float(r["val_accuracy"]), threads=threads))
         progress(i + 1, len(rows))

@@ -19,7 +19,7 @@ from typing import Callable, Iterable
 import torch
 
 from ..datasets import Split
-from ..supernet import SubNetConfig, SuperNetSpec, SuperResNet, calibrate, subnet_cost
+from ..supernet import SubNetConfig, SuperNetSpec, SuperResNet, calibrate
 from .accuracy import accuracy
 
 
@@ -49,26 +49,26 @@ def measured_candidate(model: SuperResNet, config: SubNetConfig, val_accuracy: f
                        threads: int = 1) -> Candidate:
     """A candidate with its analytic cost and its latency measured now (``config`` must have
     a row of SubnetNorm statistics)."""
-    macs, params = subnet_cost(model.spec, config)
+    macs, params = model.subnet_cost(config)
     return Candidate(config, val_accuracy, macs, params, candidate_latency_ms(model, config, batch, threads=threads))
 
 
 def candidate_latency_ms(model: SuperResNet, config: SubNetConfig, batch: int = 16, repeats: int = 7,
                          threads: int = 1) -> float:
     """p50 latency of one SubNet at one batch size with ``threads`` intra-op threads."""
-    from .measure import time_batches
+    from .measure import input_shape, time_batches
 
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        spec = model.spec
-        shape = (spec.in_channels, spec.input_size, spec.input_size)
-        return statistics.median(time_batches(model, config, batch, repeats, 2, shape))
+        return statistics.median(time_batches(model, config, batch, repeats, 2, input_shape(model.spec)))
     finally:
         torch.set_num_threads(before)
 
 
 def mutate(spec: SuperNetSpec, config: SubNetConfig, rng: random.Random) -> SubNetConfig:
+    if hasattr(spec, "mutate"):  # a family with its own control tuple (transformers)
+        return spec.mutate(config, rng)
     depths = list(config.depths)
     expands = [list(e) for e in config.expands]
     width = config.width

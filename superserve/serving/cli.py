@@ -9,7 +9,8 @@ import typer
 
 
 def serve_command(
-    bundle: Optional[Path] = typer.Option(None, help="SuperNet bundle directory (default: the embedded SuperNet)"),
+    bundle: Optional[Path] = typer.Option(None, help="SuperNet bundle directory, or the name of a "
+                                                 "shipped one: vit (default: the embedded conv SuperNet)"),
     profile: Optional[Path] = typer.Option(None, help="latency profile (default: BUNDLE/profile.json)"),
     policy: Optional[str] = typer.Option(None, help="slackfit | maxbatch | maxacc | clipper+ | infaas (default slackfit)"),
     subnet: Optional[str] = typer.Option(None, help="the fixed SubNet id of clipper+"),

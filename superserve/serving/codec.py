@@ -8,6 +8,9 @@ One request carries one image:
   bundle's per-channel values (its data.json), or pixel_mean / pixel_std (ServeConfig) for a
   bundle without data.json.
 
+* INT64 (token-id models, BERT), shape [1, L]: ids in [0, vocab_size), carried to the
+  worker as float32 (exact below 2^24); the model rounds them back. Only INT64 is accepted.
+
 Work per request is vectorised numpy over one image (validation of finiteness, the UINT8
 conversion); a FP32 binary input is passed on as the very bytes that arrived.
 """
@@ -70,8 +73,9 @@ class InputCodec:
         self.info = info
         self.elements = info.input_elements
         c, h, w = info.input_shape
+        self.tokens = info.input_datatype == "INT64"
         shapes = [(1, c, h, w), (1, c * h * w)]
-        if c == 1:
+        if c == 1 and not self.tokens:
             shapes.append((1, h, w))
         self.shapes = tuple(shapes)
         self._shape_text = " or ".join(str(list(s)) for s in self.shapes)
@@ -89,7 +93,10 @@ class InputCodec:
     def check_header(self, name: Any, datatype: Any, shape: Any) -> str:
         if name != INPUT_NAME:
             raise ApiError(400, f"unknown input {_short(name)}; this model has one input named {INPUT_NAME!r}")
-        if datatype not in ("FP32", "UINT8"):
+        if self.tokens and datatype != "INT64":
+            raise ApiError(400, f"input datatype {_short(datatype)} not supported; this model takes INT64 "
+                                "token ids")
+        if not self.tokens and datatype not in ("FP32", "UINT8"):
             raise ApiError(400, f"input datatype {_short(datatype)} not supported; send FP32 (normalised) "
                                 "or UINT8 (raw pixels)")
         if not isinstance(shape, (list, tuple)) or not all(type(d) is int for d in shape):
@@ -103,6 +110,10 @@ class InputCodec:
 
     def decode_raw(self, datatype: str, raw: bytes | memoryview) -> bytes:
         """A binary tensor (REST binary extension, gRPC raw_input_contents) -> a float32 row."""
+        if datatype == "INT64":
+            if len(raw) != 8 * self.elements:
+                raise ApiError(400, f"INT64 input needs {8 * self.elements} bytes, got {len(raw)}")
+            return self._from_ids(np.frombuffer(raw, dtype="<i8"))
         if datatype == "FP32":
             if len(raw) != 4 * self.elements:
                 raise ApiError(400, f"FP32 input needs {4 * self.elements} bytes, got {len(raw)}")
@@ -116,6 +127,14 @@ class InputCodec:
 
     def decode_values(self, datatype: str, values: Any) -> bytes:
         """JSON (or gRPC typed-contents) numbers -> a float32 row."""
+        if datatype == "INT64":
+            try:
+                ids = np.asarray(values)
+            except (TypeError, ValueError, RecursionError):
+                raise ApiError(400, "input data must be a (nested) list of integers") from None
+            if ids.size != self.elements or ids.dtype.kind not in "iu":
+                raise ApiError(400, f"INT64 input needs {self.elements} integers")
+            return self._from_ids(ids.reshape(-1))
         try:
             arr = np.asarray(values, dtype=np.float64)
         except (TypeError, ValueError, RecursionError, OverflowError):
@@ -130,6 +149,11 @@ class InputCodec:
         if (arr < 0).any() or (arr > 255).any() or (arr != np.floor(arr)).any():
             raise ApiError(400, "UINT8 input values must be integers in 0..255")
         return self._from_pixels(arr.astype(np.uint8))
+
+    def _from_ids(self, ids: np.ndarray) -> bytes:
+        if (ids < 0).any() or (ids >= self.info.vocab_size).any():
+            raise ApiError(400, f"token ids must lie in [0, {self.info.vocab_size})")
+        return ids.astype("<f4").tobytes()
 
     def _from_pixels(self, pixels: np.ndarray) -> bytes:
         return (pixels.astype("<f4") * self.scale - self.offset).astype("<f4").tobytes()
@@ -211,9 +235,10 @@ def class_index(logits: bytes) -> int:
 
 def model_metadata(info: ModelInfo) -> dict[str, Any]:
     c, h, w = info.input_shape
+    shape = [-1, w] if info.input_datatype == "INT64" else [-1, c, h, w]
     return {
         "name": info.name, "versions": ["1"], "platform": "superserve_supernet",
-        "inputs": [{"name": INPUT_NAME, "datatype": "FP32", "shape": [-1, c, h, w]}],
+        "inputs": [{"name": INPUT_NAME, "datatype": info.input_datatype, "shape": shape}],
         "outputs": [{"name": LOGITS, "datatype": "FP32", "shape": [-1, info.num_classes]},
                     {"name": CLASS, "datatype": "INT64", "shape": [-1, 1]}],
         "parameters": {"subnets": len(info.subnet_ids), "max_server_batch": info.profile.max_batch,
@@ -244,7 +269,9 @@ def model_config(info: ModelInfo) -> dict[str, Any]:
     return {
         "name": info.name, "platform": "superserve_supernet", "backend": "superserve",
         "max_batch_size": 1,
-        "input": [{"name": INPUT_NAME, "data_type": "TYPE_FP32", "format": "FORMAT_NCHW", "dims": [c, h, w]}],
+        "input": [{"name": INPUT_NAME, "data_type": "TYPE_INT64", "format": "FORMAT_NONE", "dims": [w]}
+                  if info.input_datatype == "INT64"
+                  else {"name": INPUT_NAME, "data_type": "TYPE_FP32", "format": "FORMAT_NCHW", "dims": [c, h, w]}],
         "output": [{"name": LOGITS, "data_type": "TYPE_FP32", "dims": [info.num_classes]},
                    {"name": CLASS, "data_type": "TYPE_INT64", "dims": [1]}],
         "dynamic_batching": {"max_queue_delay_microseconds": 0},

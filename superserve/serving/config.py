@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping, get_args, get_origin, get_type_hints
 
-from superserve.bundle_layout import EMBEDDED_DIR, BundleLayout
+from superserve.bundle_layout import EMBEDDED_BUNDLES, EMBEDDED_DIR, BundleLayout
 from superserve.device import parse_device
 from superserve.scheduling.policy import PolicyKind
 from superserve.serving.logs import LOG_FORMATS
@@ -242,7 +242,10 @@ def _file_settings(path: Path) -> dict[str, Any]:
         raise ValueError(f"{path}: unknown settings {unknown}; known: {sorted(known)}")
     for key in ("bundle", "profile", "tls_cert", "tls_key"):
         if isinstance(data.get(key), str) and not Path(data[key]).is_absolute():
-            data[key] = str((path.parent / data[key]).resolve())
+            local = (path.parent / data[key]).resolve()
+            if key == "bundle" and data[key] in EMBEDDED_BUNDLES and not local.exists():
+                continue  # the name of a shipped bundle ("vit")
+            data[key] = str(local)
     return data
 
 

@@ -180,7 +180,8 @@ class GrpcApi:
                     raise ApiError(400, "raw_input_contents must hold exactly one entry (one input)")
                 row = codec.decode_raw(datatype, request.raw_input_contents[0])
             elif t.HasField("contents"):
-                values = t.contents.fp32_contents if datatype == "FP32" else t.contents.uint_contents
+                values = {"FP32": t.contents.fp32_contents, "INT64": t.contents.int64_contents}.get(
+                    datatype, t.contents.uint_contents)
                 row = codec.decode_values(datatype, list(values))
             else:
                 raise ApiError(400, "input has neither raw_input_contents nor contents")

@@ -28,6 +28,8 @@ class ModelInfo:
     device: str = "cpu"  # the --device setting: cpu, cuda or cuda:N
     gpus: tuple[int, ...] = ()  # the GPUs the workers use (round-robin); () on cpu
     data: DataInfo | None = None  # the bundle's data.json (normalisation, classes); None: it has none
+    input_datatype: str = "FP32"  # "INT64": token ids (BERT), input_shape (1, 1, L); else images
+    vocab_size: int = 0  # INT64 inputs: ids must lie in [0, vocab_size)
 
     @property
     def input_elements(self) -> int:
@@ -74,6 +76,9 @@ def read_model_info(config: ServeConfig) -> ModelInfo:
     if config.subnets:
         profile = profile.subset(config.subnets)
     input_shape = (int(spec.get("in_channels", 1)), int(spec.get("input_size", 28)), int(spec.get("input_size", 28)))
+    tokens = spec.get("family") == "bert"  # token ids travel as float32 (exact below 2^24) in the slabs
+    if tokens:
+        input_shape = (1, 1, int(spec["seq_len"]))
     data = DataInfo.load(layout.data) if layout.data.exists() else None
     if data is not None and data.input_shape != input_shape:
         raise ValueError(f"{layout.data}: input_shape {list(data.input_shape)} but the SuperNet takes "
@@ -87,4 +92,6 @@ def read_model_info(config: ServeConfig) -> ModelInfo:
         device=str(dev),
         gpus=gpus,
         data=data,
+        input_datatype="INT64" if tokens else "FP32",
+        vocab_size=int(spec.get("vocab_size", 0)) if tokens else 0,
     )

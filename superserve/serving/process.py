@@ -23,6 +23,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+from superserve.bundle_layout import resolve_bundle
 from superserve.serving.config import ENV_PREFIX, ServeConfig
 from superserve.serving.events import read_events
 
@@ -40,6 +41,8 @@ class ServerProcess:
         if unknown:
             raise TypeError(f"unknown server settings {unknown}; see superserve.serving.ServeConfig")
         base.update({k: (str(v) if isinstance(v, Path) else v) for k, v in settings.items()})
+        if isinstance(base.get("bundle"), str):  # a shipped bundle's name ("vit") becomes its directory
+            base["bundle"] = str(resolve_bundle(base["bundle"]))
         for key in ("bundle", "profile", "tls_cert", "tls_key"):  # the config file lives elsewhere
             if isinstance(base.get(key), str):
                 base[key] = str(Path(base[key]).resolve())

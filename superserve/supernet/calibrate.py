@@ -31,6 +31,9 @@ def calibrate(
     """
     unique = list(dict((c.id, c) for c in configs).values())
     norms = [m for _, m in model.norm_modules()]
+    if not norms:  # LayerNorm families (transformers): nothing to compute, only the served set
+        model.set_norm_rows([c.id for c in unique])
+        return
     rows: dict[SubnetNorm, list] = {mod: [] for mod in norms}
     sums: dict[SubnetNorm, list] = {}
 

@@ -18,6 +18,9 @@ from .ofa.base import FAMILY as OFA_FAMILY
 from .ofa.base import OFASpec, OFASuperNet
 from .ofa.models import build_ofa
 from .resnet import SuperResNet
+from .vit.model import SuperTransformer
+from .vit.space import FAMILIES as TRANSFORMER_FAMILIES
+from .vit.space import TransformerSpec
 
 
 class CheckpointError(ValueError):
@@ -104,9 +107,10 @@ def load_norm_table(model: SuperResNet | OFASuperNet, path: str | Path) -> list[
     return ids
 
 
-def load_supernet(weights: str | Path, norm_table: str | Path | None = None) -> SuperResNet | OFASuperNet:
-    """Build the SuperNet described by the weights file (superserve's own family, or an
-    imported OFA one when the spec names that family), load its weights and, if given, its
+def load_supernet(weights: str | Path, norm_table: str | Path | None = None
+                  ) -> SuperResNet | OFASuperNet | SuperTransformer:
+    """Build the SuperNet described by the weights file (superserve's own family, an
+    imported OFA one, or a transformer (ViT, BERT) when the spec names that family), load its weights and, if given, its
     SubnetNorm table. Returns the model in eval mode."""
     tensors, meta = read_safetensors(weights, WEIGHTS_FORMAT)
     spec = json.loads(meta["spec"])
@@ -114,6 +118,9 @@ def load_supernet(weights: str | Path, norm_table: str | Path | None = None) -> 
         model = build_ofa(OFASpec.from_dict(spec))
         load_into(model, tensors, weights, _weight_keys(model))
         model.derive_kernels()
+    elif spec.get("family") in TRANSFORMER_FAMILIES:
+        model = SuperTransformer(TransformerSpec.from_dict(spec))
+        load_into(model, tensors, weights, _weight_keys(model))
     else:
         model = SuperResNet(SuperNetSpec.from_dict(spec))
         load_into(model, tensors, weights, _weight_keys(model))
