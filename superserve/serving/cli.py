@@ -112,31 +112,38 @@ def reload_command(
 ) -> None:
     """Ask a running server to swap in a new bundle without dropping requests
     (POST /v2/admin/reload). Exit 0 once the new bundle serves; else the server's reason, exit 1."""
+    token = auth_token or os.environ.get("SUPERSERVE_AUTH_TOKEN")
+    path = str(bundle if bundle.is_absolute() or not bundle.exists() else bundle.resolve())
+    body = _admin_call("reload", url, "/v2/admin/reload", {"bundle": path}, token, timeout_s)
+    typer.echo(f"now serving {body.get('bundle')} ({len(body.get('subnets', []))} SubNets) on worker pids "
+               f"{body.get('worker_pids')}; reload took {body.get('reload_s')} s")
+
+
+def _admin_call(command: str, url: str, path: str, payload: dict | None, token: str | None,
+                timeout_s: float) -> dict:
+    """One admin call to a running server (POST ``payload`` as JSON, or GET without one): the
+    answer's JSON object, or the server's reason on stderr and exit 1."""
     import json
     import urllib.error
     import urllib.request
 
-    token = auth_token or os.environ.get("SUPERSERVE_AUTH_TOKEN")
-    path = str(bundle if bundle.is_absolute() or not bundle.exists() else bundle.resolve())
-    req = urllib.request.Request(url.rstrip("/") + "/v2/admin/reload", method="POST",
-                                 data=json.dumps({"bundle": path}).encode(),
-                                 headers={"Content-Type": "application/json",
-                                          **({"Authorization": f"Bearer {token}"} if token else {})})
+    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
+    data = None if payload is None else json.dumps(payload).encode()
+    req = urllib.request.Request(url.rstrip("/") + path, method="GET" if data is None else "POST",
+                                 data=data, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=timeout_s) as resp:
-            body = json.loads(resp.read() or b"{}")
+            return json.loads(resp.read() or b"{}")
     except urllib.error.HTTPError as exc:
         try:
             reason = json.loads(exc.read()).get("error", exc.reason)
         except ValueError:
             reason = exc.reason
-        typer.echo(f"superserve reload: HTTP {exc.code}: {reason}", err=True)
+        typer.echo(f"superserve {command}: HTTP {exc.code}: {reason}", err=True)
         raise typer.Exit(1)
     except (urllib.error.URLError, OSError) as exc:
-        typer.echo(f"superserve reload: cannot reach {url}: {exc}", err=True)
+        typer.echo(f"superserve {command}: cannot reach {url}: {exc}", err=True)
         raise typer.Exit(1)
-    typer.echo(f"now serving {body.get('bundle')} ({len(body.get('subnets', []))} SubNets) on worker pids "
-               f"{body.get('worker_pids')}; reload took {body.get('reload_s')} s")
 
 
 def workers_command(
@@ -148,27 +155,8 @@ def workers_command(
 ) -> None:
     """Add or remove workers of a running server (POST /v2/admin/workers; GET without COUNT).
     Exit 0 once it serves with COUNT workers; else the server's reason, exit 1."""
-    import json
-    import urllib.error
-    import urllib.request
-
     token = auth_token or os.environ.get("SUPERSERVE_AUTH_TOKEN")
-    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
-    data = None if count is None else json.dumps({"count": count}).encode()
-    req = urllib.request.Request(url.rstrip("/") + "/v2/admin/workers", method="GET" if data is None else "POST",
-                                 data=data, headers=headers)
-    try:
-        with urllib.request.urlopen(req, timeout=timeout_s) as resp:
-            body = json.loads(resp.read() or b"{}")
-    except urllib.error.HTTPError as exc:
-        try:
-            reason = json.loads(exc.read()).get("error", exc.reason)
-        except ValueError:
-            reason = exc.reason
-        typer.echo(f"superserve workers: HTTP {exc.code}: {reason}", err=True)
-        raise typer.Exit(1)
-    except (urllib.error.URLError, OSError) as exc:
-        typer.echo(f"superserve workers: cannot reach {url}: {exc}", err=True)
-        raise typer.Exit(1)
+    body = _admin_call("workers", url, "/v2/admin/workers", None if count is None else {"count": count},
+                       token, timeout_s)
     took = f" (took {body['scale_s']} s)" if "scale_s" in body else ""
     typer.echo(f"{body.get('describe')}, {body.get('ready')} ready; pids {body.get('worker_pids')}{took}")

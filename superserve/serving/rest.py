@@ -152,6 +152,19 @@ class RestApi:
         return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     # --- admin -------------------------------------------------------------------------
+    async def _admin_body(self, request: web.Request, key: str, shape: str) -> dict:
+        """An admin call's JSON object body holding ``key`` (ApiError 408 if it does not
+        arrive in time, 400 if it is not such an object)."""
+        try:
+            body = json.loads(await asyncio.wait_for(request.read(), self.read_timeout_s) or b"null")
+        except asyncio.TimeoutError:
+            raise ApiError(408, f"request body not received within {self.read_timeout_s:g} s") from None
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            body = None
+        if not isinstance(body, dict) or key not in body:
+            raise ApiError(400, f"the body must be a JSON object {shape}")
+        return body
+
     async def admin_reload(self, request: web.Request) -> web.Response:
         """Hot reload: ``{"bundle": "<dir>"}``; 200 with what is served now, or 4xx/5xx with
         the reason (the previous bundle then serves on). Behind the token like everything
@@ -159,14 +172,7 @@ class RestApi:
         try:
             if self.reloader is None:
                 raise ApiError(501, "this server cannot reload its bundle")
-            try:
-                body = json.loads(await asyncio.wait_for(request.read(), self.read_timeout_s) or b"null")
-            except asyncio.TimeoutError:
-                raise ApiError(408, f"request body not received within {self.read_timeout_s:g} s") from None
-            except (ValueError, UnicodeDecodeError, RecursionError):
-                body = None
-            if not isinstance(body, dict) or "bundle" not in body:
-                raise ApiError(400, 'the body must be a JSON object {"bundle": "<bundle directory>"}')
+            body = await self._admin_body(request, "bundle", '{"bundle": "<bundle directory>"}')
             result = await self.reloader(body["bundle"])
         except ApiError as exc:
             return _error(exc)
@@ -177,14 +183,7 @@ class RestApi:
         try:
             if self.scaler is None:
                 raise ApiError(501, "this server cannot change its number of workers")
-            try:
-                body = json.loads(await asyncio.wait_for(request.read(), self.read_timeout_s) or b"null")
-            except asyncio.TimeoutError:
-                raise ApiError(408, f"request body not received within {self.read_timeout_s:g} s") from None
-            except (ValueError, UnicodeDecodeError, RecursionError):
-                body = None
-            if not isinstance(body, dict) or "count" not in body:
-                raise ApiError(400, 'the body must be a JSON object {"count": N}')
+            body = await self._admin_body(request, "count", '{"count": N}')
             result = await self.scaler(body["count"])
         except ApiError as exc:
             return _error(exc)
