@@ -18,7 +18,7 @@ This rule decides in two steps, each a handful of bisects (2-3 us with thousands
    the paper's setting) the limit still leaves room for batches worth running. The stream's
    burstiness shortens it further: the part above T is divided by 1 + u^2 x min(CV^2 - 1,
    ``burst_cap``), CV^2 the recent inter-arrival gaps' (``EdfQueue.interarrival_cv2``): a
-   Poisson stream keeps the whole limit, a bursty one near capacity about a third, and at
+   Poisson stream keeps the whole limit, a bursty one near capacity a fifth to a third, and at
    light load burstiness costs nothing (u^2).
 1. **The cap (the plan).** Once more than ``gate`` x workers x max_batch requests are queued,
    or u >= ``floor_from`` (below both, a queue the fleet clears in about one round of
