@@ -95,7 +95,21 @@ def worker_spec(info: ModelInfo, cfg: ServeConfig, w: WorkerHandle, input_shm: s
         crash_value=cfg.inject_crash_value, device=worker_device(info.gpus, w.index))
 
 
-class WorkerPool:
+class WorkerCounts:
+    """How many of an executor's slots live and serve (both backends count the same way)."""
+
+    workers: list[WorkerHandle]
+
+    @property
+    def num_alive(self) -> int:
+        return sum(1 for w in self.workers if w.alive)
+
+    @property
+    def num_ready(self) -> int:
+        return sum(1 for w in self.workers if w.state in (WorkerState.IDLE, WorkerState.BUSY))
+
+
+class WorkerPool(WorkerCounts):
     """The ``local`` executor (superserve/serving/executor.py): worker processes here."""
 
     backend = "local"
@@ -327,11 +341,3 @@ class WorkerPool:
         self._loop.call_soon(self._respawn_spare, dead)
         return spare
 
-    # --- inspection ----------------------------------------------------------------------
-    @property
-    def num_alive(self) -> int:
-        return sum(1 for w in self.workers if w.alive)
-
-    @property
-    def num_ready(self) -> int:
-        return sum(1 for w in self.workers if w.state in (WorkerState.IDLE, WorkerState.BUSY))

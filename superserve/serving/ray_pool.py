@@ -44,7 +44,7 @@ from superserve.bundle_layout import BundleLayout
 from superserve.serving.config import ServeConfig
 from superserve.serving.messages import BatchDone, BatchFailed, RunBatch
 from superserve.serving.model_info import ModelInfo
-from superserve.serving.pool import PoolListener, WorkerHandle, WorkerState, worker_spec
+from superserve.serving.pool import PoolListener, WorkerCounts, WorkerHandle, WorkerState, worker_spec
 
 NAMESPACE = "superserve"
 KILLED_EXIT = None  # what a worker killed from outside reads as (router._KILLED)
@@ -154,7 +154,7 @@ class RayWorkerHandle(WorkerHandle):
     killed_here: bool = False  # kill() or stop(): its death is not a crash
 
 
-class RayWorkerPool:
+class RayWorkerPool(WorkerCounts):
     backend = "ray"
 
     def __init__(self, info: ModelInfo, config: ServeConfig) -> None:
@@ -347,14 +347,6 @@ class RayWorkerPool:
         return None
 
     # --- inspection ----------------------------------------------------------------------
-    @property
-    def num_alive(self) -> int:
-        return sum(1 for w in self.workers if w.alive)
-
-    @property
-    def num_ready(self) -> int:
-        return sum(1 for w in self.workers if w.state in (WorkerState.IDLE, WorkerState.BUSY))
-
     def describe(self) -> str:
         nodes = {getattr(w, "node_id", "") for w in self.workers if getattr(w, "node_id", "")}
         return f"{len(self.workers)} Ray actor(s) on {len(nodes)} node(s)"
