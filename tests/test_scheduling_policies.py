@@ -436,3 +436,48 @@ def test_shedding_keeps_requests_some_subnet_can_still_serve():
     # A one-model baseline still sheds on its own model's row.
     clip = ClipperPlus(prof, t.ids[t.fastest_subnet])
     assert clip.fastest_ms[15] == pytest.approx(b1_fastest)
+
+
+def test_slackfit_fast_virtual_queue_remembers_a_burst_then_forgets_it():
+    # The queue the fastest fleet would have had, fed by the same arrivals: 100 requests in
+    # 1 ms against 10 per ms leave 90 queued (9 ms); 10 ms later it is empty, but its peak is
+    # remembered, decaying over long_window_ms; a quiet second later it is forgotten.
+    import math
+    pol = SlackFit(PROFILE, num_workers=1)
+    q = EdfQueue()
+    assert pol._fast_backlog_ms(q, 0.0, 10.0) == 0.0  # first look: nothing seen yet
+    for i in range(100):
+        q.push(Request(i, i * 1e-5, 1.0))
+    assert pol._fast_backlog_ms(q, 0.001, 10.0) == pytest.approx(9.0)
+    assert pol._fast_backlog_ms(q, 0.011, 10.0) == pytest.approx(9.0 * math.exp(-10.0 / pol.long_window_ms))
+    assert pol._fast_backlog_ms(q, 2.011, 10.0) < 0.01
+    assert pol._fast_backlog_ms(EdfQueue(), 2.012, 10.0) == 0.0  # another queue: starts afresh
+
+
+def test_slackfit_after_a_burst_plans_no_more_accurately_than_without_memory():
+    # Two SlackFits see the same stream: a burst at twice the top capacity for 40 ms, then a
+    # lull at 30 % of it. In the lull the one that remembers the burst keeps a reserve for the
+    # next one: its cap is never more accurate, and for a while after the burst it is less so.
+    top = max(capacity_per_ms(PROFILE, s, 1e9) for s in range(len(PROFILE.subnets)))  # per ms
+    slo = 0.05
+    arrivals = [k / (2 * top) * 1e-3 for k in range(int(80 * top))]  # 40 ms at 2 x top
+    t = arrivals[-1]
+    while t < 0.4:
+        t += 1e-3 / (0.3 * top)
+        arrivals.append(t)
+    caps = []
+    for pol in (SlackFit(PROFILE, num_workers=1), SlackFit(PROFILE, num_workers=1, burst_memory=0.0)):
+        q, i, seen = EdfQueue(), 0, []
+        for now in [k * 1e-3 for k in range(1, 400)]:
+            while i < len(arrivals) and arrivals[i] <= now:
+                q.push(Request(i, arrivals[i], arrivals[i] + slo))
+                i += 1
+            q.drop_expired(now, 0.0)
+            while len(q) > 40:  # a fleet that keeps the queue short: the plan, not the backlog, decides
+                q.pop_earliest(1)
+            if q:
+                seen.append(pol.plan(q, now, 1).cap)
+        caps.append(seen)
+    a, b = caps
+    assert len(a) == len(b) and all(x <= y for x, y in zip(a, b))
+    assert any(x < y for x, y in zip(a, b))

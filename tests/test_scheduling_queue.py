@@ -144,3 +144,14 @@ def test_requeued_request_is_not_a_new_arrival_for_burstiness():
     before = q.interarrival_cv2
     q.push(Request(id=10**6, arrival=1.0, deadline=4.0))  # re-queued: arrived long ago
     assert q.interarrival_cv2 == before
+
+
+def test_arrivals_counts_new_arrivals_only():
+    # The count the policies' virtual queues are fed from: a re-queued request (after a worker
+    # failure) arrived long ago and is not counted twice; pops do not uncount.
+    q = _stream([1e-3] * 100)
+    assert q.arrivals == 100
+    q.push(Request(id=10**6, arrival=0.05, deadline=2.0))  # re-queued
+    assert q.arrivals == 100
+    q.push(Request(id=10**6 + 1, arrival=1.0, deadline=2.0))
+    assert q.arrivals == 101

@@ -32,7 +32,7 @@ class EdfQueue:
     """Requests ordered by absolute deadline (ties by id)."""
 
     __slots__ = ("_heap", "_removed", "_live", "capacity", "_floors", "_latest", "_times", "_t0", "horizon_s", "_first",
-                 "_gap_m1", "_gap_m2")
+                 "_gap_m1", "_gap_m2", "arrivals")
 
     def __init__(self, capacity: int | None = None, *, horizon_s: float = 0.25) -> None:
         self._heap: list[tuple[float, int, Request]] = []
@@ -53,6 +53,7 @@ class EdfQueue:
         # the stream's burstiness, CV^2 = m2 / m1^2 - 1.
         self._gap_m1 = -1.0  # < 0: no gap seen yet
         self._gap_m2 = 0.0
+        self.arrivals = 0  # new arrivals ever queued (a re-queued request is not one)
 
     # --- size ----------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -90,6 +91,7 @@ class EdfQueue:
                     self._gap_m1 += (gap - self._gap_m1) * GAP_WEIGHT
                     self._gap_m2 += (gap * gap - self._gap_m2) * GAP_WEIGHT
             times.append(request.arrival)
+            self.arrivals += 1
             if not len(times) & 4095:  # bounded memory even if nobody asks for the rate
                 self._trim(request.arrival)
         heapq.heappush(self._heap, (request.deadline, request.id, request))

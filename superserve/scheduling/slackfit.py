@@ -37,6 +37,15 @@ This rule decides in two steps, each a handful of bisects (2-3 us with thousands
    / sqrt(workers): without it the plan lets the queue wait grow to the whole SLO whenever
    the rate stays just below capacity, and a rate that keeps rising then misses (measured on
    the Azure LLM trace at 0.9 x C_small); more workers smooth the queue and need less.
+   ``burst_memory`` adds the recent worst wait of a *fast virtual queue*: the queue the
+   fastest fixed SubNet would have had on the same arrivals (a fluid queue drained at the
+   top capacity), its peak decaying over ``long_window_ms``. After a burst even the fastest
+   fleet needed 10 ms to absorb, the plan keeps 10 ms of the window free for the next one,
+   so a lull between on/off bursts is not spent on accuracy the next burst takes back (with
+   interest: every batch of a slower SubNet during a burst above capacity adds to a backlog
+   the fastest fleet would not have had). Both reserves count for an SLO equal to the most
+   accurate SubNet's best-throughput batch, and shrink by that over the SLO as the SLO grows
+   (``reserve_by_slo``): a longer SLO absorbs a burst by itself.
    The cap is the most accurate SubNet whose *capacity* covers it: its best throughput,
    b / latency(b), over the batches whose latency fits ``batch_share`` of the SLO, on measured
    numbers (where batch 16 costs more per request than 15, 15 counts). ``horizon_slos=0`` is
@@ -53,6 +62,7 @@ The defaults were chosen on benchmarks/grid.py's cells (docs/scheduling.md, sect
 """
 from __future__ import annotations
 
+import math
 from bisect import bisect_right
 from dataclasses import dataclass
 from typing import Any
@@ -71,8 +81,9 @@ DEFAULT_LONG_WINDOW_MS = 250.0
 DEFAULT_LONG_WEIGHT = 1.0
 DEFAULT_FLOOR_FROM = 0.9
 DEFAULT_COMMIT_SHARE = 1.0
-DEFAULT_RESERVE = 2.0
+DEFAULT_RESERVE = 3.0
 DEFAULT_BURST_CAP = 4.0
+DEFAULT_BURST_MEMORY = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,13 +112,15 @@ class SlackFit(Policy):
                  long_window_ms: float = DEFAULT_LONG_WINDOW_MS, long_weight: float = DEFAULT_LONG_WEIGHT,
                  floor_from: float = DEFAULT_FLOOR_FROM, commit_share: float = DEFAULT_COMMIT_SHARE,
                  reserve: float = DEFAULT_RESERVE, burst_cap: float = DEFAULT_BURST_CAP,
+                 burst_memory: float = DEFAULT_BURST_MEMORY, reserve_by_slo: bool = True,
                  lookahead: bool = False, **common: Any) -> None:
         super().__init__(profile, **common)  # options= / the PolicyOptions fields (num_workers, ...)
         if rate_window_ms <= 0 or long_window_ms <= 0:
             raise ValueError("rate_window_ms and long_window_ms must be > 0")
-        if min(margin, rate_weight, gate, long_weight, horizon_slos, floor_from, commit_share, reserve, burst_cap) < 0:
+        if min(margin, rate_weight, gate, long_weight, horizon_slos, floor_from, commit_share, reserve, burst_cap,
+               burst_memory) < 0:
             raise ValueError("margin, rate_weight, gate, long_weight, horizon_slos, floor_from, commit_share, "
-                             "reserve and burst_cap must be >= 0")
+                             "reserve, burst_cap and burst_memory must be >= 0")
         if not 0 < batch_share <= 1:
             raise ValueError("batch_share must be in (0, 1]")
         self.rate_window_ms = float(rate_window_ms)
@@ -123,6 +136,10 @@ class SlackFit(Policy):
         self.reserve = float(reserve)
         self.burst_cap = float(burst_cap)
         self.lookahead = bool(lookahead)
+        self.burst_memory = float(burst_memory)
+        self.reserve_by_slo = bool(reserve_by_slo)
+        # The fast virtual queue (see _fast_backlog_ms): queue id, time, arrivals seen, backlog, peak.
+        self._vq: tuple[int, float, int, float, float] | None = None
         t, oh = self.table, self.overhead_ms
         # Latency with the known overhead: what a decision really costs.
         self._lat = tuple(tuple(v + oh for v in row) for row in t.latency_ms)
@@ -134,6 +151,8 @@ class SlackFit(Policy):
                 for s, row in enumerate(self._lat)]
         self._top_batch_ms = -max(best)[1]
         self._stairs: dict[int, _Staircase] = {}
+        acc = t.num_subnets - 1
+        self._accurate_batch_ms = self._lat[acc][self._efficient[acc][-1] - 1]
 
     # --- step 1: the cap ------------------------------------------------------------------
     def _staircase(self, limit_ms: float) -> _Staircase:
@@ -192,9 +211,18 @@ class SlackFit(Policy):
         # A reserve for the next burst: plan to clear the backlog this much before the window
         # ends, more as u nears 1 (u / (1 - u) top batches), less with more workers (their
         # queue is smoother): without it the plan lets the queue wait grow to the whole SLO
-        # whenever the rate stays just below capacity, and a rising rate then misses.
+        # whenever the rate stays just below capacity, and a rising rate then misses. Plus the
+        # recent worst wait of the fast virtual queue (burst_memory): room for the bursts this
+        # stream has shown. Both count for an SLO of the most accurate SubNet's batch time and
+        # shrink as the SLO grows past it (a longer SLO absorbs a burst by itself).
+        reserve = 0.0
         if self.reserve > 0.0 and u > 0.0:
-            window -= self.reserve * self._top_batch_ms * (u / (1.0 - u) if u < 0.95 else 19.0) / workers ** 0.5
+            reserve = self.reserve * self._top_batch_ms * (u / (1.0 - u) if u < 0.95 else 19.0) / workers ** 0.5
+        if self.burst_memory > 0.0:
+            reserve += self.burst_memory * self._fast_backlog_ms(queue, now, top * workers / (1.0 + self.margin))
+        if self.reserve_by_slo and slo_ms > self._accurate_batch_ms:
+            reserve *= self._accurate_batch_ms / slo_ms
+        window -= reserve
         rate = queue.arrival_rate(now, self.rate_window_ms / 1000.0) / 1000.0 * grow  # per ms, per worker
         if self.horizon_slos > 0.0:
             # The recent rate r goes on for horizon H: the queue then holds n + (r - c) H per
@@ -212,6 +240,27 @@ class SlackFit(Policy):
             demand = self.long_weight * sustained
         k = bisect_right(st.neg_capacity, -demand) - 1
         return _Plan(st.subnet[k if k >= 0 else 0], backlog, limit_ms)
+
+    def _fast_backlog_ms(self, queue: EdfQueue, now: float, top_per_ms: float) -> float:
+        """The recent worst wait of a virtual queue fed by the same arrivals and drained at the
+        top capacity ``top_per_ms`` (the queue the fastest fixed SubNet would have had), its
+        peak decaying over ``long_window_ms``: how long even the fastest fleet needed to absorb
+        this stream's recent bursts. O(1): the arrivals since the last call enter at once (a
+        fluid queue)."""
+        vq = self._vq
+        n = queue.arrivals
+        if vq is None or vq[0] != id(queue) or now < vq[1] or n < vq[2]:
+            self._vq = (id(queue), now, n, 0.0, 0.0)
+            return 0.0
+        dt_ms = (now - vq[1]) * 1000.0
+        q = vq[3] + (n - vq[2]) - top_per_ms * dt_ms
+        if q < 0.0:
+            q = 0.0
+        peak = vq[4] * math.exp(-dt_ms / self.long_window_ms) if dt_ms > 0.0 else vq[4]
+        if q > peak:
+            peak = q
+        self._vq = (vq[0], now, n, q, peak)
+        return peak / top_per_ms if top_per_ms > 0.0 else 0.0
 
     # --- step 2: the slack fit ------------------------------------------------------------
     def choose_planned(self, slack_ms: float, max_batch: int, plan: object) -> Decision | None:
@@ -256,5 +305,6 @@ class SlackFit(Policy):
         return (f"rate_window_ms={self.rate_window_ms}, rate_weight={self.rate_weight}, margin={self.margin}, "
                 f"gate={self.gate}, batch_share={self.batch_share}, horizon_slos={self.horizon_slos}, "
                 f"long_window_ms={self.long_window_ms}, long_weight={self.long_weight}, floor_from={self.floor_from}, "
-                f"commit_share={self.commit_share}, reserve={self.reserve}, burst_cap={self.burst_cap}"
+                f"commit_share={self.commit_share}, reserve={self.reserve}, burst_cap={self.burst_cap}, "
+                f"burst_memory={self.burst_memory}, reserve_by_slo={self.reserve_by_slo}"
                 f"{la}, num_workers={self.num_workers}, {super().describe()}")
