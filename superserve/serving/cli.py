@@ -9,8 +9,11 @@ import typer
 
 
 def serve_command(
-    bundle: Optional[Path] = typer.Option(None, help="SuperNet bundle directory, or the name of a "
-                                                 "shipped one: vit (default: the embedded conv SuperNet)"),
+    bundle: Optional[list[str]] = typer.Option(None, help="SuperNet bundle directory, or the name of a "
+                                                      "shipped one: vit (default: the embedded conv SuperNet). "
+                                                      "Repeat to serve several SuperNets on the same workers, "
+                                                      "each as its own model (NAME=DIR names it; default: the "
+                                                      "shipped name or the directory's; docs/serving.md)"),
     profile: Optional[Path] = typer.Option(None, help="latency profile (default: BUNDLE/profile.json)"),
     policy: Optional[str] = typer.Option(None, help="slackfit | maxbatch | maxacc | clipper+ | infaas (default slackfit)"),
     subnet: Optional[str] = typer.Option(None, help="the fixed SubNet id of clipper+"),
@@ -69,7 +72,9 @@ def serve_command(
     from superserve.serving.server import run
 
     overrides: dict[str, Any] = dict(
-        bundle=str(bundle) if bundle else None, profile=str(profile) if profile else None, policy=policy,
+        bundle=str(Path(bundle[0])) if bundle and len(bundle) == 1 else None,
+        bundles=list(bundle) if bundle and len(bundle) > 1 else None,
+        profile=str(profile) if profile else None, policy=policy,
         subnet=subnet, min_accuracy=min_accuracy, device=device, workers=workers, threads_per_worker=threads_per_worker,
         backend=backend, ray_address=address,
         host=host, http_port=http_port, grpc_port=grpc_port, slo_ms=slo_ms, queue_capacity=queue_capacity,

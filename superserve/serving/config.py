@@ -9,11 +9,11 @@ from __future__ import annotations
 import json
 import math
 import tomllib
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping, get_args, get_origin, get_type_hints
 
-from superserve.bundle_layout import EMBEDDED_BUNDLES, EMBEDDED_DIR, BundleLayout
+from superserve.bundle_layout import EMBEDDED_BUNDLES, EMBEDDED_DIR, BundleLayout, resolve_bundle
 from superserve.device import parse_device
 from superserve.scheduling.policy import PolicyKind
 from superserve.serving.logs import LOG_FORMATS
@@ -30,6 +30,10 @@ class ServeConfig:
     bundle: str = str(EMBEDDED_DIR)  # weights.safetensors + subnetnorm.safetensors (+ profile.json)
     profile: str | None = None  # latency profile; default: <bundle>/profile.json
     model_name: str = "supernet"  # the KServe v2 model name clients address
+    # Several SuperNets in one server (superserve/serving/multi.py): two or more bundles
+    # (directories or shipped names, NAME=DIR to choose the model name), each served under its
+    # own model name on the same workers; None or one entry: serve ``bundle`` as model_name.
+    bundles: list[str] | None = None
     subnets: list[str] | None = None  # serve only these SubNet ids of the profile (default: all)
     # UINT8 inputs are raw pixels; the server maps them to the model's input scale with
     # (x / 255 - pixel_mean) / pixel_std. Defaults: Fashion-MNIST, as the embedded SuperNet.
@@ -179,6 +183,11 @@ class ServeConfig:
         if self.inject_crash_value is not None:
             _check_range("inject_crash_value", self.inject_crash_value, -math.inf, math.inf,
                          low_open=True, high_open=True)
+        if self.bundles is not None and (not isinstance(self.bundles, list)
+                                         or not all(isinstance(b, str) and b for b in self.bundles)):
+            raise ValueError("bundles must be a list of bundle directories (or NAME=DIR)")
+        if self.bundles and len(self.bundles) > 1:
+            model_configs(self)  # raises on duplicate names and settings of one bundle only
         kind = PolicyKind.parse(self.policy)  # raises on an unknown name, listing the known ones
         if kind.needs_subnet and not self.subnet:
             raise ValueError(f"policy {kind.value} needs a SubNet: --subnet ID (one of the profile's ids)")
@@ -228,6 +237,49 @@ class ServeConfig:
         return cls(**data)
 
 
+# --- several SuperNets in one server (superserve/serving/multi.py) ----------------------------
+def split_bundle(arg: str) -> tuple[str, str]:
+    """``NAME=DIR`` or ``DIR`` -> (model name, bundle). Without a name: the shipped bundle's
+    name as given (``vit``, ``embedded``), else the directory's name."""
+    if "=" in arg:
+        name, _, path = arg.partition("=")
+        if not name or not path:
+            raise ValueError(f"--bundle {arg!r}: expected NAME=DIR or DIR")
+        return name, path
+    path = Path(arg)
+    if not path.exists() and arg in EMBEDDED_BUNDLES:
+        return arg, arg
+    return resolve_bundle(arg).resolve().name or arg, arg
+
+
+def model_configs(config: ServeConfig) -> list[ServeConfig]:
+    """One configuration per served model: ``config`` itself for one bundle (its model_name
+    as today), else a copy per ``bundles`` entry with that bundle and its own model name.
+    Raises ValueError for a duplicate name or a setting that names one bundle's SubNets."""
+    if not config.bundles or len(config.bundles) < 2:
+        return [config]
+    if config.model_name != "supernet":
+        raise ValueError(f"model_name {config.model_name!r} names one model; serving {len(config.bundles)} bundles, "
+                         "each is named by its bundle: --bundle NAME=DIR")
+    for key in ("profile", "subnets", "subnet"):
+        if getattr(config, key):
+            raise ValueError(f"{key} names one bundle's profile or SubNets; it cannot be set when serving "
+                             f"{len(config.bundles)} bundles (each serves its own profile.json)")
+    if config.backend != "local":
+        raise ValueError("serving several bundles needs backend local (Ray actors hold one SuperNet each for now); "
+                         "serve one --bundle on --backend ray")
+    out: list[ServeConfig] = []
+    seen: dict[str, str] = {}
+    for arg in config.bundles:
+        name, bundle = split_bundle(arg)
+        if name in seen:
+            raise ValueError(f"two bundles would be served as model {name!r} ({seen[name]!r} and {arg!r}); "
+                             "name them: --bundle NAME=DIR")
+        seen[name] = arg
+        out.append(replace(config, bundle=bundle, model_name=name, bundles=None))
+    return out
+
+
 ENV_PREFIX = "SUPERSERVE_"
 
 
@@ -246,7 +298,16 @@ def _file_settings(path: Path) -> dict[str, Any]:
             if key == "bundle" and data[key] in EMBEDDED_BUNDLES and not local.exists():
                 continue  # the name of a shipped bundle ("vit")
             data[key] = str(local)
+    if isinstance(data.get("bundles"), list):  # NAME=DIR or DIR, each relative to the file
+        data["bundles"] = [_bundle_from_file(path, b) if isinstance(b, str) else b for b in data["bundles"]]
     return data
+
+
+def _bundle_from_file(path: Path, arg: str) -> str:
+    name, sep, bundle = arg.partition("=") if "=" in arg else ("", "", arg)
+    if Path(bundle).is_absolute() or (bundle in EMBEDDED_BUNDLES and not (path.parent / bundle).exists()):
+        return arg
+    return f"{name}{sep}{(path.parent / bundle).resolve()}"
 
 
 def env_settings(environ: Mapping[str, str]) -> dict[str, Any]:

@@ -8,7 +8,8 @@ why tests talk to the server in its own process.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from dataclasses import replace
+from typing import Any, Callable, Sequence
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -21,7 +22,7 @@ from superserve.serving.codec import (CLASS, LOGITS, ApiError, InputCodec, class
 from superserve.serving.metrics import ServingMetrics
 from superserve.serving.model_info import ModelInfo
 from superserve.serving.protos import inference_pb2 as pb
-from superserve.serving.rest import EXTENSIONS
+from superserve.serving.rest import EXTENSIONS, ServedModel, unknown_model
 from superserve.serving.router import Origin, Router
 
 SERVICE = "inference.GRPCInferenceService"
@@ -65,11 +66,17 @@ def _lenient(req_type):
 
 class GrpcApi:
     def __init__(self, info: ModelInfo, router: Router, codec: InputCodec, metrics: ServingMetrics,
-                 auth: BearerAuth | None = None, live: Callable[[], bool] = lambda: True) -> None:
-        """``live``: False once no worker can come back (the supervisor's ``can_recover``)."""
+                 auth: BearerAuth | None = None, live: Callable[[], bool] = lambda: True,
+                 others: Sequence[ServedModel] = ()) -> None:
+        """``live``: False once no worker can come back (the supervisor's ``can_recover``).
+        ``others``: the further models of a server of several SuperNets (as for the REST API)."""
         self.info, self.router, self.codec, self.metrics = info, router, codec, metrics
         self.auth = auth or BearerAuth(None)
         self.is_live = live
+        self.models: dict[str, ServedModel] = {}
+        for m in others:  # own copies: the REST front end keeps JSON, this one protobuf messages
+            metadata, config = self._messages(m.info)
+            self.models[m.info.name] = replace(m, metadata=metadata, config=config)  # type: ignore[arg-type]
         self.set_model(info)
         self._server_metadata = pb.ServerMetadataResponse(name="superserve", version=__version__,
                                                           extensions=EXTENSIONS)
@@ -77,13 +84,21 @@ class GrpcApi:
     def set_model(self, info: ModelInfo) -> None:
         """Serve the metadata and config of ``info`` (at start, and after a hot reload)."""
         self.info = info
+        self._metadata, self._config = self._messages(info)
+        first = ServedModel(info, self.router, self.codec, self.metrics,
+                            self._metadata, self._config)  # type: ignore[arg-type]
+        self.models = {info.name: first, **{n: m for n, m in self.models.items() if m.router is not self.router}}
+
+    @staticmethod
+    def _messages(info: ModelInfo) -> tuple[pb.ModelMetadataResponse, pb.ModelConfigResponse]:
+        """The ModelMetadata and ModelConfig answers of ``info``."""
         meta = model_metadata(info)
-        self._metadata = pb.ModelMetadataResponse(
+        metadata = pb.ModelMetadataResponse(
             name=meta["name"], versions=meta["versions"], platform=meta["platform"],
             inputs=[pb.ModelMetadataResponse.TensorMetadata(**t) for t in meta["inputs"]],
             outputs=[pb.ModelMetadataResponse.TensorMetadata(**t) for t in meta["outputs"]])
         cfg = model_config(info)
-        self._config = pb.ModelConfigResponse(config=pb.ModelConfig(
+        config = pb.ModelConfigResponse(config=pb.ModelConfig(
             name=cfg["name"], platform=cfg["platform"], backend=cfg["backend"],
             max_batch_size=cfg["max_batch_size"],
             input=[pb.ModelInput(name=t["name"], data_type=t["data_type"], format=t["format"], dims=t["dims"])
@@ -93,6 +108,7 @@ class GrpcApi:
                             for g in cfg["instance_group"]],
             dynamic_batching=pb.ModelDynamicBatching(max_queue_delay_microseconds=0),
             parameters={k: pb.ModelParameter(string_value=v["string_value"]) for k, v in cfg["parameters"].items()}))
+        return metadata, config
 
     def handler(self) -> grpc.GenericRpcHandler:
         methods = {
@@ -130,13 +146,16 @@ class GrpcApi:
         return pb.ServerLiveResponse(live=self.is_live())
 
     async def server_ready(self, request, context) -> pb.ServerReadyResponse:
-        return pb.ServerReadyResponse(ready=self.router.ready)
+        return pb.ServerReadyResponse(ready=all(m.router.ready for m in self.models.values()))
 
-    def _check_model(self, name: str, version: str) -> None:
-        if name != self.info.name:
-            raise ApiError(404, f"unknown model {name!r}; this server serves {self.info.name!r}")
+    def _check_model(self, name: str, version: str) -> ServedModel:
+        """The served model ``name`` (ApiError 404 for another name or version)."""
+        model = self.models.get(name)
+        if model is None:
+            raise unknown_model(name, list(self.models))
         if version not in ("", "1"):
             raise ApiError(404, f"model {name!r} has no version {version!r}; it has version '1'")
+        return model
 
     async def _abort(self, context, exc: ApiError):
         outcome = ((GRPC_OUTCOME_METADATA, exc.outcome.label),) if exc.outcome is not None else ()
@@ -144,33 +163,34 @@ class GrpcApi:
 
     async def model_ready(self, request, context) -> pb.ModelReadyResponse:
         try:
-            self._check_model(request.name, request.version)
+            model = self._check_model(request.name, request.version)
         except ApiError as exc:
             await self._abort(context, exc)
-        return pb.ModelReadyResponse(ready=self.router.ready)
+        return pb.ModelReadyResponse(ready=model.router.ready)
 
     async def server_metadata(self, request, context) -> pb.ServerMetadataResponse:
         return self._server_metadata
 
     async def model_metadata(self, request, context) -> pb.ModelMetadataResponse:
         try:
-            self._check_model(request.name, request.version)
+            model = self._check_model(request.name, request.version)
         except ApiError as exc:
             await self._abort(context, exc)
-        return self._metadata
+        return model.metadata
 
     async def model_config(self, request, context) -> pb.ModelConfigResponse:
         try:
-            self._check_model(request.name, request.version)
+            model = self._check_model(request.name, request.version)
         except ApiError as exc:
             await self._abort(context, exc)
-        return self._config
+        return model.config
 
     # --- inference -----------------------------------------------------------------------
     async def model_infer(self, request: pb.ModelInferRequest, context) -> pb.ModelInferResponse:
-        codec = self.codec
+        codec, metrics, info = self.codec, self.metrics, self.info
         try:
-            self._check_model(request.model_name, request.model_version)
+            model = self._check_model(request.model_name, request.model_version)
+            codec, metrics, info = model.codec, model.metrics, model.info
             if len(request.inputs) != 1:
                 raise ApiError(400, f"send exactly one input tensor named 'input', got {len(request.inputs)}")
             t = request.inputs[0]
@@ -187,16 +207,16 @@ class GrpcApi:
                 raise ApiError(400, "input has neither raw_input_contents nor contents")
             options = codec.options({k: _param_value(v) for k, v in request.parameters.items()})
             names = codec.requested_outputs([o.name for o in request.outputs])
-            result = await self.router.infer(row, options.slo_ms, options.min_accuracy, strict=options.strict,
-                                             origin=Origin(request.id, datatype, list(t.shape)))
+            result = await model.router.infer(row, options.slo_ms, options.min_accuracy, strict=options.strict,
+                                              origin=Origin(request.id, datatype, list(t.shape)))
             if not result.ok:
                 raise result_error(result)
         except ApiError as exc:
             if exc.outcome is None:  # outcomes are counted by the router
-                self.metrics.refused(exc.status)
+                metrics.refused(exc.status)
             await self._abort(context, exc)
             raise  # not reached: abort raises
-        resp = pb.ModelInferResponse(model_name=self.info.name, model_version="1", id=request.id)
+        resp = pb.ModelInferResponse(model_name=info.name, model_version="1", id=request.id)
         logits = result.logits or b""
         for k, v in result_parameters(result).items():
             _set_param(resp.parameters[k], v)
@@ -204,7 +224,7 @@ class GrpcApi:
             out = resp.outputs.add()
             out.name = name
             if name == LOGITS:
-                out.datatype, out.shape[:] = "FP32", [1, self.info.num_classes]
+                out.datatype, out.shape[:] = "FP32", [1, info.num_classes]
                 resp.raw_output_contents.append(logits)
             elif name == CLASS:
                 out.datatype, out.shape[:] = "INT64", [1, 1]

@@ -10,18 +10,23 @@ import struct
 from dataclasses import dataclass
 
 _RUN, _STOP, _READY, _DONE, _FAILED = b"R", b"S", b"W", b"D", b"F"
+_RUN_MODEL = b"M"  # RunBatch for a model other than the first (several SuperNets in one server)
 _RUN_FMT = struct.Struct("<IHH")  # seq, subnet index, batch size
+_RUN_MODEL_FMT = struct.Struct("<IHHH")  # seq, subnet index, batch size, model index
 _READY_FMT = struct.Struct("<Ifffd")  # pid, warm-up s, torch import s, weight load s, main() entry (monotonic)
 _DONE_FMT = struct.Struct("<If")  # seq, compute ms
 
 
 @dataclass(frozen=True, slots=True)
 class RunBatch:
-    """Router -> worker: run SubNet ``subnet_index`` on the first ``batch_size`` input rows."""
+    """Router -> worker: run SubNet ``subnet_index`` of served model ``model`` on the first
+    ``batch_size`` input rows. ``model`` indexes the worker's SuperNets (0: the first, and
+    the only one of a one-bundle server, whose message keeps its 9 bytes)."""
 
     seq: int
     subnet_index: int
     batch_size: int
+    model: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +70,8 @@ RouterMessage = RunBatch | Stop
 
 def encode(msg: RouterMessage | WorkerMessage) -> bytes:
     if isinstance(msg, RunBatch):
+        if msg.model:
+            return _RUN_MODEL + _RUN_MODEL_FMT.pack(msg.seq, msg.subnet_index, msg.batch_size, msg.model)
         return _RUN + _RUN_FMT.pack(msg.seq, msg.subnet_index, msg.batch_size)
     if isinstance(msg, BatchDone):
         return _DONE + _DONE_FMT.pack(msg.seq, msg.compute_ms)
@@ -83,6 +90,8 @@ def decode(data: bytes) -> RouterMessage | WorkerMessage:
         return BatchDone(*_DONE_FMT.unpack(body))
     if kind == _RUN:
         return RunBatch(*_RUN_FMT.unpack(body))
+    if kind == _RUN_MODEL:
+        return RunBatch(*_RUN_MODEL_FMT.unpack(body))
     if kind == _STOP:
         return Stop()
     if kind == _READY:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import CONTENT_TYPE_LATEST  # noqa: F401  (re-exported for the REST app)
+from prometheus_client.metrics_core import Metric
 
 from superserve.outcome import SERVER_OUTCOMES
 
@@ -124,3 +125,48 @@ class ServingMetrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+# The worker pool's metrics: one pool serves every model, so a server of several models
+# exports them once, without a model label (from the first model's set, which the
+# supervisor counts into).
+POOL_METRICS = frozenset({"superserve_workers", "superserve_worker_deaths", "superserve_worker_restarts",
+                          "superserve_worker_give_ups", "superserve_worker_recovery_seconds"})
+
+
+class ModelsMetrics:
+    """The ``/metrics`` page of a server of several SuperNets (superserve/serving/multi.py):
+    each model counts into its own :class:`ServingMetrics`; the page shows every series of
+    every model under the same metric names with a ``model`` label added (the pool's
+    metrics, :data:`POOL_METRICS`, once and without one). A one-model server renders its
+    :class:`ServingMetrics` as before, without the label."""
+
+    def __init__(self, by_model: dict[str, ServingMetrics]) -> None:
+        self.by_model = by_model
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(_ModelLabelled(by_model))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _ModelLabelled:
+    """A collector merging the models' registries, family by family, adding ``model``."""
+
+    def __init__(self, by_model: dict[str, ServingMetrics]) -> None:
+        self.by_model = by_model
+
+    def collect(self):
+        families: dict[str, Metric] = {}
+        for k, (model, m) in enumerate(self.by_model.items()):
+            for fam in m.registry.collect():
+                pool = fam.name in POOL_METRICS
+                if pool and k:
+                    continue
+                out = families.get(fam.name)
+                if out is None:
+                    out = families[fam.name] = Metric(fam.name, fam.documentation, fam.type, fam.unit)
+                for smp in fam.samples:
+                    out.add_sample(smp.name, smp.labels if pool else {"model": model, **smp.labels},
+                                   smp.value, smp.timestamp, smp.exemplar)
+        return list(families.values())

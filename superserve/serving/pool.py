@@ -82,8 +82,9 @@ class WorkerHandle:
 
 
 def worker_spec(info: ModelInfo, cfg: ServeConfig, w: WorkerHandle, input_shm: str = "",
-                output_shm: str = "") -> WorkerSpec:
-    """What the worker of slot ``w`` loads and how it runs (both backends)."""
+                output_shm: str = "", others: Sequence[ModelInfo] = ()) -> WorkerSpec:
+    """What the worker of slot ``w`` loads and how it runs (both backends). ``others``: the
+    models after the first of a server of several SuperNets (RunBatch.model 1, 2, ...)."""
     layout = BundleLayout(info.bundle)
     return WorkerSpec(
         index=w.index, weights_path=str(layout.weights), norm_path=str(layout.norm),
@@ -92,7 +93,15 @@ def worker_spec(info: ModelInfo, cfg: ServeConfig, w: WorkerHandle, input_shm: s
         input_shm=input_shm, output_shm=output_shm,
         threads=cfg.threads_per_worker, warmup_runs=cfg.warmup_runs,
         warmup_nice=cfg.restart_warmup_nice if (w.deaths or w.spare) else 0,
-        crash_value=cfg.inject_crash_value, device=worker_device(info.gpus, w.index))
+        crash_value=cfg.inject_crash_value, device=worker_device(info.gpus, w.index),
+        others=tuple(worker_spec(o, cfg, w, input_shm, output_shm) for o in others))
+
+
+def slab_bytes(infos: Sequence[ModelInfo]) -> tuple[int, int]:
+    """The input and output slab sizes of a worker serving ``infos``: max_batch rows of the
+    largest row among the models (one model's batch at a time uses the slabs)."""
+    return (max(i.profile.max_batch * i.input_bytes for i in infos),
+            max(i.profile.max_batch * i.output_bytes for i in infos))
 
 
 class WorkerCounts:
@@ -114,9 +123,14 @@ class WorkerPool(WorkerCounts):
 
     backend = "local"
 
-    def __init__(self, info: ModelInfo, config: ServeConfig) -> None:
-        """Slots and their shared-memory slabs; no process yet (see :meth:`start`)."""
+    def __init__(self, info: ModelInfo, config: ServeConfig, others: Sequence[ModelInfo] = ()) -> None:
+        """Slots and their shared-memory slabs; no process yet (see :meth:`start`).
+        ``others``: the further models of a server of several SuperNets; every worker holds
+        all of them and RunBatch.model says which runs (0: ``info``)."""
         self.info = info
+        self.others = tuple(others)
+        self.infos = (info, *self.others)
+        self._row_bytes = [i.input_bytes for i in self.infos]
         self.config = config
         self.listener: PoolListener | None = None
         self.max_batch = info.profile.max_batch
@@ -134,8 +148,9 @@ class WorkerPool(WorkerCounts):
 
     def _handle(self, index: int, spare: bool = False) -> WorkerHandle:
         """A slot with its two fresh shared-memory slabs (no process yet)."""
-        ins = SharedMemory(create=True, size=self.max_batch * self.info.input_bytes)
-        outs = SharedMemory(create=True, size=self.max_batch * self.info.output_bytes)
+        in_bytes, out_bytes = slab_bytes(self.infos)
+        ins = SharedMemory(create=True, size=in_bytes)
+        outs = SharedMemory(create=True, size=out_bytes)
         assert ins.buf is not None and outs.buf is not None  # freshly created segments
         return WorkerHandle(index, ins, outs, ins.buf, outs.buf, spare=spare)
 
@@ -150,7 +165,7 @@ class WorkerPool(WorkerCounts):
         """(Re)start the process of slot ``w``; it reports ``worker_ready`` when warm."""
         assert self._loop is not None
         assert w.input_shm is not None and w.output_shm is not None
-        spec = worker_spec(self.info, self.config, w, w.input_shm.name, w.output_shm.name)
+        spec = worker_spec(self.info, self.config, w, w.input_shm.name, w.output_shm.name, self.others)
         router_end, worker_end = self._ctx.Pipe(duplex=True)
         proc = self._ctx.Process(target=worker_main, args=(spec.to_json(), worker_end),
                                  name=f"superserve-worker-{w.index}", daemon=True)
@@ -241,7 +256,7 @@ class WorkerPool(WorkerCounts):
     # --- work ----------------------------------------------------------------------------
     def run(self, w: WorkerHandle, msg: RunBatch, rows: Sequence[bytes]) -> None:
         """Copy ``rows`` (float32 inputs, one per request) into the worker's slab, then tell it."""
-        view, n = w.input_view, self.info.input_bytes
+        view, n = w.input_view, self._row_bytes[msg.model]
         off = 0
         for row in rows:
             view[off:off + n] = row

@@ -43,6 +43,8 @@ class ServerProcess:
         base.update({k: (str(v) if isinstance(v, Path) else v) for k, v in settings.items()})
         if isinstance(base.get("bundle"), str):  # a shipped bundle's name ("vit") becomes its directory
             base["bundle"] = str(resolve_bundle(base["bundle"]))
+        if isinstance(base.get("bundles"), list):  # several SuperNets: NAME=DIR or DIR, made absolute
+            base["bundles"] = [_absolute_bundle(str(b)) for b in base["bundles"]]
         for key in ("bundle", "profile", "tls_cert", "tls_key"):  # the config file lives elsewhere
             if isinstance(base.get(key), str):
                 base[key] = str(Path(base[key]).resolve())
@@ -171,6 +173,15 @@ class ServerProcess:
     @property
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+
+def _absolute_bundle(arg: str) -> str:
+    """A ``bundles`` entry with its directory absolute (a shipped bundle's name stays a name:
+    it also names the model)."""
+    name, sep, bundle = arg.partition("=") if "=" in arg else ("", "", arg)
+    if not Path(bundle).exists():
+        return arg
+    return f"{name}{sep}{Path(bundle).resolve()}"
 
 
 def start_server(**settings: Any) -> ServerProcess:

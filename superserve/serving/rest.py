@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any, Awaitable, Callable
+from dataclasses import dataclass, field, replace
+from typing import Any, Awaitable, Callable, Sequence
 
 import numpy as np
 from aiohttp import web
@@ -43,6 +44,24 @@ def _error(exc: ApiError, metrics: ServingMetrics | None = None) -> web.Response
     return _json(exc.status, body)
 
 
+@dataclass
+class ServedModel:
+    """One model a server serves: what it is, its router (queue and policy), its input codec
+    and its metrics. A server of several SuperNets (superserve/serving/multi.py) has one per
+    bundle; the front ends pick it by the request's model name."""
+
+    info: ModelInfo
+    router: Router
+    codec: InputCodec
+    metrics: ServingMetrics
+    metadata: dict[str, Any] = field(default_factory=dict)  # model_metadata(info), filled by the front end
+    config: bytes = b""  # model_config(info) as JSON
+
+
+def unknown_model(name: Any, served: Sequence[str]) -> ApiError:
+    return ApiError(404, f"unknown model {name!r}; this server serves {', '.join(repr(n) for n in served)}")
+
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 NOT_LIVE = ("no worker is alive and none will be restarted (restarts off, or a slot given up with no "
             "cool-down); restart the server and read its log for the workers' error")
@@ -51,9 +70,18 @@ NOT_LIVE = ("no worker is alive and none will be restarted (restarts off, or a s
 class RestApi:
     def __init__(self, info: ModelInfo, router: Router, codec: InputCodec, metrics: ServingMetrics,
                  max_request_bytes: int, auth: BearerAuth | None = None, read_timeout_s: float = 10.0,
-                 live: Callable[[], bool] = lambda: True) -> None:
-        """``live``: False once no worker can come back (the supervisor's ``can_recover``)."""
+                 live: Callable[[], bool] = lambda: True, others: Sequence[ServedModel] = (),
+                 render_metrics: Callable[[], bytes] | None = None) -> None:
+        """``live``: False once no worker can come back (the supervisor's ``can_recover``).
+        ``others``: the further models of a server of several SuperNets (the first is
+        ``info``, ``router``, ``codec``, ``metrics``, which also count refusals of requests
+        for no served model); ``render_metrics``: the ``/metrics`` page (default: ``metrics``')."""
         self.info, self.router, self.codec, self.metrics = info, router, codec, metrics
+        self.models: dict[str, ServedModel] = {}
+        for m in others:  # each front end its own copy: its own encoding of metadata and config
+            self.models[m.info.name] = replace(m, metadata=model_metadata(m.info),
+                                               config=json.dumps(model_config(m.info)).encode())
+        self.render_metrics = render_metrics or metrics.render
         self.auth = auth or BearerAuth(None)
         self.is_live = live
         self.read_timeout_s = read_timeout_s
@@ -73,6 +101,9 @@ class RestApi:
         self.info = info
         self._metadata = model_metadata(info)
         self._config = json.dumps(model_config(info)).encode()
+        first = ServedModel(info, self.router, self.codec, self.metrics, self._metadata, self._config)
+        self.models = {info.name: first, **{n: m for n, m in getattr(self, "models", {}).items()
+                                            if m.router is not self.router}}
         if self.dashboard is not None:
             self.dashboard.set_model(info)
 
@@ -90,6 +121,7 @@ class RestApi:
         app.router.add_post("/v2/admin/reload", self.admin_reload)
         app.router.add_post("/v2/admin/workers", self.admin_workers)
         app.router.add_get("/v2/admin/workers", self.admin_workers_info)
+        app.router.add_post("/v2/repository/index", self.repository_index)
         for base in (m, mv):
             app.router.add_get(base, self.model_metadata)
             app.router.add_get(base + "/ready", self.model_ready)
@@ -111,45 +143,53 @@ class RestApi:
         return web.Response(status=200) if self.is_live() else _json(503, {"error": NOT_LIVE})
 
     async def ready(self, request: web.Request) -> web.Response:
-        return web.Response(status=200 if self.router.ready else 503)
+        return web.Response(status=200 if all(m.router.ready for m in self.models.values()) else 503)
 
     async def server_metadata(self, request: web.Request) -> web.Response:
         return web.Response(body=self._server_metadata, content_type="application/json")
 
-    def _check_model(self, request: web.Request) -> None:
+    def _check_model(self, request: web.Request) -> ServedModel:
+        """The served model the request names (ApiError 404 for another name or version)."""
         name = request.match_info["model"]
-        if name != self.info.name:
-            raise ApiError(404, f"unknown model {name!r}; this server serves {self.info.name!r}")
+        model = self.models.get(name)
+        if model is None:
+            raise unknown_model(name, list(self.models))
         version = request.match_info.get("version")
         if version not in (None, "", "1"):
             raise ApiError(404, f"model {name!r} has no version {version!r}; it has version '1'")
+        return model
 
     async def model_metadata(self, request: web.Request) -> web.Response:
         try:
-            self._check_model(request)
+            model = self._check_model(request)
         except ApiError as exc:
             return _error(exc)
         # Not a hot path: the live latency estimate joins the static metadata per call.
-        meta = dict(self._metadata)
-        meta["parameters"] = {**meta.get("parameters", {}), **self.router.calibration_info()}
+        meta = dict(model.metadata)
+        meta["parameters"] = {**meta.get("parameters", {}), **model.router.calibration_info()}
         return web.Response(body=json.dumps(meta).encode(), content_type="application/json")
 
     async def model_ready(self, request: web.Request) -> web.Response:
         try:
-            self._check_model(request)
+            model = self._check_model(request)
         except ApiError as exc:
             return _error(exc)
-        return web.Response(status=200 if self.router.ready else 503)
+        return web.Response(status=200 if model.router.ready else 503)
 
     async def model_config(self, request: web.Request) -> web.Response:
         try:
-            self._check_model(request)
+            model = self._check_model(request)
         except ApiError as exc:
             return _error(exc)
-        return web.Response(body=self._config, content_type="application/json")
+        return web.Response(body=model.config, content_type="application/json")
+
+    async def repository_index(self, request: web.Request) -> web.Response:
+        """Triton's model repository index: every served model, READY or UNAVAILABLE."""
+        return _json(200, [{"name": n, "version": "1", "state": "READY" if m.router.ready else "UNAVAILABLE"}
+                           for n, m in self.models.items()])
 
     async def metrics_page(self, request: web.Request) -> web.Response:
-        return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+        return web.Response(body=self.render_metrics(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     # --- admin -------------------------------------------------------------------------
     async def _admin_body(self, request: web.Request, key: str, shape: str) -> dict:
@@ -196,8 +236,10 @@ class RestApi:
 
     # --- inference -----------------------------------------------------------------------
     async def infer(self, request: web.Request) -> web.Response:
+        metrics = self.metrics
         try:
-            self._check_model(request)
+            model = self._check_model(request)
+            metrics = model.metrics
             try:
                 # A client that promises a body and stalls would hold this handler (and its
                 # connection) forever: aiohttp has no body timeout of its own.
@@ -206,18 +248,18 @@ class RestApi:
                 raise ApiError(413, f"request body larger than {self.max_request_bytes} bytes") from None
             except asyncio.TimeoutError:
                 resp = _error(ApiError(408, f"request body not received within {self.read_timeout_s:g} s "
-                                            "(Content-Length larger than the body sent?)"), self.metrics)
+                                            "(Content-Length larger than the body sent?)"), metrics)
                 resp.force_close()  # the rest of that body must not be read as a new request
                 return resp
             header, binary = self._split(request, body)
-            row, options, outputs, binary_out, origin = self._parse(header, binary)
-            result = await self.router.infer(row, options.slo_ms, options.min_accuracy, strict=options.strict,
-                                             origin=origin)
+            row, options, outputs, binary_out, origin = self._parse(header, binary, model.codec)
+            result = await model.router.infer(row, options.slo_ms, options.min_accuracy, strict=options.strict,
+                                              origin=origin)
             if not result.ok:
                 raise result_error(result)
         except ApiError as exc:
-            return _error(exc, self.metrics)
-        return self._answer(header.get("id"), result, outputs, binary_out)
+            return _error(exc, metrics)
+        return self._answer(header.get("id"), result, outputs, binary_out, model.info)
 
     def _split(self, request: web.Request, body: bytes) -> tuple[dict[str, Any], memoryview | None]:
         length = request.headers.get(HEADER_LENGTH)
@@ -239,9 +281,9 @@ class RestApi:
             raise ApiError(400, "request body must be a JSON object with an 'inputs' list")
         return header, binary
 
-    def _parse(self, header: dict[str, Any], binary: memoryview | None
+    def _parse(self, header: dict[str, Any], binary: memoryview | None, codec: InputCodec | None = None
                ) -> tuple[bytes, RequestOptions, tuple[str, ...], dict[str, bool], Origin]:
-        codec = self.codec
+        codec = codec or self.codec
         inputs = header.get("inputs")
         if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
             raise ApiError(400, f"'inputs' must be a list with exactly one tensor named {INPUT_NAME!r}")
@@ -277,7 +319,8 @@ class RestApi:
                 Origin(header.get("id"), datatype, tensor.get("shape")))
 
     def _answer(self, request_id: Any, result: InferResult, names: tuple[str, ...],
-                binary: dict[str, bool]) -> web.Response:
+                binary: dict[str, bool], info: ModelInfo | None = None) -> web.Response:
+        info = info or self.info
         outputs, blobs = [], []
         logits = result.logits or b""
         for name in names:
@@ -285,7 +328,7 @@ class RestApi:
             spec: dict[str, Any]
             if name == LOGITS:
                 raw = logits
-                spec = {"name": LOGITS, "datatype": "FP32", "shape": [1, self.info.num_classes]}
+                spec = {"name": LOGITS, "datatype": "FP32", "shape": [1, info.num_classes]}
                 values = lambda: np.frombuffer(logits, dtype="<f4").tolist()  # noqa: E731
             else:
                 idx = class_index(logits)
@@ -298,7 +341,7 @@ class RestApi:
             else:
                 spec["data"] = values()
             outputs.append(spec)
-        body: dict[str, Any] = {"model_name": self.info.name, "model_version": "1",
+        body: dict[str, Any] = {"model_name": info.name, "model_version": "1",
                                 "parameters": result_parameters(result), "outputs": outputs}
         if isinstance(request_id, str):
             body["id"] = request_id

@@ -29,7 +29,7 @@ import signal
 import time
 from collections import deque
 from dataclasses import dataclass, replace
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 from superserve.outcome import Outcome
 from superserve.scheduling import EdfQueue, Request
@@ -60,6 +60,13 @@ class InferResult:
     @property
     def ok(self) -> bool:
         return self.outcome.answered
+
+
+class Arbiter(Protocol):
+    """Who decides which model's router dispatches next when several share the workers
+    (superserve/serving/multi.py)."""
+
+    def pump(self) -> None: ...
 
 
 class Origin(NamedTuple):
@@ -135,6 +142,11 @@ class Router:
         if request_max_deaths < 1:
             raise ValueError("request_max_deaths must be >= 1")
         self.request_max_deaths = request_max_deaths
+        # Several SuperNets in one server (superserve/serving/multi.py): this router's model
+        # is RunBatch.model ``model_index`` of the shared workers, and the ``arbiter`` decides
+        # which model's router dispatches to a free worker next (None: this router alone).
+        self.model_index = 0
+        self.arbiter: Arbiter | None = None
         self.check_report: CheckReport | None = None
         self._check: ProfileCheck | None = None
         self._check_done: asyncio.Future[None] | None = None
@@ -484,6 +496,22 @@ class Router:
     def _pump(self) -> None:
         """Dispatch to free workers while there is work."""
         self._pump_scheduled = False
+        if self.arbiter is not None:  # workers shared with other models: the arbiter takes turns
+            self.arbiter.pump()
+            return
+        self.dispatch_some()
+
+    @property
+    def head_deadline(self) -> float:
+        """The earliest deadline waiting here (queued or solo); inf when nothing waits."""
+        head = self.queue.earliest_deadline if self.queue else float("inf")
+        for r in self._solo:
+            head = min(head, r.deadline)
+        return head
+
+    def dispatch_some(self, limit: int = 0) -> None:
+        """Dispatch this router's work to free workers: at most ``limit`` batches (0: while
+        there is work and a free worker), shedding the hopeless on the way."""
         queue, step = self.queue, self.step
         if not (queue or self._solo) or self._check is not None:
             return
@@ -495,7 +523,8 @@ class Router:
             if expired:
                 self._shed(expired, now)
             return
-        while self._free and (queue or self._solo):
+        stop_at = len(self._free) - limit if limit > 0 else 0
+        while len(self._free) > stop_at and (queue or self._solo):
             if self._solo and self._solo_due(queue):
                 self._run_solo(now)
                 continue
@@ -570,7 +599,7 @@ class Router:
         limit = max(self.hang_timeout_s, decision.expected_latency_ms / 100.0)
         self._inflight[w] = InflightBatch(seq, decision, batch, now, size,
                                           self._loop.call_later(limit, self._hung, w, seq))
-        pool.run(w, RunBatch(seq, decision.subnet_index, size), [pending(r).row for r in batch])
+        pool.run(w, RunBatch(seq, decision.subnet_index, size, self.model_index), [pending(r).row for r in batch])
 
     def _hung(self, w: WorkerHandle, seq: int) -> None:
         inflight = self._inflight.get(w)

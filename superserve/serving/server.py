@@ -25,16 +25,18 @@ from superserve.scheduling import make_policy
 from superserve.scheduling.calibration import CalibratedPlanner
 from superserve.scheduling.policy import Policy, PolicyKind, PolicyOptions
 from superserve.serving.auth import BearerAuth
-from superserve.serving.codec import InputCodec
-from superserve.serving.config import ServeConfig
+from superserve.serving.codec import ApiError, InputCodec
+from superserve.serving.config import ServeConfig, model_configs
 from superserve.serving.events import EventLog
 from superserve.serving.logs import configure as configure_logging
 from superserve.serving.logs import log
-from superserve.serving.metrics import ServingMetrics
+from superserve.serving.metrics import ModelsMetrics, ServingMetrics
 from superserve.serving.model_info import ModelInfo, read_model_info
 from superserve.serving.executor import Executor, make_executor
 from superserve.serving.reload import Reloader
-from superserve.serving.rest import RestApi
+from superserve.serving.multi import ModelMux
+from superserve.serving.pool import WorkerPool
+from superserve.serving.rest import RestApi, ServedModel
 from superserve.serving.router import Router
 from superserve.serving.scaling import Scaler
 from superserve.serving.supervisor import Supervisor
@@ -112,20 +114,35 @@ async def serve(config: ServeConfig) -> int:
     """Run a server until SIGTERM/SIGINT; returns the exit code."""
     config.validate()
     loop = asyncio.get_running_loop()
-    info = read_model_info(config)
-    planner = build_planner(config, info, time.monotonic())
+    # Several SuperNets in one server (superserve/serving/multi.py): one configuration, model
+    # info, planner, router, codec and metrics per bundle; one worker pool holding them all.
+    configs = model_configs(config)
+    infos = [read_model_info(c) for c in configs]
+    info = infos[0]
+    planners = [build_planner(c, i, time.monotonic()) for c, i in zip(configs, infos)]
+    planner = planners[0]
     policy = planner.policy
-    slo_ms = config.slo_ms if config.slo_ms is not None else default_slo_ms(info.profile)
-    metrics = ServingMetrics({s.id: s.accuracy for s in info.profile.subnets}, info.profile.max_batch)
+    slos = [config.slo_ms if config.slo_ms is not None else default_slo_ms(i.profile) for i in infos]
+    slo_ms = slos[0]
+    all_metrics = [ServingMetrics({s.id: s.accuracy for s in i.profile.subnets}, i.profile.max_batch)
+                   for i in infos]
+    metrics = all_metrics[0]
     events = EventLog(config.events_file)
-    pool = make_executor(info, config)
-    router = Router(info, planner, metrics, queue_capacity=config.queue_capacity, pool=pool, loop=loop,
-                    late=config.late, response_margin_ms=config.response_margin_ms,
-                    hang_timeout_s=config.hang_timeout_s, request_max_deaths=config.request_max_deaths,
-                    events=events)
-    supervisor = Supervisor(router, pool, config.restart_policy(), metrics, events, loop)
-    router.start_activity_log()
-    codec = InputCodec(info, config, slo_ms)
+    multi = len(infos) > 1
+    pool = WorkerPool(info, config, infos[1:]) if multi else make_executor(info, config)
+    routers = [Router(i, p, m, queue_capacity=config.queue_capacity, pool=pool, loop=loop,
+                      late=config.late, response_margin_ms=config.response_margin_ms,
+                      hang_timeout_s=config.hang_timeout_s, request_max_deaths=config.request_max_deaths,
+                      events=events) for i, p, m in zip(infos, planners, all_metrics)]
+    router = routers[0]
+    mux = ModelMux(routers, pool) if multi else None
+    supervisor = Supervisor(mux or router, pool, config.restart_policy(), metrics, events,  # type: ignore[arg-type]
+                            loop)
+    for r in routers:
+        r.start_activity_log()
+    codecs = [InputCodec(i, c, s) for i, c, s in zip(infos, configs, slos)]
+    codec = codecs[0]
+    others = [ServedModel(i, r, c, m) for i, r, c, m in zip(infos[1:], routers[1:], codecs[1:], all_metrics[1:])]
     auth = BearerAuth(config.auth_token)
     warning = insecure_bind_warning(config)
     if warning is not None:
@@ -136,7 +153,9 @@ async def serve(config: ServeConfig) -> int:
         loop.add_signal_handler(sig, stop.set)
 
     rest = RestApi(info, router, codec, metrics, config.max_request_bytes, auth,
-                   config.read_timeout_s, live=supervisor.can_recover)
+                   config.read_timeout_s, live=supervisor.can_recover, others=others,
+                   render_metrics=ModelsMetrics({i.name: m for i, m in zip(infos, all_metrics)}).render
+                   if multi else None)
     grpc_api: list = []  # the gRPC front end, once started (its metadata follows a reload)
 
     def on_swap(new: ModelInfo) -> None:
@@ -146,9 +165,15 @@ async def serve(config: ServeConfig) -> int:
 
     reloader = Reloader(config, info, router, pool, supervisor, events, loop,
                         lambda new: build_planner(config, new, time.monotonic()), on_swap, WARMUP_TIMEOUT_S)
-    rest.reloader = reloader.reload
-    scaler = Scaler(config, reloader, router, supervisor, events, WARMUP_TIMEOUT_S)
-    rest.scaler, rest.workers_info = scaler.scale, scaler.info
+    if not multi:
+        rest.reloader = reloader.reload
+        scaler = Scaler(config, reloader, router, supervisor, events, WARMUP_TIMEOUT_S)
+        rest.scaler, rest.workers_info = scaler.scale, scaler.info
+    else:  # hot reload and scaling swap one bundle's workers: not (yet) a pool holding several
+        async def one_bundle_only(_: object) -> dict:
+            raise ApiError(501, f"this server serves {len(infos)} bundles on shared workers; hot reload and "
+                                "scaling work on a server of one --bundle (not implemented for several)")
+        rest.reloader = rest.scaler = one_bundle_only
     # handler_cancellation: aiohttp >= 3.9 no longer cancels a handler whose client went
     # away; without it a disconnected client's request would keep its queue slot and be run.
     runner = web.AppRunner(rest.app(), access_log=None, handle_signals=False, handler_cancellation=True)
@@ -160,21 +185,25 @@ async def serve(config: ServeConfig) -> int:
         http_port = runner.addresses[0][1]
         grpc_port = None
         if config.grpc_port is not None:
-            grpc_server, grpc_port, api = await _start_grpc(config, info, router, codec, metrics, auth, supervisor)
+            grpc_server, grpc_port, api = await _start_grpc(config, info, router, codec, metrics, auth, supervisor,
+                                                            others)
             grpc_api.append(api)
+        others_slo = [f"{i.name!r} (slo_ms={s:g}, {len(i.subnet_ids)} SubNets)" for i, s in zip(infos[1:], slos[1:])]
         _log(f"{'https' if config.tls else 'http'}://{config.host}:{http_port} grpc={grpc_port}"
              f"{' (TLS)' if config.tls else ''} model={info.name!r} "
              f"policy={policy!r} workers={config.workers}x{config.threads_per_worker} threads ({config.backend}), "
              f"slo_ms={slo_ms:g}, {len(info.subnet_ids)} SubNets, auth={'bearer' if auth.enabled else 'none'}; "
-             "warming up")
+             + (f"also serving {', '.join(others_slo)} on the same workers (global EDF across models); "
+                if multi else "")
+             + "warming up")
         t0 = time.monotonic()
         pool.start(loop, supervisor)  # pool events pass through the supervisor to the router
-        warm = asyncio.ensure_future(router.wait_warm(WARMUP_TIMEOUT_S))
+        warm = asyncio.ensure_future((mux or router).wait_warm(WARMUP_TIMEOUT_S))
         stopper = asyncio.ensure_future(stop.wait())
         await asyncio.wait([warm, stopper], return_when=asyncio.FIRST_COMPLETED)
         if warm.done():
             warm.result()  # raises if a worker died during start-up
-            await _admit_traffic(config, router, supervisor, pool, events, t0)
+            await _admit_traffic(config, router, supervisor, pool, events, t0, mux)
             _log(f"live dashboard: {'https' if config.tls else 'http'}://{config.host}:{http_port}/dashboard"
                  + ("#token=<token>" if auth.enabled else ""))
             if config.ready_file:
@@ -185,8 +214,8 @@ async def serve(config: ServeConfig) -> int:
         events.emit("shutdown", "stopping: no new requests; draining the queue")
         await reloader.aclose()
         supervisor.stop()
-        router.stop_intake()
-        await router.drain(config.drain_timeout_s)
+        (mux or router).stop_intake()
+        await (mux or router).drain(config.drain_timeout_s)
         return 0
     finally:
         supervisor.stop()
@@ -201,15 +230,15 @@ async def serve(config: ServeConfig) -> int:
 
 
 async def _start_grpc(config: ServeConfig, info: ModelInfo, router: Router, codec: InputCodec,
-                      metrics: ServingMetrics, auth: BearerAuth,
-                      supervisor: Supervisor) -> tuple[grpc.aio.Server, int, GrpcApi]:
+                      metrics: ServingMetrics, auth: BearerAuth, supervisor: Supervisor,
+                      others: list[ServedModel] | None = None) -> tuple[grpc.aio.Server, int, GrpcApi]:
     import grpc
 
     from superserve.serving.grpc_api import GrpcApi
 
     server = grpc.aio.server(options=[("grpc.max_receive_message_length", config.max_request_bytes),
                                       ("grpc.so_reuseport", 0)])
-    api = GrpcApi(info, router, codec, metrics, auth, live=supervisor.can_recover)
+    api = GrpcApi(info, router, codec, metrics, auth, live=supervisor.can_recover, others=others or ())
     server.add_generic_rpc_handlers((api.handler(),))
     address = f"{config.host}:{config.grpc_port}"
     port = (server.add_secure_port(address, _grpc_credentials(config)) if config.tls
@@ -221,10 +250,12 @@ async def _start_grpc(config: ServeConfig, info: ModelInfo, router: Router, code
 
 
 async def _admit_traffic(config: ServeConfig, router: Router, supervisor: Supervisor, pool: Executor,
-                         events: EventLog, t0: float) -> None:
+                         events: EventLog, t0: float, mux: ModelMux | None = None) -> None:
     """Every worker is warm: arm restarts, check the profile against this host, say so."""
     supervisor.arm()  # from now on a dead worker is restarted
-    if config.calibration_check_s > 0:
+    if mux is not None:  # several models: each model's check in turn, then traffic to all
+        await mux.admit(config.calibration_check_s > 0)
+    elif config.calibration_check_s > 0:
         report = await router.check_profile()
         if report is not None and not config.calibrate:
             _log("calibration is off (--no-calibrate): planning on the profile as shipped")

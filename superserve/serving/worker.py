@@ -36,16 +36,30 @@ class WorkerSpec:
     warmup_nice: int = 0
     crash_value: float | None = None  # testing only: ServeConfig.inject_crash_value
     device: str = "cpu"  # "cpu" or "cuda:N" (superserve.device.worker_device)
+    # Several SuperNets in one server: the specs of the models after the first (RunBatch.model
+    # 1, 2, ...), each loaded by this worker too and reading the same slabs (sized for the
+    # largest row). Empty for a one-bundle server.
+    others: tuple["WorkerSpec", ...] = ()
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
 
     @classmethod
-    def from_json(cls, text: str) -> "WorkerSpec":
-        d = json.loads(text)
+    def from_dict(cls, d: dict) -> "WorkerSpec":
+        d = dict(d)
         d["subnet_ids"] = tuple(d["subnet_ids"])
         d["input_shape"] = tuple(d["input_shape"])
+        d["others"] = tuple(cls.from_dict(o) for o in d.get("others", ()))
         return cls(**d)
+
+    @classmethod
+    def from_json(cls, text: str) -> "WorkerSpec":
+        return cls.from_dict(json.loads(text))
+
+    @property
+    def models(self) -> tuple["WorkerSpec", ...]:
+        """Every model this worker serves, in RunBatch.model order."""
+        return (self, *self.others)
 
 
 _CAP_SYS_NICE = 23  # linux/capability.h
@@ -195,11 +209,18 @@ def worker_main(spec_json: str, conn: Connection) -> None:
     priority.enter()
     in_shm, out_shm = attach_shm(spec.input_shm), attach_shm(spec.output_shm)
     runner: SupernetRunner | None = None
+    runners: list[SupernetRunner] = []
     try:
         runner = SupernetRunner(spec, in_shm.buf, out_shm.buf)
-        warmup_s = runner.warm_up()
+        runners.append(runner)
+        # Several SuperNets in one server: every model's runner on the same slabs.
+        runners.extend(SupernetRunner(o, in_shm.buf, out_shm.buf) for o in spec.others)
+        for r in runners[1:]:
+            r.warm_up()
+        warmup_s = runner.warm_up()  # seconds since the first load began: every model's load and warm-up
         priority.leave()
-        conn.send_bytes(encode(WorkerReady(os.getpid(), warmup_s, runner.import_s, runner.load_s, entered_at)))
+        conn.send_bytes(encode(WorkerReady(os.getpid(), warmup_s, runner.import_s,
+                                           sum(r.load_s for r in runners), entered_at)))
         while True:
             try:
                 msg = decode(conn.recv_bytes())
@@ -210,15 +231,15 @@ def worker_main(spec_json: str, conn: Connection) -> None:
             if not isinstance(msg, RunBatch):
                 continue
             try:
-                compute_ms = runner.run(msg.subnet_index, msg.batch_size)
+                compute_ms = runners[msg.model].run(msg.subnet_index, msg.batch_size)
             except Exception as exc:  # report, keep serving: one bad batch is not a dead worker
                 conn.send_bytes(encode(BatchFailed(msg.seq, f"{type(exc).__name__}: {exc}")))
                 continue
             conn.send_bytes(encode(BatchDone(msg.seq, compute_ms)))
     finally:
         # Views must go before the segments can close.
-        if runner is not None:
-            del runner.inputs, runner.outputs
-        del runner
+        for r in runners:
+            del r.inputs, r.outputs
+        del runner, runners
         in_shm.close()
         out_shm.close()
