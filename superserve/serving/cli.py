@@ -64,6 +64,9 @@ def serve_command(
     tls_key: Optional[Path] = typer.Option(None, help="PEM private key of --tls-cert"),
     log_format: Optional[str] = typer.Option(None, help="stderr log lines: text (default) or json (one object "
                                                         "per line: ts, level, logger, msg, event fields)"),
+    frontends: Optional[int] = typer.Option(None, help="REST front-end processes sharing --http-port (SO_REUSEPORT), "
+                                                       "passing decoded requests to this process over ZeroMQ "
+                                                       "(default 0: one process does everything; docs/frontdoor.md)"),
 ) -> None:
     """Serve a SuperNet over KServe v2 REST and gRPC, choosing SubNet and batch per decision.
     Settings: flags > SUPERSERVE_<SETTING> environment variables > --config file > defaults."""
@@ -83,7 +86,7 @@ def serve_command(
         auth_token=auth_token or None, restart=restart, events_file=str(events_file) if events_file else None,
         calibrate=calibrate, calibration_check_s=calibration_check_s, standby_workers=standby_workers,
         tls_cert=str(tls_cert) if tls_cert else None, tls_key=str(tls_key) if tls_key else None,
-        log_format=log_format)
+        log_format=log_format, frontends=frontends)
     try:
         cfg = ServeConfig.from_sources(config, os.environ, **overrides)
         if cfg.grpc_port is not None and cfg.grpc_port < 0:

@@ -123,6 +123,13 @@ class ServeConfig:
     # Testing only (benchmarks/faults.py --poison, tests): a worker whose batch holds an input
     # whose first value is exactly this number dies at once (SIGSEGV), as a poison input would.
     inject_crash_value: float | None = None
+    # --- front door (docs/frontdoor.md) ------------------------------------------------------
+    # N >= 1: N front-end processes serve REST on http_port (SO_REUSEPORT) and pass decoded
+    # requests to this process (the scheduler) over ZeroMQ; 0: one process does everything.
+    frontends: int = 0
+    # Testing only (benchmarks/frontdoor.py): workers answer every batch at once, no compute.
+    instant_workers: bool = False
+    # --- end front door ----------------------------------------------------------------------
 
     def validate(self) -> "ServeConfig":
         """Check every setting; raises ValueError saying which one and what is allowed."""
@@ -147,6 +154,7 @@ class ServeConfig:
         _check_int("request_max_deaths", self.request_max_deaths, 1, 100)
         _check_int("restart_warmup_nice", self.restart_warmup_nice, 0, 19)
         _check_int("http_port", self.http_port, 0, 65535)
+        _check_int("frontends", self.frontends, 0, 64)  # front door
         if self.grpc_port is not None:
             _check_int("grpc_port", self.grpc_port, 0, 65535)
         if self.quantile not in QUANTILES:
@@ -268,6 +276,9 @@ def model_configs(config: ServeConfig) -> list[ServeConfig]:
     if config.backend != "local":
         raise ValueError("serving several bundles needs backend local (Ray actors hold one SuperNet each for now); "
                          "serve one --bundle on --backend ray")
+    if config.frontends:
+        raise ValueError("serving several bundles with front-end processes (--frontends) is not supported yet: "
+                         "the front ends carry one model's codec; serve several bundles with --frontends 0")
     out: list[ServeConfig] = []
     seen: dict[str, str] = {}
     for arg in config.bundles:

@@ -81,7 +81,7 @@ class RestApi:
         for m in others:  # each front end its own copy: its own encoding of metadata and config
             self.models[m.info.name] = replace(m, metadata=model_metadata(m.info),
                                                config=json.dumps(model_config(m.info)).encode())
-        self.render_metrics = render_metrics or metrics.render
+        self.render_metrics = render_metrics  # None: metrics.render (read when asked: a front end has none)
         self.auth = auth or BearerAuth(None)
         self.is_live = live
         self.read_timeout_s = read_timeout_s
@@ -189,7 +189,7 @@ class RestApi:
                            for n, m in self.models.items()])
 
     async def metrics_page(self, request: web.Request) -> web.Response:
-        return web.Response(body=self.render_metrics(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+        return web.Response(body=(self.render_metrics or self.metrics.render)(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     # --- admin -------------------------------------------------------------------------
     async def _admin_body(self, request: web.Request, key: str, shape: str) -> dict:

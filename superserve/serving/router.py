@@ -39,7 +39,7 @@ from superserve.scheduling.step import ADMITTED, SHED, SchedulingStep
 from superserve.serving.activity import ActivityLog, Estimate, Totals
 from superserve.serving.events import EventLog
 from superserve.serving.messages import BatchDone, BatchFailed, RunBatch
-from superserve.serving.metrics import ServingMetrics
+from superserve.serving.metrics import ServingMetrics, observe_many
 from superserve.serving.model_info import ModelInfo
 from superserve.serving.pool import WorkerHandle, WorkerRunner
 
@@ -77,6 +77,15 @@ class Origin(NamedTuple):
     shape: object
 
 
+class Reply(Protocol):
+    """Where a request's one answer goes: an ``asyncio.Future`` (:meth:`Router.infer`), or
+    the front door's per-request record (:meth:`Router.submit`), which batches answers per
+    front-end process instead of waking a coroutine per request."""
+
+    def done(self) -> bool: ...
+    def set_result(self, result: InferResult) -> None: ...
+
+
 @dataclass(slots=True, eq=False)
 class PendingRequest:
     """The router's record of one request from arrival to its one answer (Ray Serve's
@@ -84,7 +93,7 @@ class PendingRequest:
     to judge and retry it. The scheduler carries it opaquely as ``Request.payload``."""
 
     row: bytes  # the input, float32, already validated by the API layer (dropped on cancel)
-    future: asyncio.Future[InferResult]
+    future: asyncio.Future[InferResult] | Reply  # Reply: a front-door request (Router.submit)
     slo_ms: float
     strict: bool = False  # min_accuracy is a hard floor: meet it or answer FLOOR_UNMET
     origin: Origin | None = None
@@ -469,6 +478,71 @@ class Router:
             self._cancelled(req, record)
             raise
 
+    # --- the front door's lean intake (superserve/serving/frontdoor.py) -------------------
+    def submit(self, row: bytes, slo_ms: float, min_accuracy: float, strict: bool, reply: Reply,
+               arrival: float) -> Request | None:
+        """Queue one request that arrived over the front door's IPC, without a coroutine or
+        a future: ``reply.set_result`` is called exactly once with its :class:`InferResult`
+        (``reply.done()`` True from then on, or once its caller went away). ``arrival``: when
+        the front end received it (``time.monotonic()``, system-wide), the start of its
+        deadline. Returns the queued request (for :meth:`cancel`), or None when it was
+        answered at once (refused: not accepting, no worker, queue full, shed, floor)."""
+        self.arrivals += 1
+        now = time.monotonic()
+        result = None
+        if not self.accepting:
+            msg = "server is shutting down" if self._all_warm.is_set() else "workers are still warming up"
+            result = InferResult(Outcome.UNAVAILABLE, message=f"{msg}; retry later (see /v2/health/ready)")
+        elif not self._ready:
+            result = InferResult(Outcome.UNAVAILABLE, message="no live worker; retry later")
+        elif strict and min_accuracy > self._best_accuracy:
+            result = InferResult(Outcome.FLOOR_UNMET, message=(
+                f"no served SubNet reaches min_accuracy={min_accuracy:g} (the most accurate has "
+                f"{self._best_accuracy:g}); lower min_accuracy or drop min_accuracy_strict"))
+        if result is not None:
+            self._answer_reply(reply, result)
+            return None
+        start = arrival if arrival <= now else now
+        margin = self.response_margin_ms + self.lag_margin_ms
+        deadline = start + (slo_ms - (margin if margin < 0.25 * slo_ms else 0.25 * slo_ms)) / 1000.0
+        record = PendingRequest(row, reply, slo_ms, strict)
+        if self._crashed_inputs:  # only in the minutes after a worker crashed
+            record.deaths = self._crash_count(row, now)
+            if record.deaths >= self.request_max_deaths:
+                self.metrics.poison.inc()
+                self._answer_reply(reply, InferResult(Outcome.ERROR, message=(
+                    f"this input crashed {record.deaths} workers in the last {CRASHED_INPUT_TTL_S / 60:g} "
+                    "minutes (see the server log); it is not run again")))
+                return None
+        req = Request(next(self._ids), start, deadline, min_accuracy, record)
+        admitted = self.step.arrive(self.queue, req, now, len(self._ready))
+        if admitted != ADMITTED:
+            if admitted == SHED:
+                ahead = len(self.queue)
+                wait_s = self.step.wait_bound_s(ahead, len(self._ready))
+                result = InferResult(Outcome.SHED, message=(
+                    f"deadline cannot be met: {ahead} requests ahead need at least {wait_s * 1000:.1f} ms, "
+                    f"slo_ms={(deadline - now) * 1000:g}; raise slo_ms or lower the load"))
+            else:
+                result = InferResult(Outcome.REJECTED, message=(
+                    f"queue full ({self.queue.capacity} requests waiting); slow down or retry later"))
+            self._answer_reply(reply, result)
+            return None
+        if not self._pump_scheduled:
+            self._pump_scheduled = True
+            self.loop.call_soon(self._pump)
+        return req
+
+    def cancel(self, req: Request) -> None:
+        """A request queued by :meth:`submit` whose caller went away (its HTTP client, or its
+        whole front-end process): free its queue slot now; an answer it still gets is dropped."""
+        self._cancelled(req, pending(req))
+
+    def _answer_reply(self, reply: Reply, result: InferResult) -> None:
+        self.metrics.by_outcome[result.outcome].inc()
+        reply.set_result(result)
+    # --- end of the front door's intake ---------------------------------------------------
+
     def _cancelled(self, req: Request, record: PendingRequest) -> None:
         """The caller went away: free its queue slot and its input now, not at its deadline."""
         if not self.queue.remove(req):
@@ -659,15 +733,13 @@ class Router:
         acc = d.accuracy if retired else self._accuracy[d.subnet_index]
         m = self.metrics
         m.observe_batch(d.subnet_id, acc, n, compute_ms)
-        in_time, late = m.by_outcome[Outcome.IN_TIME], m.by_outcome[Outcome.LATE]
         ok_count = 0
+        queued: list[float] = []  # per request; observed per batch (metrics.observe_many)
         for i, r in enumerate(batch):
             p = pending(r)
             queue_ms = (inflight.dispatched - r.arrival) * 1000.0
-            m.queue_ms.observe(queue_ms)
-            m.accuracy.observe(acc)
+            queued.append(queue_ms)
             ok = now <= r.arrival + p.slo_ms / 1000.0  # the caller's deadline, margin aside
-            (in_time if ok else late).inc()
             ok_count += ok
             if p.deaths and self._crashed_inputs:  # it ran fine after all: not a poison input
                 self._crashed_inputs.pop(hash(p.row), None)
@@ -675,6 +747,12 @@ class Router:
                 p.future.set_result(InferResult(
                     Outcome.IN_TIME if ok else Outcome.LATE, bytes(out[i * ob:(i + 1) * ob]),
                     d.subnet_id, acc, n, queue_ms, compute_ms, w.index, floor_met=acc >= r.min_accuracy))
+        observe_many(m.queue_ms, queued)
+        observe_many(m.accuracy, [acc] * n)
+        if ok_count:
+            m.by_outcome[Outcome.IN_TIME].inc(ok_count)
+        if ok_count < n:
+            m.by_outcome[Outcome.LATE].inc(n - ok_count)
         self.completed += n
         if retired:
             return

@@ -129,7 +129,16 @@ async def serve(config: ServeConfig) -> int:
     metrics = all_metrics[0]
     events = EventLog(config.events_file)
     multi = len(infos) > 1
-    pool = WorkerPool(info, config, infos[1:]) if multi else make_executor(info, config)
+    # --- front door: instant workers (testing only; docs/frontdoor.md) ---
+    if config.instant_workers:
+        from superserve.serving.frontdoor import InstantPool
+
+        pool: Executor = InstantPool(info, config)  # type: ignore[assignment]
+    # --- end front door ---
+    elif multi:
+        pool = WorkerPool(info, config, infos[1:])
+    else:
+        pool = make_executor(info, config)
     routers = [Router(i, p, m, queue_capacity=config.queue_capacity, pool=pool, loop=loop,
                       late=config.late, response_margin_ms=config.response_margin_ms,
                       hang_timeout_s=config.hang_timeout_s, request_max_deaths=config.request_max_deaths,
@@ -160,6 +169,8 @@ async def serve(config: ServeConfig) -> int:
 
     def on_swap(new: ModelInfo) -> None:
         rest.set_model(new)
+        if frontdoor is not None:  # front door: front ends restart on the new bundle, one at a time
+            frontdoor.set_model(new)
         for api in grpc_api:
             api.set_model(new)
 
@@ -178,11 +189,29 @@ async def serve(config: ServeConfig) -> int:
     # away; without it a disconnected client's request would keep its queue slot and be run.
     runner = web.AppRunner(rest.app(), access_log=None, handle_signals=False, handler_cancellation=True)
     await runner.setup()
-    site = web.TCPSite(runner, config.host, config.http_port, backlog=1024, ssl_context=_ssl_context(config))
+    # --- front door: N front-end processes take http_port; this process's own REST
+    # (dashboard, metrics, admin) moves to a free port, named in the ready file ---
+    frontdoor = None
+    if config.frontends:
+        from superserve.serving.frontdoor import FrontDoor
+
+        frontdoor = FrontDoor(config, info, router, loop, events, slo_ms, live=supervisor.can_recover)
+        frontdoor.reserve_port()
+    # --- end front door ---
+    site = web.TCPSite(runner, config.host, 0 if frontdoor is not None else config.http_port, backlog=1024,
+                       ssl_context=_ssl_context(config))
     grpc_server: grpc.aio.Server | None = None
     try:
         await site.start()
         http_port = runner.addresses[0][1]
+        ready_extra: dict = {}
+        if frontdoor is not None:  # front door
+            ready_extra["scheduler_http_port"] = http_port
+            ready_extra["frontdoor_endpoint"] = frontdoor.endpoint
+            http_port = frontdoor.port
+            frontdoor.start()
+            _log(f"front door: {config.frontends} front-end processes on port {http_port}; this process's "
+                 f"dashboard, metrics and admin API on port {ready_extra['scheduler_http_port']}")
         grpc_port = None
         if config.grpc_port is not None:
             grpc_server, grpc_port, api = await _start_grpc(config, info, router, codec, metrics, auth, supervisor,
@@ -204,10 +233,15 @@ async def serve(config: ServeConfig) -> int:
         if warm.done():
             warm.result()  # raises if a worker died during start-up
             await _admit_traffic(config, router, supervisor, pool, events, t0, mux)
-            _log(f"live dashboard: {'https' if config.tls else 'http'}://{config.host}:{http_port}/dashboard"
+            dash_port = ready_extra.get("scheduler_http_port", http_port)  # front door: the scheduler's port
+            _log(f"live dashboard: {'https' if config.tls else 'http'}://{config.host}:{dash_port}/dashboard"
                  + ("#token=<token>" if auth.enabled else ""))
+            if frontdoor is not None:  # front door: every front end bound and connected
+                await frontdoor.wait_connected()
+                frontdoor.broadcast_status()
+                ready_extra["frontend_pids"] = frontdoor.frontend_pids
             if config.ready_file:
-                _write_ready_file(Path(config.ready_file), http_port, grpc_port, pool, slo_ms)
+                _write_ready_file(Path(config.ready_file), http_port, grpc_port, pool, slo_ms, ready_extra)
             await stopper
         else:
             warm.cancel()
@@ -216,8 +250,12 @@ async def serve(config: ServeConfig) -> int:
         supervisor.stop()
         (mux or router).stop_intake()
         await (mux or router).drain(config.drain_timeout_s)
+        if frontdoor is not None:  # front door: answers out, then the front ends stop
+            await frontdoor.stop()
         return 0
     finally:
+        if frontdoor is not None:
+            await frontdoor.stop()
         supervisor.stop()
         await reloader.aclose()
         await reloader.pool.stop()  # the pool serving now (a hot reload may have replaced the first)
@@ -298,10 +336,10 @@ def _grpc_credentials(config: ServeConfig) -> grpc.ServerCredentials:
 
 
 def _write_ready_file(path: Path, http_port: int, grpc_port: int | None, pool: Executor,
-                      slo_ms: float) -> None:
+                      slo_ms: float, extra: dict | None = None) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps({"pid": os.getpid(), "http_port": http_port, "grpc_port": grpc_port,
-                               "worker_pids": [w.pid for w in pool.workers], "slo_ms": slo_ms}))
+                               "worker_pids": [w.pid for w in pool.workers], "slo_ms": slo_ms, **(extra or {})}))
     tmp.replace(path)  # atomic: a reader never sees half a file
 
 

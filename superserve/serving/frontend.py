@@ -1,0 +1,316 @@
+"""A front-end process of the front door (``superserve serve --frontends N``; docs/frontdoor.md).
+
+It serves the KServe v2 REST inference path on the server's HTTP port, shared with its
+sibling front ends through ``SO_REUSEPORT``: health, server and model metadata, model
+config, and ``POST /v2/models/{name}/infer``. Parsing, validation and decoding are the very
+code of the single-process server (:class:`~superserve.serving.rest.RestApi` and
+:class:`~superserve.serving.codec.InputCodec`), so both modes accept and refuse the same
+inputs with the same statuses; only the router is replaced by :class:`SchedulerLink`, which
+passes each decoded row to the scheduler process over ZeroMQ (superserve/serving/wire.py)
+and resolves the handler's future from the scheduler's batched answers.
+
+Started and supervised by the scheduler (superserve/serving/frontdoor.py); it exits when its
+parent does (PR_SET_PDEATHSIG, and a parent-pid check), and on SIGTERM closes its listening
+socket, finishes its open responses and answers what the scheduler left unanswered with 503.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ctypes
+import itertools
+import json
+import os
+import signal
+import sys
+import time
+from typing import Any
+
+import zmq
+from aiohttp import web
+
+from superserve.outcome import Outcome
+from superserve.serving import wire
+from superserve.serving.auth import BearerAuth
+from superserve.serving.codec import InputCodec
+from superserve.serving.config import ServeConfig
+from superserve.serving.model_info import ModelInfo, read_model_info
+from superserve.serving.rest import RestApi
+from superserve.serving.router import InferResult
+
+ANSWER_GRACE_S = 10.0  # past its deadline + this, a request the scheduler never answered gets 500
+SCHEDULER_SILENT_S = 2.0  # no status from the scheduler for this long: not ready
+_OUTCOMES = {o.value: o for o in Outcome}
+
+
+class _FrontendMetrics:
+    """The scheduler's /metrics counts what reached it; refusals here are counted locally."""
+
+    def __init__(self) -> None:
+        self.refusals: dict[int, int] = {}
+
+    def refused(self, status: int) -> None:
+        self.refusals[status] = self.refusals.get(status, 0) + 1
+
+
+class SchedulerLink:
+    """The router as a front end sees it: ``infer`` (queue at the scheduler, await the answer),
+    ``ready`` and ``calibration_info`` (from the scheduler's status messages)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, endpoint: str, index: int, generation: int) -> None:
+        self.loop = loop
+        self.index, self.generation = index, generation
+        self.ctx = zmq.Context.instance()
+        sock = self.sock = self.ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.IDENTITY, wire.identity(index, generation))
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.SNDHWM, 100_000)
+        sock.setsockopt(zmq.RCVHWM, 0)
+        sock.setsockopt(zmq.MAXMSGSIZE, wire.MAX_MESSAGE_BYTES)
+        sock.connect(endpoint)
+        self.fd = sock.getsockopt(zmq.FD)
+        loop.add_reader(self.fd, self._readable)
+        self._ids = itertools.count(1)
+        self._futures: dict[int, tuple[asyncio.Future[InferResult], float]] = {}
+        self._head = bytearray()
+        self._rows: list[bytes] = []
+        self._row_bytes = 0  # a message stays under half the scheduler's MAXMSGSIZE
+        self._cancels: list[int] = []
+        self._flush_scheduled = False
+        self._read_scheduled = False
+        self.closing = False
+        self._ready = False
+        self.live = True
+        self._calibration: dict[str, Any] = {}
+        self._last_status = 0.0
+        self._sweeper = loop.call_later(1.0, self._sweep)
+
+    def hello(self) -> None:
+        self.sock.send_multipart([wire.HELLO_KIND, wire.HELLO.pack(self.index, self.generation, os.getpid())])
+
+    # --- what RestApi asks of a router ---------------------------------------------------
+    @property
+    def ready(self) -> bool:
+        return self._ready and not self.closing and time.monotonic() - self._last_status < SCHEDULER_SILENT_S
+
+    def calibration_info(self) -> dict[str, Any]:
+        return self._calibration
+
+    async def infer(self, row: bytes, slo_ms: float, min_accuracy: float = 0.0, *, strict: bool = False,
+                    origin: object = None) -> InferResult:
+        if self.closing:
+            return InferResult(Outcome.UNAVAILABLE, message="server is shutting down; retry later")
+        rid = next(self._ids)
+        now = time.monotonic()
+        fut: asyncio.Future[InferResult] = self.loop.create_future()
+        self._futures[rid] = (fut, now + slo_ms / 1000.0 + ANSWER_GRACE_S)
+        self._head += wire.REQUEST.pack(rid, now, slo_ms, min_accuracy, wire.STRICT if strict else 0, len(row))
+        self._rows.append(row)
+        self._row_bytes += len(row)
+        if len(self._rows) >= wire.MAX_RECORDS or self._row_bytes >= wire.MAX_MESSAGE_BYTES // 2:
+            self._flush()
+        elif not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon(self._flush)
+        try:
+            return await fut
+        except asyncio.CancelledError:  # the HTTP client went away: free its slot at the scheduler
+            if self._futures.pop(rid, None) is not None:
+                self._cancels.append(rid)
+                if not self._flush_scheduled:
+                    self._flush_scheduled = True
+                    self.loop.call_soon(self._flush)
+            raise
+
+    # --- to the scheduler ----------------------------------------------------------------
+    def _flush(self) -> None:
+        """Everything queued this loop iteration, as one requests message (and one cancels)."""
+        self._flush_scheduled = False
+        if self._rows:
+            head, rows = bytes(self._head), self._rows
+            self._head, self._rows, self._row_bytes = bytearray(), [], 0
+            try:
+                wire.send(self.sock, [wire.REQUESTS, head, b"".join(rows)])
+            except zmq.ZMQError as exc:  # the scheduler is not taking messages: answer now
+                for (rid, *_rest) in wire.REQUEST.iter_unpack(head):
+                    self._resolve(rid, InferResult(Outcome.UNAVAILABLE, message=f"scheduler unreachable ({exc}); "
+                                                   "retry later"))
+        if self._cancels:
+            ids, self._cancels = self._cancels, []
+            try:
+                wire.send(self.sock, [wire.CANCELS, b"".join(wire.CANCEL.pack(i) for i in ids)])
+            except zmq.ZMQError:
+                pass
+        self._kick()
+
+    def _resolve(self, rid: int, result: InferResult) -> None:
+        entry = self._futures.pop(rid, None)
+        if entry is not None and not entry[0].done():
+            entry[0].set_result(result)
+
+    # --- from the scheduler --------------------------------------------------------------
+    def _kick(self) -> None:
+        if not self._read_scheduled and wire.waiting(self.sock):
+            self._read_scheduled = True
+            self.loop.call_soon(self._readable)
+
+    def _readable(self) -> None:
+        self._read_scheduled = False
+        for _ in range(256):
+            try:
+                frames = wire.recv(self.sock)
+            except zmq.Again:
+                return
+            except zmq.ZMQError:
+                return
+            kind = frames[0]
+            if kind == wire.ANSWERS and len(frames) == 4:
+                self._answers(frames[1], frames[2], frames[3])
+            elif kind == wire.STATUS_KIND and len(frames) == 3:
+                ready, live = wire.STATUS.unpack(frames[1])
+                self._ready, self.live, self._last_status = bool(ready), bool(live), time.monotonic()
+                try:
+                    info = json.loads(frames[2])
+                    if isinstance(info, dict):
+                        self._calibration = info
+                except ValueError:
+                    pass
+        self._kick()
+
+    def _answers(self, head: bytes, logits: bytes, texts: bytes) -> None:
+        futures = self._futures
+        lo = to = 0
+        for rid, o, floor_met, worker, batch, text_len, acc, queue_ms, compute_ms in wire.ANSWER.iter_unpack(head):
+            text = texts[to:to + text_len].decode(errors="replace")
+            to += text_len
+            outcome = _OUTCOMES.get(o, Outcome.ERROR)
+            if outcome is Outcome.IN_TIME or outcome is Outcome.LATE:
+                out = self._out_bytes
+                result = InferResult(outcome, logits[lo:lo + out], text, acc, batch, queue_ms, compute_ms, worker,
+                                     floor_met=bool(floor_met))
+                lo += out
+            else:
+                result = InferResult(outcome, None, "", acc, batch, queue_ms, compute_ms, worker, text,
+                                     bool(floor_met))
+            entry = futures.pop(rid, None)
+            if entry is not None and not entry[0].done():
+                entry[0].set_result(result)
+
+    _out_bytes = 0  # set by the process from the model's output size
+
+    def _sweep(self) -> None:
+        """Answer (500) requests the scheduler has not answered long past their deadline."""
+        now = time.monotonic()
+        for rid in [rid for rid, (_, expires) in self._futures.items() if expires < now]:
+            self._resolve(rid, InferResult(Outcome.ERROR, message="no answer from the scheduler in time"))
+        if not self.closing:
+            self._sweeper = self.loop.call_later(1.0, self._sweep)
+
+    def fail_all(self, message: str) -> None:
+        for rid in list(self._futures):
+            self._resolve(rid, InferResult(Outcome.UNAVAILABLE, message=message))
+
+    def close(self) -> None:
+        self._sweeper.cancel()
+        try:
+            self.loop.remove_reader(self.fd)
+        except (ValueError, OSError):
+            pass
+        self.sock.close(0)
+
+
+class FrontendApi(RestApi):
+    """The inference path of the REST API (and what clients need around it); the
+    dashboard, /metrics and the admin endpoints stay on the scheduler process."""
+
+    def app(self) -> web.Application:
+        middlewares = [self._check_token] if self.auth.enabled else []
+        app = web.Application(client_max_size=self.max_request_bytes, middlewares=middlewares)
+        app.router.add_get("/v2/health/live", self.live)
+        app.router.add_get("/v2/health/ready", self.ready)
+        app.router.add_get("/v2", self.server_metadata)
+        for base in ("/v2/models/{model}", "/v2/models/{model}/versions/{version}"):
+            app.router.add_get(base, self.model_metadata)
+            app.router.add_get(base + "/ready", self.model_ready)
+            app.router.add_get(base + "/config", self.model_config)
+            app.router.add_post(base + "/infer", self.infer)
+        return app
+
+
+def _die_with_parent() -> None:
+    """SIGTERM when the scheduler dies (Linux prctl PR_SET_PDEATHSIG)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+async def serve_frontend(config: ServeConfig, info: ModelInfo, *, index: int, generation: int, endpoint: str,
+                         port: int, default_slo_ms: float, parent: int) -> int:
+    loop = asyncio.get_running_loop()
+    link = SchedulerLink(loop, endpoint, index, generation)
+    link._out_bytes = info.output_bytes
+    codec = InputCodec(info, config, default_slo_ms)
+    api = FrontendApi(info, link, codec, _FrontendMetrics(), config.max_request_bytes,  # type: ignore[arg-type]
+                      BearerAuth(config.auth_token), config.read_timeout_s, live=lambda: link.live)
+    runner = web.AppRunner(api.app(), access_log=None, handle_signals=False, handler_cancellation=True)
+    await runner.setup()
+    ssl_context = None
+    if config.tls:
+        from superserve.serving.server import _ssl_context
+
+        ssl_context = _ssl_context(config)
+    site = web.TCPSite(runner, config.host, port, backlog=1024, ssl_context=ssl_context, reuse_port=True,
+                       shutdown_timeout=2.0)
+    await site.start()
+    link.hello()
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+
+    def watch_parent() -> None:
+        if os.getppid() != parent:
+            stop.set()
+        else:
+            loop.call_later(0.5, watch_parent)
+
+    watch_parent()
+    await stop.wait()
+    link.closing = True
+    link._flush()
+    await runner.cleanup()  # closes the listening socket, lets open handlers finish (2 s)
+    link.fail_all("server shutting down; retry later")
+    link.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="superserve-frontend", description=__doc__)
+    p.add_argument("--config", required=True)
+    p.add_argument("--index", type=int, required=True)
+    p.add_argument("--generation", type=int, default=0)
+    p.add_argument("--endpoint", required=True)
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--slo-ms", type=float, required=True)
+    p.add_argument("--parent", type=int, required=True)
+    args = p.parse_args(argv)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the scheduler, which stops us
+    _die_with_parent()
+    if os.getppid() != args.parent:
+        return 0
+    with open(args.config) as f:
+        settings = json.load(f)
+    token = os.environ.get("SUPERSERVE_FRONTEND_TOKEN")
+    config = ServeConfig(**settings, auth_token=token or None)
+    info = read_model_info(config)
+    try:
+        return asyncio.run(serve_frontend(config, info, index=args.index, generation=args.generation,
+                                          endpoint=args.endpoint, port=args.port, default_slo_ms=args.slo_ms,
+                                          parent=args.parent))
+    except OSError as exc:
+        print(f"superserve front end {args.index}: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
