@@ -130,6 +130,10 @@ class ServeConfig:
     # Testing only (benchmarks/frontdoor.py): workers answer every batch at once, no compute.
     instant_workers: bool = False
     # --- end front door ----------------------------------------------------------------------
+    # Benchmark mode only (benchmarks/peers.py): worker processes answer zero logits without
+    # running the model, so a run measures the serving path alone (HTTP, queue, policy, dispatch
+    # to the worker process and back, answer). Unlike instant_workers, the workers still exist.
+    noop: bool = False
 
     def validate(self) -> "ServeConfig":
         """Check every setting; raises ValueError saying which one and what is allowed."""

@@ -94,7 +94,7 @@ def worker_spec(info: ModelInfo, cfg: ServeConfig, w: WorkerHandle, input_shm: s
         threads=cfg.threads_per_worker, warmup_runs=cfg.warmup_runs,
         warmup_nice=cfg.restart_warmup_nice if (w.deaths or w.spare) else 0,
         crash_value=cfg.inject_crash_value, device=worker_device(info.gpus, w.index),
-        others=tuple(worker_spec(o, cfg, w, input_shm, output_shm) for o in others))
+        noop=cfg.noop, others=tuple(worker_spec(o, cfg, w, input_shm, output_shm) for o in others))
 
 
 def slab_bytes(infos: Sequence[ModelInfo]) -> tuple[int, int]:

@@ -36,6 +36,7 @@ class WorkerSpec:
     warmup_nice: int = 0
     crash_value: float | None = None  # testing only: ServeConfig.inject_crash_value
     device: str = "cpu"  # "cpu" or "cuda:N" (superserve.device.worker_device)
+    noop: bool = False  # benchmark mode: zero logits, no forward pass (ServeConfig.noop)
     # Several SuperNets in one server: the specs of the models after the first (RunBatch.model
     # 1, 2, ...), each loaded by this worker too and reading the same slabs (sized for the
     # largest row). Empty for a one-bundle server.
@@ -172,6 +173,8 @@ class SupernetRunner:
         of a shape pay for allocator growth and kernel selection, which would otherwise land
         on requests. Returns seconds since the load began (load + warm-up)."""
         spec, model, staging = self.spec, self.model, self.staging
+        if spec.noop:
+            return time.perf_counter() - self.t_start
         with self._inference():
             for sid in self.ids:
                 model.actuate(sid)
@@ -190,6 +193,9 @@ class SupernetRunner:
         if self.crash is not None and bool((self.inputs[:batch_size].reshape(batch_size, -1)[:, 0]
                                             == self.crash).any()):
             _crash()  # the injected poison input (testing only)
+        if self.spec.noop:  # benchmark mode: the serving path without the model
+            self.outputs[:batch_size].zero_()
+            return (time.perf_counter() - t0) * 1000.0
         with self._inference():
             self.model.actuate(self.ids[subnet_index])
             self.staging.run(self.model, self.inputs, self.outputs, batch_size)
