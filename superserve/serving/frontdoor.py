@@ -64,6 +64,10 @@ class _Reply:
     def done(self) -> bool:
         return self._done
 
+    def drop(self) -> None:
+        """No answer will be sent (its front end or client is gone): later results are ignored."""
+        self._done = True
+
     def set_result(self, result: InferResult) -> None:
         if self._done:
             return
@@ -205,7 +209,7 @@ class FrontDoor:
         for req in lost:  # its clients' connections died with it: free their queue slots
             reply = pending(req).future
             if isinstance(reply, _Reply):
-                reply._done = True
+                reply.drop()
             self.router.cancel(req)
         if fe.index < 0 or self._stopping or fe.retiring:
             if fe in self._retiring:
@@ -345,7 +349,9 @@ class FrontDoor:
             for (rid,) in wire.CANCEL.iter_unpack(frames[2]):
                 req = fe.pending.pop(rid, None)
                 if req is not None:
-                    pending(req).future._done = True  # type: ignore[union-attr]
+                    reply = pending(req).future
+                    if isinstance(reply, _Reply):
+                        reply.drop()
                     cancel(req)
         elif kind == wire.HELLO_KIND and len(frames) == 3:
             index, generation, pid = wire.HELLO.unpack(frames[2])

@@ -44,13 +44,19 @@ _OUTCOMES = {o.value: o for o in Outcome}
 
 
 class _FrontendMetrics:
-    """The scheduler's /metrics counts what reached it; refusals here are counted locally."""
+    """The scheduler's /metrics counts what reached it; refusals here are counted locally
+    (``render``: in Prometheus' text format, for a look at one front end)."""
 
     def __init__(self) -> None:
         self.refusals: dict[int, int] = {}
 
     def refused(self, status: int) -> None:
         self.refusals[status] = self.refusals.get(status, 0) + 1
+
+    def render(self) -> bytes:
+        lines = ["# TYPE superserve_frontend_refusals_total counter"]
+        lines += [f'superserve_frontend_refusals_total{{status="{k}"}} {v}' for k, v in sorted(self.refusals.items())]
+        return ("\n".join(lines) + "\n").encode()
 
 
 class SchedulerLink:
@@ -252,7 +258,7 @@ async def serve_frontend(config: ServeConfig, info: ModelInfo, *, index: int, ge
     link = SchedulerLink(loop, endpoint, index, generation)
     link._out_bytes = info.output_bytes
     codec = InputCodec(info, config, default_slo_ms)
-    api = FrontendApi(info, link, codec, _FrontendMetrics(), config.max_request_bytes,  # type: ignore[arg-type]
+    api = FrontendApi(info, link, codec, _FrontendMetrics(), config.max_request_bytes,
                       BearerAuth(config.auth_token), config.read_timeout_s, live=lambda: link.live)
     runner = web.AppRunner(api.app(), access_log=None, handle_signals=False, handler_cancellation=True)
     await runner.setup()

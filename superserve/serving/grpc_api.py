@@ -76,7 +76,7 @@ class GrpcApi:
         self.models: dict[str, ServedModel] = {}
         for m in others:  # own copies: the REST front end keeps JSON, this one protobuf messages
             metadata, config = self._messages(m.info)
-            self.models[m.info.name] = replace(m, metadata=metadata, config=config)  # type: ignore[arg-type]
+            self.models[m.info.name] = replace(m, metadata=metadata, config=config)
         self.set_model(info)
         self._server_metadata = pb.ServerMetadataResponse(name="superserve", version=__version__,
                                                           extensions=EXTENSIONS)
@@ -85,8 +85,7 @@ class GrpcApi:
         """Serve the metadata and config of ``info`` (at start, and after a hot reload)."""
         self.info = info
         self._metadata, self._config = self._messages(info)
-        first = ServedModel(info, self.router, self.codec, self.metrics,
-                            self._metadata, self._config)  # type: ignore[arg-type]
+        first = ServedModel(info, self.router, self.codec, self.metrics, self._metadata, self._config)
         self.models = {info.name: first, **{n: m for n, m in self.models.items() if m.router is not self.router}}
 
     @staticmethod

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import dataclass, field, replace
-from typing import Any, Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Awaitable, Callable, Protocol, Sequence
 
 import numpy as np
 from aiohttp import web
@@ -21,7 +21,7 @@ from superserve.serving.codec import (CLASS, INPUT_NAME, LOGITS, ApiError, Input
                                       class_index, model_config, model_metadata, result_error,
                                       result_parameters)
 from superserve.serving.dashboard import STATIC_PATHS, Dashboard
-from superserve.serving.metrics import CONTENT_TYPE_LATEST, ServingMetrics
+from superserve.serving.metrics import CONTENT_TYPE_LATEST
 from superserve.serving.model_info import ModelInfo
 from superserve.serving.router import InferResult, Origin, Router
 
@@ -35,7 +35,27 @@ def _json(status: int, body: Any) -> web.Response:
     return web.Response(status=status, body=json.dumps(body).encode(), content_type="application/json")
 
 
-def _error(exc: ApiError, metrics: ServingMetrics | None = None) -> web.Response:
+class ModelRouter(Protocol):
+    """What the REST and gRPC APIs ask of a model's router: the in-process
+    :class:`~superserve.serving.router.Router`, or a front end's link to the scheduler
+    process (``superserve.serving.frontend.SchedulerLink``)."""
+
+    @property
+    def ready(self) -> bool: ...
+    def calibration_info(self) -> dict[str, Any]: ...
+    async def infer(self, row: bytes, slo_ms: float, min_accuracy: float = 0.0, *, strict: bool = False,
+                    origin: Origin | None = None) -> InferResult: ...
+
+
+class RequestMetrics(Protocol):
+    """What the APIs count into: the refusals they answer themselves, and the /metrics page
+    (:class:`~superserve.serving.metrics.ServingMetrics`, or a front end's local counts)."""
+
+    def refused(self, status: int) -> None: ...
+    def render(self) -> bytes: ...
+
+
+def _error(exc: ApiError, metrics: RequestMetrics | None = None) -> web.Response:
     if metrics is not None and exc.outcome is None:  # outcomes are counted by the router
         metrics.refused(exc.status)
     body: dict[str, Any] = {"error": exc.message}
@@ -51,11 +71,13 @@ class ServedModel:
     bundle; the front ends pick it by the request's model name."""
 
     info: ModelInfo
-    router: Router
+    router: ModelRouter
     codec: InputCodec
-    metrics: ServingMetrics
-    metadata: dict[str, Any] = field(default_factory=dict)  # model_metadata(info), filled by the front end
-    config: bytes = b""  # model_config(info) as JSON
+    metrics: RequestMetrics
+    # The metadata and config answers, each API in its own encoding (REST: model_metadata's
+    # dict and model_config as JSON bytes; gRPC: its protobuf messages), filled by the API.
+    metadata: Any = None
+    config: Any = None
 
 
 def unknown_model(name: Any, served: Sequence[str]) -> ApiError:
@@ -68,7 +90,7 @@ NOT_LIVE = ("no worker is alive and none will be restarted (restarts off, or a s
 
 
 class RestApi:
-    def __init__(self, info: ModelInfo, router: Router, codec: InputCodec, metrics: ServingMetrics,
+    def __init__(self, info: ModelInfo, router: ModelRouter, codec: InputCodec, metrics: RequestMetrics,
                  max_request_bytes: int, auth: BearerAuth | None = None, read_timeout_s: float = 10.0,
                  live: Callable[[], bool] = lambda: True, others: Sequence[ServedModel] = (),
                  render_metrics: Callable[[], bytes] | None = None) -> None:
@@ -116,8 +138,9 @@ class RestApi:
         app.router.add_get("/v2/health/ready", self.ready)
         app.router.add_get("/v2", self.server_metadata)
         app.router.add_get("/metrics", self.metrics_page)
-        self.dashboard = Dashboard(self.info, self.router, self.codec.default_slo_ms)
-        self.dashboard.add_routes(app)
+        if isinstance(self.router, Router):  # the in-process router's records (not a front end's link)
+            self.dashboard = Dashboard(self.info, self.router, self.codec.default_slo_ms)
+            self.dashboard.add_routes(app)
         app.router.add_post("/v2/admin/reload", self.admin_reload)
         app.router.add_post("/v2/admin/workers", self.admin_workers)
         app.router.add_get("/v2/admin/workers", self.admin_workers_info)

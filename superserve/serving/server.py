@@ -133,7 +133,7 @@ async def serve(config: ServeConfig) -> int:
     if config.instant_workers:
         from superserve.serving.frontdoor import InstantPool
 
-        pool: Executor = InstantPool(info, config)  # type: ignore[assignment]
+        pool: Executor = InstantPool(info, config)
     # --- end front door ---
     elif multi:
         pool = WorkerPool(info, config, infos[1:])
@@ -145,8 +145,7 @@ async def serve(config: ServeConfig) -> int:
                       events=events) for i, p, m in zip(infos, planners, all_metrics)]
     router = routers[0]
     mux = ModelMux(routers, pool) if multi else None
-    supervisor = Supervisor(mux or router, pool, config.restart_policy(), metrics, events,  # type: ignore[arg-type]
-                            loop)
+    supervisor = Supervisor(mux or router, pool, config.restart_policy(), metrics, events, loop)
     for r in routers:
         r.start_activity_log()
     codecs = [InputCodec(i, c, s) for i, c, s in zip(infos, configs, slos)]

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from typing import Callable
+from typing import Callable, Protocol
 
 from superserve.serving.events import EventLog
 from superserve.serving.messages import BatchDone, BatchFailed
@@ -28,9 +28,21 @@ from superserve.serving.metrics import ServingMetrics
 from superserve.serving.executor import Executor
 from superserve.serving.pool import WorkerHandle, WorkerState
 from superserve.serving.restart import RestartPolicy
-from superserve.serving.router import Router
+from superserve.serving.router import InflightBatch
 
 __all__ = ["RestartPolicy", "Supervisor"]
+
+
+class BatchOwner(Protocol):
+    """What the supervisor forwards pool events to: a model's Router, or the ModelMux of a
+    server of several models (superserve/serving/multi.py), which routes them to the router
+    whose batch the worker runs."""
+
+    def worker_ready(self, worker: WorkerHandle) -> None: ...
+    def batch_done(self, worker: WorkerHandle, msg: BatchDone) -> None: ...
+    def batch_failed(self, worker: WorkerHandle, msg: BatchFailed) -> None: ...
+    def worker_died(self, worker: WorkerHandle) -> None: ...
+    def in_flight(self, worker: WorkerHandle) -> InflightBatch | None: ...
 
 
 class Supervisor:
@@ -38,7 +50,7 @@ class Supervisor:
     restarts dead workers. Deaths before :meth:`arm` (start-up) are only forwarded: a worker
     that cannot start is a configuration error the server reports and exits on."""
 
-    def __init__(self, router: Router, pool: Executor, policy: RestartPolicy, metrics: ServingMetrics,
+    def __init__(self, router: BatchOwner, pool: Executor, policy: RestartPolicy, metrics: ServingMetrics,
                  events: EventLog, loop: asyncio.AbstractEventLoop,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.router = router
