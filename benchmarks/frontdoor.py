@@ -133,6 +133,17 @@ REQUEST = struct.Struct("<QdddII")  # superserve/serving/wire.py REQUEST
 ANSWER_SIZE = struct.calcsize("<QBBhHHfff2x")
 
 
+def _count_answers(head: bytes, outcomes: dict[int, int]) -> tuple[int, int]:
+    """One ANSWERS frame's records: how many, and how many were served (outcome 0 or 1);
+    each outcome counted into ``outcomes``."""
+    k, ok = len(head) // ANSWER_SIZE, 0
+    for j in range(k):
+        o = head[j * ANSWER_SIZE + 8]
+        outcomes[o] = outcomes.get(o, 0) + 1
+        ok += o in (0, 1)
+    return k, ok
+
+
 def ceiling(bundle: str, *, profile_path: Path, subnet: str, seconds: float, window: int, chunk: int,
             log=print) -> dict[str, Any]:
     """Synthetic arrivals over the scheduler's ZeroMQ intake, instant workers."""
@@ -178,25 +189,21 @@ def ceiling(bundle: str, *, profile_path: Path, subnet: str, seconds: float, win
                     except zmq.Again:
                         break
                     if frames[0] == wire.ANSWERS:
-                        k = len(frames[1]) // ANSWER_SIZE
+                        k, good = _count_answers(frames[1], outcomes)
                         answered += k
-                        for j in range(k):
-                            o = frames[1][j * ANSWER_SIZE + 8]
-                            outcomes[o] = outcomes.get(o, 0) + 1
-                            ok += o in (0, 1)
-        a0, c0, t0 = measured_from  # type: ignore[misc]
+                        ok += good
+        if measured_from is None:
+            raise RuntimeError("the run ended before its measuring window began")
+        a0, c0, t0 = measured_from
         a1, c1, t1 = answered, cpu_s([srv.pid]), time.monotonic()
         drain_end = time.monotonic() + 10.0
         while answered < sent and time.monotonic() < drain_end:
             if poller.poll(100):
                 frames = sock.recv_multipart()
                 if frames[0] == wire.ANSWERS:
-                    k = len(frames[1]) // ANSWER_SIZE
+                    k, good = _count_answers(frames[1], outcomes)
                     answered += k
-                    for j in range(k):
-                        o = frames[1][j * ANSWER_SIZE + 8]
-                        outcomes[o] = outcomes.get(o, 0) + 1
-                        ok += o in (0, 1)
+                    ok += good
         sock.close(0)
         ctx.term()
     res = {"scheduler_ceiling_req_s": round((a1 - a0) / (t1 - t0), 1),

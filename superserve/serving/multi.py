@@ -28,7 +28,7 @@ from collections import deque
 
 from superserve.serving.messages import BatchDone, BatchFailed
 from superserve.serving.pool import WorkerHandle, WorkerRunner
-from superserve.serving.router import InferResult, InflightBatch, Router
+from superserve.serving.router import InferResult, InflightBatch, Router, wait_all_warm
 from superserve.outcome import Outcome
 
 
@@ -70,12 +70,7 @@ class ModelMux:
 
     # --- start-up / shutdown -------------------------------------------------------------
     async def wait_warm(self, timeout_s: float) -> None:
-        try:
-            await asyncio.wait_for(self._all_warm.wait(), timeout_s)
-        except asyncio.TimeoutError:
-            raise RuntimeError(f"workers not warm after {timeout_s:.0f} s") from None
-        if self._failed_start:
-            raise RuntimeError(self._failed_start)
+        await wait_all_warm(self._all_warm, timeout_s, lambda: self._failed_start)
 
     async def admit(self, check: bool) -> None:
         """Every worker is warm: run each model's start-up profile check in turn (each uses

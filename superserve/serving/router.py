@@ -29,7 +29,7 @@ import signal
 import time
 from collections import deque
 from dataclasses import dataclass, replace
-from typing import NamedTuple, Protocol
+from typing import Callable, NamedTuple, Protocol
 
 from superserve.outcome import Outcome
 from superserve.scheduling import EdfQueue, Request
@@ -125,6 +125,19 @@ MAX_SEQ = 0xFFFFFFFF  # RunBatch.seq travels as uint32; sequence numbers wrap to
 CRASHED_INPUT_TTL_S = 600.0  # how long an input that was running in a worker crash is remembered
 CRASHED_INPUTS_MAX = 4096
 _KILLED = (None, -signal.SIGKILL)  # exit codes of a worker killed from outside (operator, OOM killer)
+
+
+async def wait_all_warm(event: asyncio.Event, timeout_s: float, failed: Callable[[], str | None]) -> None:
+    """Wait for ``event`` (every worker warm); RuntimeError after ``timeout_s``, or with
+    ``failed()``'s message when a worker died during start-up (a router's, or the ModelMux's
+    of a server of several models)."""
+    try:
+        await asyncio.wait_for(event.wait(), timeout_s)
+    except asyncio.TimeoutError:
+        raise RuntimeError(f"workers not warm after {timeout_s:.0f} s") from None
+    message = failed()
+    if message:
+        raise RuntimeError(message)
 
 
 class Router:
@@ -237,12 +250,7 @@ class Router:
     # --- start-up / shutdown -------------------------------------------------------------
     async def wait_warm(self, timeout_s: float) -> None:
         """Wait until every worker reported warm; raises if one died first."""
-        try:
-            await asyncio.wait_for(self._all_warm.wait(), timeout_s)
-        except asyncio.TimeoutError:
-            raise RuntimeError(f"workers not warm after {timeout_s:.0f} s") from None
-        if self._failed_start:
-            raise RuntimeError(self._failed_start)
+        await wait_all_warm(self._all_warm, timeout_s, lambda: self._failed_start)
         self.accepting = True
 
     async def check_profile(self, seconds: float | None = None) -> CheckReport | None:
