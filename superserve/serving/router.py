@@ -435,66 +435,27 @@ class Router:
         """Queue one request and await its answer. ``strict``: ``min_accuracy`` is a hard
         floor (served by a SubNet meeting it, or answered FLOOR_UNMET), not best effort.
         ``origin``: what the caller sent, named in the logs if this input kills a worker."""
-        self.arrivals += 1
-        if not self.accepting:
-            self.metrics.by_outcome[Outcome.UNAVAILABLE].inc()
-            msg = "server is shutting down" if self._all_warm.is_set() else "workers are still warming up"
-            return InferResult(Outcome.UNAVAILABLE, message=f"{msg}; retry later (see /v2/health/ready)")
-        if not self._ready:
-            self.metrics.by_outcome[Outcome.UNAVAILABLE].inc()
-            return InferResult(Outcome.UNAVAILABLE, message="no live worker; retry later")
-        if strict and min_accuracy > self._best_accuracy:
-            self.metrics.by_outcome[Outcome.FLOOR_UNMET].inc()
-            return InferResult(Outcome.FLOOR_UNMET, message=(
-                f"no served SubNet reaches min_accuracy={min_accuracy:g} (the most accurate has "
-                f"{self._best_accuracy:g}); lower min_accuracy or drop min_accuracy_strict"))
         loop = self._loop
         assert loop is not None, "Router(..., loop=...) serves requests"
-        now = time.monotonic()
-        margin = self.response_margin_ms + self.lag_margin_ms
-        deadline = now + (slo_ms - (margin if margin < 0.25 * slo_ms else 0.25 * slo_ms)) / 1000.0
         fut: asyncio.Future[InferResult] = loop.create_future()
-        record = PendingRequest(row, fut, slo_ms, strict, origin)
-        if self._crashed_inputs:  # only in the minutes after a worker crashed
-            record.deaths = self._crash_count(row, now)
-            if record.deaths >= self.request_max_deaths:
-                self.metrics.by_outcome[Outcome.ERROR].inc()
-                self.metrics.poison.inc()
-                return InferResult(Outcome.ERROR, message=(
-                    f"this input crashed {record.deaths} workers in the last {CRASHED_INPUT_TTL_S / 60:g} minutes "
-                    "(see the server log); it is not run again"))
-        req = Request(next(self._ids), now, deadline, min_accuracy, record)
-        admitted = self.step.arrive(self.queue, req, now, len(self._ready))
-        if admitted != ADMITTED:
-            if admitted == SHED:
-                self.metrics.by_outcome[Outcome.SHED].inc()
-                ahead = len(self.queue)
-                wait_s = self.step.wait_bound_s(ahead, len(self._ready))
-                return InferResult(Outcome.SHED, message=(
-                    f"deadline cannot be met: {ahead} requests ahead need at least {wait_s * 1000:.1f} ms, "
-                    f"slo_ms={(deadline - now) * 1000:g}; raise slo_ms or lower the load"))
-            self.metrics.by_outcome[Outcome.REJECTED].inc()
-            return InferResult(Outcome.REJECTED, message=(
-                f"queue full ({self.queue.capacity} requests waiting); slow down or retry later"))
-        if not self._pump_scheduled:
-            # Coalesce: requests arriving in the same loop iteration are seen by one decision.
-            self._pump_scheduled = True
-            loop.call_soon(self._pump)
+        req = self.submit(row, slo_ms, min_accuracy, strict, fut, origin=origin)
+        if req is None:  # answered at once (refused, shed, poison)
+            return fut.result()
         try:
             return await fut
         except asyncio.CancelledError:
-            self._cancelled(req, record)
+            self._cancelled(req, pending(req))
             raise
 
-    # --- the front door's lean intake (superserve/serving/frontdoor.py) -------------------
     def submit(self, row: bytes, slo_ms: float, min_accuracy: float, strict: bool, reply: Reply,
-               arrival: float) -> Request | None:
-        """Queue one request that arrived over the front door's IPC, without a coroutine or
-        a future: ``reply.set_result`` is called exactly once with its :class:`InferResult`
-        (``reply.done()`` True from then on, or once its caller went away). ``arrival``: when
-        the front end received it (``time.monotonic()``, system-wide), the start of its
-        deadline. Returns the queued request (for :meth:`cancel`), or None when it was
-        answered at once (refused: not accepting, no worker, queue full, shed, floor)."""
+               arrival: float | None = None, origin: Origin | None = None) -> Request | None:
+        """Queue one request without a coroutine: ``reply.set_result`` is called exactly once
+        with its :class:`InferResult` (``reply.done()`` True from then on, or once its caller
+        went away). :meth:`infer` passes a future; the front door's IPC intake
+        (superserve/serving/frontdoor.py) its per-request record. ``arrival``: when a front
+        end received it (``time.monotonic()``, system-wide), the start of its deadline (None:
+        now). Returns the queued request (for :meth:`cancel`), or None when it was answered
+        at once (refused: not accepting, no worker, queue full, shed, floor, poison input)."""
         self.arrivals += 1
         now = time.monotonic()
         result = None
@@ -510,10 +471,10 @@ class Router:
         if result is not None:
             self._answer_reply(reply, result)
             return None
-        start = arrival if arrival <= now else now
+        start = arrival if arrival is not None and arrival <= now else now
         margin = self.response_margin_ms + self.lag_margin_ms
         deadline = start + (slo_ms - (margin if margin < 0.25 * slo_ms else 0.25 * slo_ms)) / 1000.0
-        record = PendingRequest(row, reply, slo_ms, strict)
+        record = PendingRequest(row, reply, slo_ms, strict, origin)
         if self._crashed_inputs:  # only in the minutes after a worker crashed
             record.deaths = self._crash_count(row, now)
             if record.deaths >= self.request_max_deaths:
@@ -537,6 +498,7 @@ class Router:
             self._answer_reply(reply, result)
             return None
         if not self._pump_scheduled:
+            # Coalesce: requests arriving in the same loop iteration are seen by one decision.
             self._pump_scheduled = True
             self.loop.call_soon(self._pump)
         return req
@@ -549,7 +511,6 @@ class Router:
     def _answer_reply(self, reply: Reply, result: InferResult) -> None:
         self.metrics.by_outcome[result.outcome].inc()
         reply.set_result(result)
-    # --- end of the front door's intake ---------------------------------------------------
 
     def _cancelled(self, req: Request, record: PendingRequest) -> None:
         """The caller went away: free its queue slot and its input now, not at its deadline."""
