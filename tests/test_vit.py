@@ -93,6 +93,39 @@ def test_actuation_touches_no_tensor():
     assert {n: (p.data_ptr(), p._version) for n, p in model.named_parameters()} == before
 
 
+def test_serving_program_equals_the_modular_path_and_copies_no_weight():
+    """Eval without autograd runs the compiled program: the modular path's result, on views
+    of the SuperNet's own storage (an in-place weight update shows through)."""
+    model = _random_model(TINY)
+    rng = random.Random(2)
+    choices = [TINY.largest(), TINY.smallest()] + [TINY.sample(rng) for _ in range(10)]
+    added = model.prepare([c.id for c in choices])
+    assert 0 < added < 720 * 60 * len(choices)  # view headers only, shared across programs
+    storages = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    storages |= {b.untyped_storage().data_ptr() for b in model.buffers()}
+    for _, prog in model._programs.values():
+        for t in _tensors(prog):
+            assert t.untyped_storage().data_ptr() in storages
+    x = torch.randn(3, 1, 28, 28)
+    for c in choices:
+        model.actuate(c)
+        modular = model(x)  # autograd on: the modular path
+        with torch.inference_mode():
+            assert torch.allclose(model(x), modular, atol=1e-6, rtol=0), c.id
+    with torch.no_grad():
+        model.layers[0].fc2.bias.add_(1.0)
+        changed = model(x)
+    assert torch.allclose(changed, model(x), atol=1e-6, rtol=0)
+
+
+def _tensors(item):
+    if isinstance(item, tuple):
+        for sub in item:
+            yield from _tensors(sub)
+    elif isinstance(item, torch.Tensor):
+        yield item
+
+
 def test_depth_selects_the_spread_layers():
     """A SubNet at depth 0.5 runs layers 0 and 2: changing layer 1 or 3 does not change it."""
     model = _random_model(TINY)

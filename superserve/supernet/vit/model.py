@@ -9,6 +9,9 @@ no per-SubNet statistics exist: there is no SubnetNorm table to calibrate (``nor
 is empty; ``norm_rows`` still lists the served SubNets, as the bundle files expect).
 
 ``actuate(id)`` swaps a precomputed, immutable plan of plain integers; no tensor is touched.
+Serving (eval mode, no autograd) runs a ViT SubNet through a compiled program: the plan's
+weight slices taken once as views (no tensor data copied) and the forward as a flat list of
+ATen calls, without module dispatch or per-call slicing (``prepare``, ``_run_vit_program``).
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..ops import SubnetNorm
+from ..resnet import VIEW_BYTES
 from .space import FAMILY_BERT, TransformerChoice, TransformerSpec, kept_layers
 
 
@@ -184,6 +188,8 @@ class SuperTransformer(nn.Module):
         self.classifier = ElasticLinear(e, spec.num_classes)
         self.norm_rows: dict[str, int] = {}  # the served SubNets (LayerNorm: no statistics to look up)
         self._plans: dict[str, TransformerPlan] = {}
+        self._programs: dict[str, tuple[TransformerPlan, tuple]] = {}  # ViT serving programs
+        self._views: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}  # (tensor id, sizes) -> view
         self._active = self.plan(spec.largest())
 
     # --- actuation -----------------------------------------------------------------------
@@ -215,6 +221,11 @@ class SuperTransformer(nn.Module):
     # --- forward ------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         p = self._active
+        if not (self.is_bert or self.training or torch.is_grad_enabled()):
+            entry = self._programs.get(p.subnet_id)
+            if entry is None or entry[0] is not p:
+                entry = self._compile(p)
+            return _run_vit_program(entry[1], x)
         if self.is_bert:
             ids = token_ids(x)
             mask = padding_mask(ids, self.spec.pad_token_id, self.embeddings.word.dtype)
@@ -231,6 +242,70 @@ class SuperTransformer(nn.Module):
     def subnet_cost(self, choice: TransformerChoice) -> tuple[int, int]:
         return subnet_cost(self.spec, choice)
 
+    # --- compiled serving programs (ViT) -------------------------------------------------
+    def prepare(self, subnet_ids: list[str] | None = None) -> int:
+        """Compile the serving programs of these SubNets (default: the served ones) now
+        rather than on their first forward pass. Returns the bytes the programs add (view
+        headers only: no tensor data is copied). BERT runs the modular path: no programs."""
+        if self.is_bert:
+            return 0
+        for sid in self.norm_rows if subnet_ids is None else subnet_ids:
+            plan = self.plan(TransformerChoice.from_id(sid))
+            entry = self._programs.get(sid)
+            if entry is None or entry[0] is not plan:
+                self._compile(plan)
+        return self.program_bytes()
+
+    def program_bytes(self) -> int:
+        """Bytes the compiled programs hold beyond the SuperNet's tensors: view headers."""
+        return VIEW_BYTES * len({id(t) for _, prog in self._programs.values() for t in _flatten(prog)
+                                 if isinstance(t, torch.Tensor)})
+
+    def _compile(self, p: TransformerPlan) -> tuple[TransformerPlan, tuple]:
+        """The program of one ViT SubNet: detached views of its weight slices, in the order
+        ``_run_vit_program`` uses them."""
+        e, stem, views = p.embed, self.stem, self._views
+        with torch.inference_mode(False), torch.no_grad():
+            def cut(t: torch.Tensor, *sizes: int) -> torch.Tensor:  # t.detach()[:s0, :s1], shared
+                key = (id(t), sizes)
+                hit = views.get(key)
+                if hit is None or hit[0] is not t:
+                    hit = views[key] = (t, t.detach()[tuple(slice(0, n) for n in sizes)])
+                return hit[1]
+
+            def norm(bn: nn.BatchNorm2d, c: int) -> tuple:
+                return (cut(bn.weight, c), cut(bn.bias, c), cut(bn.running_mean, c), cut(bn.running_var, c), bn.eps)
+
+            def ln(m: ElasticLayerNorm) -> tuple:
+                return cut(m.weight, e), cut(m.bias, e), m.eps
+
+            def lin(m: ElasticLinear, out: int, inp: int) -> tuple:
+                return cut(m.weight, out, inp), None if m.bias is None else cut(m.bias, out)
+
+            prog_stem = (cut(stem.conv1.weight, stem.conv1.out_channels), norm(stem.bn1, stem.bn1.num_features),
+                         cut(stem.conv2_weight, e), norm(stem.bn2, e), cut(stem.pos, 1, stem.pos.shape[1], e)[0])
+            layers = []
+            for index, heads, ffn in p.layers:
+                layer = self.layers[index]
+                inner = heads * layer.head_dim
+                dw = (cut(layer.dw_weight, ffn), cut(layer.dw_bias, ffn)) if layer.side else None
+                layers.append((ln(layer.ln1), lin(layer.query, inner, e), lin(layer.key, inner, e),
+                               lin(layer.value, inner, e), lin(layer.attn_out, e, inner), heads, layer.head_dim,
+                               ln(layer.ln2), lin(layer.fc1, ffn, e), dw, layer.side, lin(layer.fc2, e, ffn)))
+            head = (ln(self.final_ln), lin(self.classifier, self.spec.num_classes, e))
+        entry = self._programs[p.subnet_id] = (p, (prog_stem, tuple(layers), head))
+        return entry
+
+    def _apply(self, fn, *args, **kwargs):  # .to(), .half(), ...: parameters may be replaced
+        self._programs.clear()
+        self._views.clear()
+        return super()._apply(fn, *args, **kwargs)
+
+    def load_state_dict(self, *args, **kwargs):
+        self._programs.clear()
+        self._views.clear()
+        return super().load_state_dict(*args, **kwargs)
+
     # --- the served set (bundle bookkeeping) ---------------------------------------------
     def norm_modules(self) -> list[tuple[str, SubnetNorm]]:
         return []
@@ -243,6 +318,40 @@ class SuperTransformer(nn.Module):
 
     def norm_table_bytes(self) -> int:
         return 0
+
+
+def _flatten(item):
+    if isinstance(item, tuple):
+        for sub in item:
+            yield from _flatten(sub)
+    else:
+        yield item
+
+
+def _run_vit_program(prog: tuple, x: torch.Tensor) -> torch.Tensor:
+    """The serving forward of one compiled ViT SubNet: the modular path's operations in its
+    order, on precomputed views. The FFN's depthwise conv reads the token tensor as a
+    channels-last image (a view, where the modular path transposes and copies)."""
+    (w1, n1, w2, n2, pos), layers, ((lg, lb, leps), (cw, cb)) = prog
+    h = F.gelu(torch.batch_norm(F.conv2d(x, w1, None, 2, 1), n1[0], n1[1], n1[2], n1[3], False, 0.0, n1[4], True))
+    h = torch.batch_norm(F.conv2d(h, w2, None, 2, 1), n2[0], n2[1], n2[2], n2[3], False, 0.0, n2[4], True)
+    b, e = h.shape[0], h.shape[1]
+    t = h.flatten(2).transpose(1, 2) + pos
+    n = t.shape[1]
+    for ln1, q, k, v, o, heads, hd, ln2, fc1, dw, side, fc2 in layers:
+        a = F.layer_norm(t, (e,), ln1[0], ln1[1], ln1[2])
+        qh = F.linear(a, q[0], q[1]).view(b, n, heads, hd).transpose(1, 2)
+        kh = F.linear(a, k[0], k[1]).view(b, n, heads, hd).transpose(1, 2)
+        vh = F.linear(a, v[0], v[1]).view(b, n, heads, hd).transpose(1, 2)
+        ctx = F.scaled_dot_product_attention(qh, kh, vh)
+        t = t + F.linear(ctx.transpose(1, 2).reshape(b, n, heads * hd), o[0], o[1])
+        f = F.gelu(F.linear(F.layer_norm(t, (e,), ln2[0], ln2[1], ln2[2]), fc1[0], fc1[1]))
+        if dw is not None:
+            c = f.shape[-1]
+            g = F.conv2d(f.view(b, side, side, c).permute(0, 3, 1, 2), dw[0], dw[1], 1, 1, 1, c)
+            f = g.permute(0, 2, 3, 1).reshape(b, n, c)
+        t = t + F.linear(F.gelu(f), fc2[0], fc2[1])
+    return F.linear(F.layer_norm(t, (e,), lg, lb, leps).mean(dim=1), cw, cb)
 
 
 def token_ids(x: torch.Tensor) -> torch.Tensor:
