@@ -32,12 +32,15 @@ def train(
     device: str = typer.Option("cpu", help="cpu, cuda (GPU 0) or cuda:N"),
     space: Path = typer.Option(None, help="SuperNet space file (JSON or TOML: input_size, depths, widths, "
                                           "expand_ratios, ...; superserve/supernet/space_file.py); default: "
-                                          "Fashion-MNIST's space"),
+                                          "Fashion-MNIST's space. For --family vit: the elastic choices "
+                                          "(depth_choices, head_choices, ffn_choices, embed_choices)"),
     family: str = typer.Option("resnet", help="resnet (the conv SuperNet) or vit (a transformer SuperNet: "
                                               "conv stem, elastic depth/heads/FFN/embedding; Fashion-MNIST only)"),
     weight_decay: float = typer.Option(None, help="default: 5e-5 (resnet, SGD), 0.05 (vit, AdamW)"),
     reschedule: bool = typer.Option(False, help="resume with another --epochs (the cosine schedule continues "
                                                 "over the new total)"),
+    init_from: Path = typer.Option(None, help="start from these trained SuperNet weights (same sizes; the space "
+                                              "may hold smaller SubNets: a later stage of progressive shrinking)"),
 ) -> None:
     """Train a SuperNet (sandwich rule + in-place distillation) on Fashion-MNIST or an image
     folder; resumable. The output holds the weights and data.json (normalisation, classes)."""
@@ -50,7 +53,8 @@ def train(
                       weight_decay=weight_decay if weight_decay is not None else (0.05 if vit else 5e-5),
                       seed=seed, num_random=num_random, threads=threads, limit=limit,
                       precision=precision, device=_one_device(dev), space=str(space) if space else "",
-                      family=family, optimizer="adamw" if vit else "sgd", reschedule=reschedule)
+                      family=family, optimizer="adamw" if vit else "sgd", reschedule=reschedule,
+                      init_from=str(init_from) if init_from else "")
     try:
         weights = run(cfg)
     except (FileNotFoundError, ValueError) as exc:

@@ -47,6 +47,7 @@ class TrainConfig:
     family: str = "resnet"  # "resnet" (superserve's conv SuperNet) or "vit" (supernet/vit: transformer)
     optimizer: str = "sgd"  # "sgd" (Nesterov momentum) or "adamw" (what transformers want)
     reschedule: bool = False  # resuming may change `epochs` (the cosine is recomputed over the new total)
+    init_from: str = ""  # start from these trained SuperNet weights (same sizes; the space may grow)
 
 
 def resolve_precision(precision: str, device: str = "cpu") -> str:
@@ -113,11 +114,12 @@ def load_training_data(cfg: TrainConfig, spec: SuperNetSpec | None = None
     are resized to the space's input size, with its class count and channels."""
     if cfg.family not in ("resnet", FAMILY_VIT):
         raise ValueError(f"family must be resnet or {FAMILY_VIT}, got {cfg.family!r}")
-    if cfg.family == FAMILY_VIT and (cfg.space or not is_idx_dir(cfg.data)):
-        raise ValueError("the vit family trains on Fashion-MNIST IDX files only (no --space, no image folder)")
-    if is_idx_dir(cfg.data) and not cfg.space:
+    vit = cfg.family == FAMILY_VIT
+    if vit and not is_idx_dir(cfg.data):
+        raise ValueError("the vit family trains on Fashion-MNIST IDX files only (no image folder)")
+    if is_idx_dir(cfg.data) and (vit or not cfg.space):
         full_train, _ = load_fashion_mnist(cfg.data)
-        spec = spec or (fashion_mnist_vit_spec() if cfg.family == FAMILY_VIT else fashion_mnist_spec())
+        spec = spec or (fashion_mnist_vit_spec(cfg.space) if vit else fashion_mnist_spec())
         info = DataInfo.fashion_mnist()
     else:
         space = load_space(cfg.space) if cfg.space else {"input_size": 28}
@@ -136,6 +138,31 @@ def load_training_data(cfg: TrainConfig, spec: SuperNetSpec | None = None
     if cfg.limit:
         train_split, val_split = train_split.take(slice(0, cfg.limit)), val_split.take(slice(0, cfg.limit))
     return train_split, val_split, spec, info
+
+
+def _parent_meta(path: str) -> dict[str, str]:
+    """What the weights file a run started from says about its own training."""
+    from .supernet.checkpoint import WEIGHTS_FORMAT, read_safetensors
+
+    _, meta = read_safetensors(path, WEIGHTS_FORMAT)
+    return {"init_from": json.dumps({"path": path, "spec": meta.get("spec"), "history": meta.get("history"),
+                                     "train_config": meta.get("train_config")})}
+
+
+def _init_from(cfg: TrainConfig, model: torch.nn.Module) -> dict[str, str]:
+    """Load trained weights of the same sizes into ``model`` (a later stage of progressive
+    shrinking: the space may have grown smaller SubNets; the tensors are the same)."""
+    from .supernet.checkpoint import load_supernet
+
+    parent = load_supernet(cfg.init_from)
+    if type(parent) is not type(model):
+        raise ValueError(f"{cfg.init_from} holds a {type(parent).__name__}, this run trains a {type(model).__name__}")
+    try:
+        model.load_state_dict(parent.state_dict(), strict=False)
+    except RuntimeError as exc:
+        raise ValueError(f"{cfg.init_from}: its tensors do not fit this SuperNet's sizes ({exc})") from None
+    print(f"starting from {cfg.init_from}")
+    return _parent_meta(cfg.init_from)
 
 
 def _resume(state_path: Path, cfg: TrainConfig, model: SuperResNet,
@@ -265,7 +292,10 @@ def train(cfg: TrainConfig, spec: SuperNetSpec | None = None, show_progress: boo
     steps_per_epoch = len(train_split) // cfg.batch_size
     sched = _Schedule(steps_per_epoch, cfg.epochs * steps_per_epoch, steps_per_epoch // 2)
     state_path = out / "train_state.pt"
+    parent = _init_from(cfg, model) if cfg.init_from and not state_path.exists() else None
     start_epoch, history = _resume(state_path, cfg, model, opt)
+    if parent is None and cfg.init_from:
+        parent = _parent_meta(cfg.init_from)
 
     with _progress(show_progress) as progress:
         task = progress.add_task("train", total=sched.total, completed=start_epoch * steps_per_epoch, stats="")
@@ -281,7 +311,7 @@ def train(cfg: TrainConfig, spec: SuperNetSpec | None = None, show_progress: boo
                 return None
 
     weights = out / WEIGHTS
-    meta = {"history": history, "train_config": asdict(cfg), "data": json.dumps({**info.to_dict(), "source": cfg.data, "split_seed": cfg.seed})}
+    meta = {"history": history, "train_config": asdict(cfg), **(parent or {}), "data": json.dumps({**info.to_dict(), "source": cfg.data, "split_seed": cfg.seed})}
     save_weights(model.cpu(), weights, meta)
     info.save(out / DATA)
     return weights

@@ -206,3 +206,59 @@ def test_vit_family_trains_resumes_and_reschedules(tmp_path):
     weights = train(TrainConfig(out=str(tmp_path), epochs=3, reschedule=True, **base), TINY, show_progress=False)
     model = load_supernet(weights)
     assert isinstance(model, SuperTransformer) and model.spec == TINY
+
+
+@pytest.mark.skipif(not DEFAULT_FMNIST.exists(), reason="needs Debian's dataset-fashion-mnist")
+def test_init_from_starts_a_grown_space_on_trained_weights(tmp_path):
+    """`--init-from` (progressive shrinking's next stage): the run starts from the parent's
+    tensors, may train a larger space of the same sizes, and records where it started;
+    weights of other sizes are refused with a message."""
+    import json
+
+    from safetensors import safe_open
+
+    from superserve.train import TrainConfig, _init_from, train
+
+    base = dict(limit=128, batch_size=64, threads=1, family="vit", optimizer="adamw", lr=1e-3, weight_decay=0.05)
+    parent = train(TrainConfig(out=str(tmp_path / "a"), epochs=1, **base), TINY, show_progress=False)
+    grown = TransformerSpec.from_dict({**TINY.to_dict(), "depth_choices": [0.25, 0.5, 0.75, 1.0],
+                                       "ffn_choices": [4, 8, 32]})
+    fresh = SuperTransformer(grown)
+    _init_from(TrainConfig(init_from=str(parent), **base), fresh)
+    ref = load_supernet(parent).state_dict()
+    assert all(torch.equal(fresh.state_dict()[k], v) for k, v in ref.items())
+
+    child = train(TrainConfig(out=str(tmp_path / "b"), epochs=1, init_from=str(parent), **base), grown,
+                  show_progress=False)
+    assert load_supernet(child).spec == grown
+    with safe_open(str(parent), framework="pt") as f:
+        parent_history = f.metadata()["history"]
+    with safe_open(str(child), framework="pt") as f:
+        start = json.loads(f.metadata()["init_from"])
+    assert start["path"] == str(parent) and start["history"] == parent_history
+
+    wide = TransformerSpec.from_dict({**TINY.to_dict(), "embed_dim": 32, "embed_choices": [16, 32]})
+    with pytest.raises(ValueError, match="do not fit"):
+        train(TrainConfig(out=str(tmp_path / "c"), epochs=1, init_from=str(parent), **base), wide,
+              show_progress=False)
+
+
+def test_vit_space_file_sets_the_elastic_choices(tmp_path):
+    """`superserve train --family vit --space FILE`: the shipped stage-1 file is the space the
+    first stage of the embedded ViT trained on; other keys and bad values are refused."""
+    import json
+
+    from superserve.supernet.vit import fashion_mnist_vit_spec
+
+    stage1 = fashion_mnist_vit_spec(str(EMBEDDED_DIR.parent / "spaces" / "vit_stage1.json"))
+    full = fashion_mnist_vit_spec()
+    assert stage1.depth_choices == (0.5, 0.75, 1.0) and stage1.embed_choices == (48, 72, 96)
+    assert (stage1.embed_dim, stage1.ffn_dim, stage1.num_layers) == (full.embed_dim, full.ffn_dim, full.num_layers)
+    assert full.smallest().id == "d025-e32-h1-f48" and VIT_BUNDLE.weights.exists()
+    assert load_supernet(VIT_BUNDLE.weights).spec == full
+    for bad, match in (({"stem_channels": [8]}, "sets only"), ({"ffn_choices": []}, "ffn_choices"),
+                       ({"depth_choices": [1.5]}, "depth_choices"), ({"ffn_choices": [999]}, "exceed")):
+        path = tmp_path / "space.json"
+        path.write_text(json.dumps(bad))
+        with pytest.raises(ValueError, match=match):
+            fashion_mnist_vit_spec(str(path))

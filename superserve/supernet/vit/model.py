@@ -226,6 +226,12 @@ class SuperTransformer(nn.Module):
             if entry is None or entry[0] is not p:
                 entry = self._compile(p)
             return _run_vit_program(entry[1], x)
+        return self.forward_modular(x)
+
+    def forward_modular(self, x: torch.Tensor) -> torch.Tensor:
+        """The forward through the elastic modules (training, BERT; the reference the
+        compiled program is checked and timed against)."""
+        p = self._active
         if self.is_bert:
             ids = token_ids(x)
             mask = padding_mask(ids, self.spec.pad_token_id, self.embeddings.word.dtype)

@@ -201,9 +201,34 @@ class TransformerSpec:
         return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in known})
 
 
-def fashion_mnist_vit_spec() -> TransformerSpec:
-    """The embedded ViT SuperNet: 28x28 grayscale -> 7x7 tokens, 10 classes."""
-    return TransformerSpec()
+VIT_SPACE_KEYS = ("depth_choices", "head_choices", "ffn_choices", "embed_choices")
+
+
+def fashion_mnist_vit_spec(space_file: str = "") -> TransformerSpec:
+    """The embedded ViT SuperNet: 28x28 grayscale -> 7x7 tokens, 10 classes. Its space goes
+    down to one layer of one head, 48 FFN neurons and a 32-channel embedding. ``space_file``
+    (JSON, or TOML by the suffix) may set other choices within the same sizes, e.g. the first
+    stage of progressive shrinking (superserve/data/spaces/vit_stage1.json)."""
+    spec = TransformerSpec(depth_choices=(0.25, 0.5, 0.75, 1.0), ffn_choices=(48, 96, 192, 288),
+                           embed_choices=(32, 48, 72, 96))
+    if not space_file:
+        return spec
+    import json
+    import tomllib
+    from pathlib import Path
+
+    text = Path(space_file).read_text()
+    d = tomllib.loads(text) if space_file.endswith(".toml") else json.loads(text)
+    if not isinstance(d, dict) or set(d) - set(VIT_SPACE_KEYS):
+        raise ValueError(f"{space_file}: a ViT space file sets only {', '.join(VIT_SPACE_KEYS)}")
+    for key, v in d.items():
+        ok = isinstance(v, list) and v and all(isinstance(x, (int, float)) and not isinstance(x, bool) and x > 0
+                                               for x in v)
+        if not ok or (key == "depth_choices" and max(v) > 1) or (key != "depth_choices" and
+                                                                   any(isinstance(x, float) for x in v)):
+            raise ValueError(f"{space_file}: {key} must be a non-empty list of "
+                             + ("multipliers in (0, 1]" if key == "depth_choices" else "positive integers"))
+    return TransformerSpec.from_dict({**spec.to_dict(), **d})
 
 
 def bert_spec(config: dict[str, Any], seq_len: int = 128, depth_choices: tuple[float, ...] = (0.5, 0.75, 1.0),
