@@ -13,6 +13,26 @@ import torch.nn.functional as F
 from torch import nn
 
 
+class ProgramCache(nn.Module):
+    """A SuperNet with compiled serving programs: views of its tensors cached in ``_programs``
+    and ``_views``, dropped whenever the tensors may be replaced (``.to()``, ``.half()``,
+    ``load_state_dict``)."""
+
+    def drop_programs(self) -> None:
+        for name in ("_programs", "_views"):
+            cache = self.__dict__.get(name)
+            if cache:
+                cache.clear()
+
+    def _apply(self, fn, *args, **kwargs):
+        self.drop_programs()
+        return super()._apply(fn, *args, **kwargs)
+
+    def load_state_dict(self, *args, **kwargs):
+        self.drop_programs()
+        return super().load_state_dict(*args, **kwargs)
+
+
 class SlicedConv2d(nn.Module):
     """WeightSlice for convolutions: uses weight[:out_channels, :in_channels] of a max-size
     kernel; the input channel count is taken from the input itself."""

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import SubNetConfig, SuperNetSpec, active_channels
-from .ops import TABLE_EPOCH, LayerSelect, SlicedConv2d, SlicedLinear, SubnetNorm
+from .ops import TABLE_EPOCH, LayerSelect, ProgramCache, SlicedConv2d, SlicedLinear, SubnetNorm
 
 UNCALIBRATED = -1  # norm row meaning "no stored statistics" (batch statistics in training)
 
@@ -60,7 +60,7 @@ class Bottleneck(nn.Module):
         return F.relu(h + shortcut)
 
 
-class SuperResNet(nn.Module):
+class SuperResNet(ProgramCache):
     def __init__(self, spec: SuperNetSpec) -> None:
         super().__init__()
         self.spec = spec
@@ -228,16 +228,6 @@ class SuperResNet(nn.Module):
         self._programs[id(p)] = entry
         return entry
 
-    def _apply(self, fn, *args, **kwargs):  # .to(), .half(), ...: parameters may be replaced
-        self._programs.clear()
-        self._views.clear()
-        return super()._apply(fn, *args, **kwargs)
-
-    def load_state_dict(self, *args, **kwargs):
-        self._programs.clear()
-        self._views.clear()
-        return super().load_state_dict(*args, **kwargs)
-
     # --- SubnetNorm table ----------------------------------------------------------------
     def norm_modules(self) -> list[tuple[str, SubnetNorm]]:
         return [(n, m) for n, m in self.named_modules() if isinstance(m, SubnetNorm)]
@@ -248,8 +238,7 @@ class SuperResNet(nn.Module):
         self.norm_rows = {sid: r for r, sid in enumerate(subnet_ids)}
         self._plans.clear()
         self._plans_by_id.clear()
-        self._programs.clear()
-        self._views.clear()
+        self.drop_programs()
         self._active = self.plan(SubNetConfig.from_id(self._active.subnet_id))
 
     def weight_bytes(self) -> int:

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..ops import SubnetNorm
+from ..ops import ProgramCache, SubnetNorm
 from ..resnet import VIEW_BYTES
 from .space import FAMILY_BERT, TransformerChoice, TransformerSpec, kept_layers
 
@@ -168,7 +168,7 @@ class BertEmbeddings(nn.Module):
         return self.ln(x)
 
 
-class SuperTransformer(nn.Module):
+class SuperTransformer(ProgramCache):
     """A ViT or BERT SuperNet: the spec says which; both share the elastic encoder."""
 
     def __init__(self, spec: TransformerSpec) -> None:
@@ -301,16 +301,6 @@ class SuperTransformer(nn.Module):
             head = (ln(self.final_ln), lin(self.classifier, self.spec.num_classes, e))
         entry = self._programs[p.subnet_id] = (p, (prog_stem, tuple(layers), head))
         return entry
-
-    def _apply(self, fn, *args, **kwargs):  # .to(), .half(), ...: parameters may be replaced
-        self._programs.clear()
-        self._views.clear()
-        return super()._apply(fn, *args, **kwargs)
-
-    def load_state_dict(self, *args, **kwargs):
-        self._programs.clear()
-        self._views.clear()
-        return super().load_state_dict(*args, **kwargs)
 
     # --- the served set (bundle bookkeeping) ---------------------------------------------
     def norm_modules(self) -> list[tuple[str, SubnetNorm]]:
