@@ -18,6 +18,15 @@ from superserve.sim import simulate
 from superserve.workload import Trace
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def rel(path: str | Path) -> str:
+    """A path inside the repository as a relative path, else its file name: no machine path
+    in results."""
+    try:
+        return str(Path(path).resolve().relative_to(ROOT))
+    except ValueError:
+        return Path(path).name
 RESULTS = ROOT / "benchmarks" / "results"
 NUM_WORKERS = 8  # the paper's 8 GPUs; all rates below are stated relative to their capacity
 

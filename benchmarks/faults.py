@@ -55,6 +55,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks._common import rel
 from benchmarks._reliability import (RESULTS, ServerProcess, accounting, default_bundle, measure_sustainable, run_trace)
 from superserve.scheduling.conventions import default_slo_ms
 from superserve.scheduling.profile import LatencyProfile
@@ -167,7 +168,7 @@ def faults_experiment(bundle: str, *, seconds: float, kill_every_s: float, worke
             f"{len(killer.kills)} kills, recovery p50 {_p50([r['recovery_ms'] for r in rec])} ms")
     acct = accounting(rec1)
     return {
-        "config": {"bundle": _rel(bundle), "workers": workers, "standby_workers": standby, "policy": "slackfit",
+        "config": {"bundle": rel(bundle), "workers": workers, "standby_workers": standby, "policy": "slackfit",
                    "late": "shed", "slo_ms": slo,
                    "restart_backoff_s": 0.1, "kill_every_s": kill_every_s, "signal": "SIGKILL",
                    "margin_ms": margin_ms},
@@ -291,7 +292,7 @@ def poison_experiment(bundle: str, *, seconds: float, workers: int, standby: int
     answers = poisoner.answers
     deaths = [e for e in events if e["event"] == "worker_died"]
     res = {
-        "config": {"bundle": _rel(bundle), "workers": workers, "standby_workers": standby, "policy": "slackfit",
+        "config": {"bundle": rel(bundle), "workers": workers, "standby_workers": standby, "policy": "slackfit",
                    "late": "shed", "slo_ms": slo, "request_max_deaths": 2, "restart_backoff_s": 0.1,
                    "poison": "inject_crash_value: the worker SIGSEGVs on an input whose first value is "
                              f"{POISON_VALUE}"},
@@ -328,14 +329,6 @@ def poison_experiment(bundle: str, *, seconds: float, workers: int, standby: int
     return res
 
 
-def _rel(path: str) -> str:
-    """A bundle inside the repository as a relative path (no machine path in results)."""
-    try:
-        return str(Path(path).resolve().relative_to(Path(__file__).resolve().parent.parent))
-    except ValueError:
-        return Path(path).name
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--bundle", default=default_bundle())
@@ -356,7 +349,7 @@ def main() -> None:
         seconds = args.seconds if args.seconds is not None else 6.0
         res = poison_experiment(args.bundle, seconds=seconds, workers=args.workers, standby=args.standby,
                                 poisons=args.poison, rate=args.rate, margin_ms=args.margin_ms)
-        res["command"] = (f"python -m benchmarks.faults --poison {args.poison} --bundle {_rel(args.bundle)} "
+        res["command"] = (f"python -m benchmarks.faults --poison {args.poison} --bundle {rel(args.bundle)} "
                           f"--seconds {seconds:g} --workers {args.workers} --standby {args.standby}"
                           + (f" --rate {args.rate:g}" if args.rate is not None else ""))
         out = json.loads(args.out.read_text()) if args.out.exists() else {}
@@ -371,7 +364,7 @@ def main() -> None:
     args.seconds = args.seconds if args.seconds is not None else 60.0
     res = faults_experiment(args.bundle, seconds=args.seconds, kill_every_s=args.kill_every, workers=args.workers,
                             load=args.load, margin_ms=args.margin_ms, standby=args.standby)
-    res["command"] = (f"python -m benchmarks.faults --bundle {_rel(args.bundle)} --seconds {args.seconds:g} "
+    res["command"] = (f"python -m benchmarks.faults --bundle {rel(args.bundle)} --seconds {args.seconds:g} "
                       f"--kill-every {args.kill_every:g} --workers {args.workers} --load {args.load:g} "
                       f"--margin-ms {args.margin_ms:g} --standby {args.standby}")
     args.out.parent.mkdir(parents=True, exist_ok=True)

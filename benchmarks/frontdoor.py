@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 import psutil
 
+from benchmarks._common import rel
 from benchmarks._reliability import RESULTS, default_bundle, run_trace
 from superserve.loadgen.records import IN_TIME, LATE
 from superserve.outcome import Outcome
@@ -270,7 +271,7 @@ def main() -> None:
         "machine": {"cpus": os.cpu_count(), "loadavg_at_start": [round(x, 2) for x in load],
                     "loadavg_at_end": [round(x, 2) for x in os.getloadavg()], "python": platform.python_version(),
                     "note": "figures from a contended or 2-core machine are not the targets' measurement"},
-        "config": {"bundle": args.bundle, "subnet": subnet, "policy": "clipper+", "max_batch": b,
+        "config": {"bundle": rel(args.bundle), "subnet": subnet, "policy": "clipper+", "max_batch": b,
                    "workers": args.workers, "slo_ms": slo, "frontends": args.frontends,
                    "client_processes": args.processes},
         "raw_inference_rate": round(raw, 1),

@@ -39,6 +39,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 
+from benchmarks._common import rel
 from superserve.experiments import comparison as ex
 from superserve.experiments.raw_rate import measure_raw_rate
 from superserve.loadgen.cli import run_bench
@@ -245,14 +246,6 @@ def main() -> None:
           f"aiohttp {ceiling_aiohttp['rps']:.0f} req/s")
 
 
-def _rel(path: Path) -> str:
-    """A path inside the repository as a relative path (no machine path in results)."""
-    try:
-        return str(Path(path).resolve().relative_to(ROOT))
-    except ValueError:
-        return Path(path).name
-
-
 def run_summary(p: ex.ExperimentPlan, rows: list) -> dict:
     """What one run of the comparison says, for the runs-in-a-row record."""
     sf = next(r for r in rows if r["policy"] == "SlackFit")
@@ -273,7 +266,7 @@ def finish(args, p, rows: list, series: dict, t0: float, extra: dict | None = No
     sf = next(r for r in rows if r["policy"] == "SlackFit")
     sf_min = min(r["slackfit_live_attainment"] for r in runs)
     doc = {
-        "bundle": _rel(p.bundle), "device": p.profile.device, "workers": p.workers,
+        "bundle": rel(p.bundle), "device": p.profile.device, "workers": p.workers,
         "profile_speed_factor": p.profile_speed_factor,
         "threads_per_worker": p.threads_per_worker, "slo_ms": p.slo_ms, "rules": p.rules, "capacity": p.capacity,
         "trace": {"name": p.trace.name, **p.trace.summary(), "meta": p.trace.meta},
@@ -286,7 +279,7 @@ def finish(args, p, rows: list, series: dict, t0: float, extra: dict | None = No
         "policies_from_run": 1 + max(range(len(runs)), key=lambda i: (gaps[i], -runs[i]["slackfit_live_attainment"], i)),
         **(extra or {"ceiling": "skipped (--skip-ceiling)"}),
         "quick": args.quick,
-        "command": "python -m benchmarks.live " + " ".join(_rel(a) if a.startswith("/") else a for a in sys.argv[1:]),
+        "command": "python -m benchmarks.live " + " ".join(rel(a) if a.startswith("/") else a for a in sys.argv[1:]),
         "wall_s": round(time.monotonic() - t0, 1),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

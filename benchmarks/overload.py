@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks._common import rel
 from benchmarks._reliability import (RESULTS, ServerProcess, accounting, default_bundle, growth_pct,
                                      measure_sustainable, pcts, rss, run_trace, single_subnet_profile)
 from superserve.loadgen.records import IN_TIME, LATE, OVERLOADED, SHED
@@ -94,7 +95,7 @@ def overload_experiment(bundle: str, *, seconds: float = 20.0, factor: float = 1
     # Every request of every overload: sent == answered.
     acct = {key: sum(a[key] for a in accts) for key in accts[0]}
     return {
-        "config": {"bundle": bundle, "subnet": subnet, "max_batch": max_batch, "workers": 1, "policy": "clipper+",
+        "config": {"bundle": rel(bundle), "subnet": subnet, "max_batch": max_batch, "workers": 1, "policy": "clipper+",
                    "late": "shed", "queue_capacity": queue_capacity, "slo_ms": slo, "client_processes": processes,
                    "margin_ms": margin_ms},
         "profile_capacity_rps": round(profile_capacity, 1),
@@ -144,7 +145,7 @@ def main() -> None:
                               processes=args.processes, max_batch=args.max_batch, margin_ms=args.margin_ms,
                               repeats=args.repeats)
     res["command"] = "python -m benchmarks.overload " + " ".join(
-        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in ("out",))
+        f"--{k.replace('_', '-')} {rel(v) if k == 'bundle' else v}" for k, v in vars(args).items() if k not in ("out",))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(res, indent=1))
     print(json.dumps({k: res[k] for k in ("sustainable_rps", "offered_rps", "overload_factor", "requests_sent",

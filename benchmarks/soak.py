@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks._common import rel
 from benchmarks._reliability import (RESULTS, ServerProcess, accounting, default_bundle, growth_pct,
                                      measure_sustainable, rss, run_trace)
 from superserve.scheduling.conventions import default_slo_ms
@@ -84,7 +85,7 @@ def soak_experiment(bundle: str, *, minutes: float, workers: int, load: float, s
         deaths = [e for e in srv.events() if e["event"] == "worker_died"]
     start_sample = start_sample or at_boot
     return {
-        "config": {"bundle": bundle, "workers": workers, "policy": "slackfit", "slo_ms": slo, "minutes": minutes,
+        "config": {"bundle": rel(bundle), "workers": workers, "policy": "slackfit", "slo_ms": slo, "minutes": minutes,
                    "load_vs_sustainable": load, "margin_ms": margin_ms},
         "profile_capacity_rps": round(profile_capacity, 1),
         "sustainable_rps": round(sustainable, 1),
@@ -120,7 +121,7 @@ def main() -> None:
     args = p.parse_args()
     res = soak_experiment(args.bundle, minutes=args.minutes, workers=args.workers, load=args.load,
                           sample_s=args.sample_s, margin_ms=args.margin_ms)
-    res["command"] = (f"python -m benchmarks.soak --bundle {args.bundle} --minutes {args.minutes:g} "
+    res["command"] = (f"python -m benchmarks.soak --bundle {rel(args.bundle)} --minutes {args.minutes:g} "
                       f"--workers {args.workers} --load {args.load:g} --margin-ms {args.margin_ms:g}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(res, indent=1))

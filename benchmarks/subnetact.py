@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks._common import rel
 from superserve.embedded import EMBEDDED_DIR, load_bundle
 from superserve.profiling.measure import percentile, time_batches
 from superserve.scheduling.conventions import spanning_subnets
@@ -194,7 +195,7 @@ def main() -> None:
                   for sid in (profile.smallest.id, profile.largest.id) if sid in forward["cells"]}
 
     result = {
-        "bundle": str(args.bundle),
+        "bundle": rel(args.bundle),
         "num_subnets": len(ids),
         "actuation_us_p50": round(percentile(act_us, 50), 3),
         "actuation_us_p99": round(percentile(act_us, 99), 3),

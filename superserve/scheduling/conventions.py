@@ -24,7 +24,7 @@ def resolve_profile(path: str | Path | None = None) -> tuple[LatencyProfile, str
     if path is not None:
         return LatencyProfile.load(path), f"profile: {path}"
     if EMBEDDED_PROFILE.exists():
-        return LatencyProfile.load(EMBEDDED_PROFILE), f"profile: embedded ({EMBEDDED_PROFILE})"
+        return LatencyProfile.load(EMBEDDED_PROFILE), "profile: embedded (superserve/data/embedded/profile.json)"
     return LatencyProfile.synthetic(), "profile: synthetic (no embedded profile yet; LatencyProfile.synthetic())"
 
 
