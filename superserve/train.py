@@ -157,10 +157,16 @@ def _init_from(cfg: TrainConfig, model: torch.nn.Module) -> dict[str, str]:
     parent = load_supernet(cfg.init_from)
     if type(parent) is not type(model):
         raise ValueError(f"{cfg.init_from} holds a {type(parent).__name__}, this run trains a {type(model).__name__}")
+    norm = (".stats", ".offsets")  # SubnetNorm tables: recalibrated per SubNet, not carried over
+    state = {k: v for k, v in parent.state_dict().items() if not k.endswith(norm)}
     try:
-        model.load_state_dict(parent.state_dict(), strict=False)
+        missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as exc:
         raise ValueError(f"{cfg.init_from}: its tensors do not fit this SuperNet's sizes ({exc})") from None
+    missing = [k for k in missing if not k.endswith(norm)]
+    if missing or unexpected:
+        raise ValueError(f"{cfg.init_from}: its tensors do not fit this SuperNet's sizes "
+                         f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
     print(f"starting from {cfg.init_from}")
     return _parent_meta(cfg.init_from)
 

@@ -13,9 +13,12 @@ A SubNet of a transformer is chosen as in DynaBERT, plus per-layer widths:
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import random
+import tomllib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 FAMILY_VIT = "vit"
@@ -213,10 +216,6 @@ def fashion_mnist_vit_spec(space_file: str = "") -> TransformerSpec:
                            embed_choices=(32, 48, 72, 96))
     if not space_file:
         return spec
-    import json
-    import tomllib
-    from pathlib import Path
-
     text = Path(space_file).read_text()
     d = tomllib.loads(text) if space_file.endswith(".toml") else json.loads(text)
     if not isinstance(d, dict) or set(d) - set(VIT_SPACE_KEYS):
