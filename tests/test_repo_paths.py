@@ -1,5 +1,6 @@
-"""The project stands alone: no machine path (a checkout, a worktree, a home or temporary
-directory, the shared folder beside the repository) in code, tests, docs or results."""
+"""The project stands alone: no machine path (the folder holding the checkout, where
+worktrees and sibling checkouts live; a home directory; the shared folder beside the
+repository) in code, tests, docs or results."""
 from __future__ import annotations
 
 import re
@@ -9,7 +10,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-MACHINE_PATH = re.compile(r"(?<![\w.])(/work/|/home/\w|/root/|\.\./shared/)")
+_HOLDER = [re.escape(str(ROOT.parent) + "/")] if ROOT.parent != ROOT.parent.parent else []
+MACHINE_PATH = re.compile(r"(?<![\w.])(" + "|".join(_HOLDER + [r"/home/\w", "/root/", r"\.\./shared/"]) + ")")
 SUFFIXES = {".py", ".md", ".json", ".toml", ".txt", ".yaml", ".yml", ".sh", ".cfg"}
 
 
