@@ -18,6 +18,8 @@ from superserve.sim import simulate
 from superserve.workload import Trace
 
 ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+NUM_WORKERS = 8  # the paper's 8 GPUs; all rates below are stated relative to their capacity
 
 
 def rel(path: str | Path) -> str:
@@ -27,8 +29,6 @@ def rel(path: str | Path) -> str:
         return str(Path(path).resolve().relative_to(ROOT))
     except ValueError:
         return Path(path).name
-RESULTS = ROOT / "benchmarks" / "results"
-NUM_WORKERS = 8  # the paper's 8 GPUs; all rates below are stated relative to their capacity
 
 
 def parser(description: str) -> argparse.ArgumentParser:

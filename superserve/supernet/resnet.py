@@ -8,7 +8,7 @@ the SubNet's first such pass (or ahead of time with `prepare`): a flat tuple of 
 weight views (leading-channel slices of the shared max-size kernels), SubnetNorm statistic
 and affine views, strides and paddings. Forward is then a tight loop of ATen calls with no
 module dispatch, slicing or attribute chains per layer. A program holds views only, never a
-copy of a weight: its bytes are the tensor headers (`program_bytes`); weight and affine views
+copy of a weight: its bytes are the tensor headers (`ProgramCache.program_bytes`); weight and affine views
 are shared by the SubNets that slice the same sizes, statistic views are per SubNet. Training-mode passes,
 passes with autograd on, and calibration take the modular path through the operators.
 """
@@ -165,24 +165,6 @@ class SuperResNet(ProgramCache):
                 self._compile(plan)
         return self.program_bytes()
 
-    def program_bytes(self) -> int:
-        """Bytes held by the compiled programs beyond the SuperNet's own tensors: no tensor
-        data, only view headers (VIEW_BYTES each, measured: TensorImpl, sizes and strides,
-        Python object) and the tuples holding them. Shared views count once."""
-        import sys
-
-        total, seen = 0, set()
-        stack = [prog for _, _, prog in self._programs.values()] + [v for _, v in self._views.values()]
-        while stack:
-            item = stack.pop()
-            if isinstance(item, tuple):
-                total += sys.getsizeof(item)
-                stack.extend(item)
-            elif isinstance(item, torch.Tensor) and id(item) not in seen:
-                seen.add(id(item))
-                total += VIEW_BYTES
-        return total
-
     def _compile(self, p: ActivePlan) -> tuple[ActivePlan, int, tuple]:
         """Build the program of one calibrated SubNet: views only (no tensor data touched)."""
         row, views = p.norm_row, self._views
@@ -248,7 +230,6 @@ class SuperResNet(ProgramCache):
         return sum(m.stats.nbytes + m.offsets.nbytes for _, m in self.norm_modules())
 
 
-VIEW_BYTES = 720  # resident bytes of one view tensor (measured by RSS, torch 2.13 CPU: ~710)
 _conv2d, _batch_norm, _relu_, _max_pool2d = torch.conv2d, torch.batch_norm, torch.relu_, torch.max_pool2d
 
 

@@ -22,7 +22,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..ops import ProgramCache, SubnetNorm
-from ..resnet import VIEW_BYTES
 from .space import FAMILY_BERT, TransformerChoice, TransformerSpec, kept_layers
 
 
@@ -262,11 +261,6 @@ class SuperTransformer(ProgramCache):
                 self._compile(plan)
         return self.program_bytes()
 
-    def program_bytes(self) -> int:
-        """Bytes the compiled programs hold beyond the SuperNet's tensors: view headers."""
-        return VIEW_BYTES * len({id(t) for _, prog in self._programs.values() for t in _flatten(prog)
-                                 if isinstance(t, torch.Tensor)})
-
     def _compile(self, p: TransformerPlan) -> tuple[TransformerPlan, tuple]:
         """The program of one ViT SubNet: detached views of its weight slices, in the order
         ``_run_vit_program`` uses them."""
@@ -314,14 +308,6 @@ class SuperTransformer(ProgramCache):
 
     def norm_table_bytes(self) -> int:
         return 0
-
-
-def _flatten(item):
-    if isinstance(item, tuple):
-        for sub in item:
-            yield from _flatten(sub)
-    else:
-        yield item
 
 
 def _run_vit_program(prog: tuple, x: torch.Tensor) -> torch.Tensor:
