@@ -320,6 +320,8 @@ class FrontDoor:
                 frames = wire.recv(sock)
             except zmq.Again:
                 return
+            if frames is None:
+                return
             try:
                 self._message(frames)
             except Exception as exc:  # a malformed message must never stop the intake

@@ -2,12 +2,14 @@
 
 It serves the KServe v2 REST inference path on the server's HTTP port, shared with its
 sibling front ends through ``SO_REUSEPORT``: health, server and model metadata, model
-config, and ``POST /v2/models/{name}/infer``. Parsing, validation and decoding are the very
-code of the single-process server (:class:`~superserve.serving.rest.RestApi` and
-:class:`~superserve.serving.codec.InputCodec`), so both modes accept and refuse the same
-inputs with the same statuses; only the router is replaced by :class:`SchedulerLink`, which
-passes each decoded row to the scheduler process over ZeroMQ (superserve/serving/wire.py)
-and resolves the handler's future from the scheduler's batched answers.
+config, and ``POST /v2/models/{name}/infer``. The HTTP layer is the lean protocol of
+superserve/serving/httpserver.py (no Task or request object per call); parsing, validation,
+decoding and answer encoding are the very code of the single-process server
+(:class:`~superserve.serving.rest.RestApi` and :class:`~superserve.serving.codec.InputCodec`),
+so both modes accept and refuse the same inputs with the same statuses. The router is
+replaced by :class:`SchedulerLink`, which passes each decoded row to the scheduler process
+over ZeroMQ (superserve/serving/wire.py) and calls the request's answer callback from the
+scheduler's batched answers.
 
 Started and supervised by the scheduler (superserve/serving/frontdoor.py); it exits when its
 parent does (PR_SET_PDEATHSIG, and a parent-pid check), and on SIGTERM closes its listening
@@ -24,20 +26,22 @@ import os
 import signal
 import sys
 import time
-from typing import Any
+from typing import Any, Callable
+from urllib.parse import unquote
 
 import zmq
-from aiohttp import web
 
 from superserve.outcome import Outcome
 from superserve.serving import wire
-from superserve.serving.auth import BearerAuth
-from superserve.serving.codec import InputCodec
+from superserve.serving.auth import UNAUTHORIZED, BearerAuth
+from superserve.serving.codec import ApiError, InputCodec, result_error
 from superserve.serving.config import ServeConfig
+from superserve.serving.httpserver import Cancel, HttpRequest, LeanHttpServer, Reply
 from superserve.serving.model_info import ModelInfo, read_model_info
-from superserve.serving.rest import RestApi
+from superserve.serving.rest import HEADER_LENGTH, NOT_LIVE, OPEN_PATHS, RestApi, error_body
 from superserve.serving.router import InferResult
 
+STOP_GRACE_S = 2.0  # on SIGTERM: how long open requests may take before they get 503
 ANSWER_GRACE_S = 10.0  # past its deadline + this, a request the scheduler never answered gets 500
 SCHEDULER_SILENT_S = 2.0  # no status from the scheduler for this long: not ready
 _OUTCOMES = {o.value: o for o in Outcome}
@@ -60,8 +64,9 @@ class _FrontendMetrics:
 
 
 class SchedulerLink:
-    """The router as a front end sees it: ``infer`` (queue at the scheduler, await the answer),
-    ``ready`` and ``calibration_info`` (from the scheduler's status messages)."""
+    """The router as a front end sees it: ``submit`` (queue at the scheduler; the callback
+    gets the answer), ``infer`` (the same, awaited), ``ready`` and ``calibration_info`` (from
+    the scheduler's status messages)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, endpoint: str, index: int, generation: int) -> None:
         self.loop = loop
@@ -77,7 +82,7 @@ class SchedulerLink:
         self.fd = sock.getsockopt(zmq.FD)
         loop.add_reader(self.fd, self._readable)
         self._ids = itertools.count(1)
-        self._futures: dict[int, tuple[asyncio.Future[InferResult], float]] = {}
+        self._waiting: dict[int, tuple[Callable[[InferResult], None], float]] = {}
         self._head = bytearray()
         self._rows: list[bytes] = []
         self._row_bytes = 0  # a message stays under half the scheduler's MAXMSGSIZE
@@ -102,14 +107,16 @@ class SchedulerLink:
     def calibration_info(self) -> dict[str, Any]:
         return self._calibration
 
-    async def infer(self, row: bytes, slo_ms: float, min_accuracy: float = 0.0, *, strict: bool = False,
-                    origin: object = None) -> InferResult:
+    def submit(self, row: bytes, slo_ms: float, min_accuracy: float, strict: bool,
+               done: Callable[[InferResult], None]) -> Cancel:
+        """Queue ``row`` at the scheduler; ``done`` is called once with its answer (or a 503
+        when shutting down, a 500 long past the deadline). Returns the request's cancel."""
         if self.closing:
-            return InferResult(Outcome.UNAVAILABLE, message="server is shutting down; retry later")
+            done(InferResult(Outcome.UNAVAILABLE, message="server is shutting down; retry later"))
+            return _nothing
         rid = next(self._ids)
         now = time.monotonic()
-        fut: asyncio.Future[InferResult] = self.loop.create_future()
-        self._futures[rid] = (fut, now + slo_ms / 1000.0 + ANSWER_GRACE_S)
+        self._waiting[rid] = (done, now + slo_ms / 1000.0 + ANSWER_GRACE_S)
         self._head += wire.REQUEST.pack(rid, now, slo_ms, min_accuracy, wire.STRICT if strict else 0, len(row))
         self._rows.append(row)
         self._row_bytes += len(row)
@@ -118,15 +125,29 @@ class SchedulerLink:
         elif not self._flush_scheduled:
             self._flush_scheduled = True
             self.loop.call_soon(self._flush)
+        return lambda: self.cancel(rid)
+
+    def cancel(self, rid: int) -> None:
+        """The HTTP client went away: no answer is owed, free its slot at the scheduler."""
+        if self._waiting.pop(rid, None) is not None:
+            self._cancels.append(rid)
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                self.loop.call_soon(self._flush)
+
+    async def infer(self, row: bytes, slo_ms: float, min_accuracy: float = 0.0, *, strict: bool = False,
+                    origin: object = None) -> InferResult:
+        fut: asyncio.Future[InferResult] = self.loop.create_future()
+        cancel = self.submit(row, slo_ms, min_accuracy, strict,
+                             lambda result: fut.done() or fut.set_result(result))
         try:
             return await fut
-        except asyncio.CancelledError:  # the HTTP client went away: free its slot at the scheduler
-            if self._futures.pop(rid, None) is not None:
-                self._cancels.append(rid)
-                if not self._flush_scheduled:
-                    self._flush_scheduled = True
-                    self.loop.call_soon(self._flush)
+        except asyncio.CancelledError:
+            cancel()
             raise
+
+    def waiting(self) -> int:
+        return len(self._waiting)
 
     # --- to the scheduler ----------------------------------------------------------------
     def _flush(self) -> None:
@@ -150,9 +171,9 @@ class SchedulerLink:
         self._kick()
 
     def _resolve(self, rid: int, result: InferResult) -> None:
-        entry = self._futures.pop(rid, None)
-        if entry is not None and not entry[0].done():
-            entry[0].set_result(result)
+        entry = self._waiting.pop(rid, None)
+        if entry is not None:
+            entry[0](result)
 
     # --- from the scheduler --------------------------------------------------------------
     def _kick(self) -> None:
@@ -165,9 +186,9 @@ class SchedulerLink:
         for _ in range(256):
             try:
                 frames = wire.recv(self.sock)
-            except zmq.Again:
+            except zmq.ZMQError:  # zmq.Again included
                 return
-            except zmq.ZMQError:
+            if frames is None:
                 return
             kind = frames[0]
             if kind == wire.ANSWERS and len(frames) == 4:
@@ -184,7 +205,7 @@ class SchedulerLink:
         self._kick()
 
     def _answers(self, head: bytes, logits: bytes, texts: bytes) -> None:
-        futures = self._futures
+        waiting = self._waiting
         lo = to = 0
         for rid, o, floor_met, worker, batch, text_len, acc, queue_ms, compute_ms in wire.ANSWER.iter_unpack(head):
             text = texts[to:to + text_len].decode(errors="replace")
@@ -198,22 +219,22 @@ class SchedulerLink:
             else:
                 result = InferResult(outcome, None, "", acc, batch, queue_ms, compute_ms, worker, text,
                                      bool(floor_met))
-            entry = futures.pop(rid, None)
-            if entry is not None and not entry[0].done():
-                entry[0].set_result(result)
+            entry = waiting.pop(rid, None)
+            if entry is not None:
+                entry[0](result)
 
     _out_bytes = 0  # set by the process from the model's output size
 
     def _sweep(self) -> None:
         """Answer (500) requests the scheduler has not answered long past their deadline."""
         now = time.monotonic()
-        for rid in [rid for rid, (_, expires) in self._futures.items() if expires < now]:
+        for rid in [rid for rid, (_, expires) in self._waiting.items() if expires < now]:
             self._resolve(rid, InferResult(Outcome.ERROR, message="no answer from the scheduler in time"))
         if not self.closing:
             self._sweeper = self.loop.call_later(1.0, self._sweep)
 
     def fail_all(self, message: str) -> None:
-        for rid in list(self._futures):
+        for rid in list(self._waiting):
             self._resolve(rid, InferResult(Outcome.UNAVAILABLE, message=message))
 
     def close(self) -> None:
@@ -225,22 +246,96 @@ class SchedulerLink:
         self.sock.close(0)
 
 
-class FrontendApi(RestApi):
-    """The inference path of the REST API (and what clients need around it); the
-    dashboard, /metrics and the admin endpoints stay on the scheduler process."""
+def _nothing() -> None:
+    pass
 
-    def app(self) -> web.Application:
-        middlewares = [self._check_token] if self.auth.enabled else []
-        app = web.Application(client_max_size=self.max_request_bytes, middlewares=middlewares)
-        app.router.add_get("/v2/health/live", self.live)
-        app.router.add_get("/v2/health/ready", self.ready)
-        app.router.add_get("/v2", self.server_metadata)
-        for base in ("/v2/models/{model}", "/v2/models/{model}/versions/{version}"):
-            app.router.add_get(base, self.model_metadata)
-            app.router.add_get(base + "/ready", self.model_ready)
-            app.router.add_get(base + "/config", self.model_config)
-            app.router.add_post(base + "/infer", self.infer)
-        return app
+
+JSON = "application/json"
+
+
+class FrontendApp(RestApi):
+    """The front end's routes on the lean HTTP server: health, server and model metadata,
+    model readiness and config, and infer (the dashboard, /metrics and the admin endpoints
+    stay on the scheduler process). Parsing, validation and answers are RestApi's own code."""
+
+    def __init__(self, info: ModelInfo, link: SchedulerLink, codec: InputCodec, metrics: _FrontendMetrics,
+                 max_request_bytes: int, auth: BearerAuth, read_timeout_s: float) -> None:
+        super().__init__(info, link, codec, metrics, max_request_bytes, auth, read_timeout_s,
+                         live=lambda: link.live)
+        self.link = link
+
+    def handle(self, req: HttpRequest, reply: Reply) -> Cancel | None:
+        path = req.path
+        if self.auth.enabled and path not in OPEN_PATHS and not self.auth.allows(req.headers.get("authorization")):
+            self.metrics.refused(401)
+            reply(401, json.dumps({"error": UNAUTHORIZED}).encode(), JSON,
+                  {"WWW-Authenticate": 'Bearer realm="superserve"'})
+            return None
+        parts = path.split("/")
+        if len(parts) >= 4 and parts[1] == "v2" and parts[2] == "models":
+            name, rest, version = unquote(parts[3]), parts[4:], None
+            if len(rest) >= 2 and rest[0] == "versions":
+                version, rest = unquote(rest[1]), rest[2:]
+            tail = rest[0] if len(rest) == 1 else ("" if not rest else None)
+            if tail == "infer":
+                if req.method != "POST":
+                    return self._refuse(reply, ApiError(405, "infer takes POST"))
+                return self._infer(req, name, version, reply)
+            if tail in ("", "ready", "config"):
+                if req.method not in ("GET", "HEAD"):
+                    return self._refuse(reply, ApiError(405, f"{path} takes GET"))
+                try:
+                    model = self.model_for(name, version)
+                except ApiError as exc:
+                    return self._refuse(reply, exc, count=False)
+                if tail == "":
+                    reply(200, self.metadata_json(model), JSON, None)
+                elif tail == "ready":
+                    reply(200 if model.router.ready else 503, b"", JSON, None)
+                else:
+                    reply(200, model.config, JSON, None)
+                return None
+        elif path in ("/v2/health/live", "/v2/health/ready", "/v2"):
+            if req.method not in ("GET", "HEAD"):
+                return self._refuse(reply, ApiError(405, f"{path} takes GET"))
+            if path == "/v2":
+                reply(200, self._server_metadata, JSON, None)
+            elif path == "/v2/health/ready":
+                reply(200 if self.link.ready else 503, b"", JSON, None)
+            elif self.is_live():
+                reply(200, b"", JSON, None)
+            else:
+                reply(503, error_body(ApiError(503, NOT_LIVE)), JSON, None)
+            return None
+        return self._refuse(reply, ApiError(404, f"no such endpoint: {req.method} {path[:200]}"))
+
+    def _refuse(self, reply: Reply, exc: ApiError, count: bool = True) -> None:
+        reply(exc.status, error_body(exc, self.metrics if count else None), JSON, None)
+
+    def _infer(self, req: HttpRequest, name: str, version: str | None, reply: Reply) -> Cancel | None:
+        metrics = self.metrics
+        try:
+            model = self.model_for(name, version)
+            metrics = model.metrics
+            header, binary = self.split_body(req.headers.get(HEADER_LENGTH_KEY), req.body)
+            row, options, outputs, binary_out, _origin = self._parse(header, binary, model.codec)
+        except ApiError as exc:
+            reply(exc.status, error_body(exc, metrics), JSON, None)
+            return None
+        request_id, info = header.get("id"), model.info
+
+        def done(result: InferResult) -> None:
+            if not result.ok:
+                exc = result_error(result)
+                reply(exc.status, error_body(exc, metrics), JSON, None)
+                return
+            body, content_type, headers = self.answer_parts(request_id, result, outputs, binary_out, info)
+            reply(200, body, content_type, headers)
+
+        return self.link.submit(row, options.slo_ms, options.min_accuracy, options.strict, done)
+
+
+HEADER_LENGTH_KEY = HEADER_LENGTH.lower()
 
 
 def _die_with_parent() -> None:
@@ -258,18 +353,17 @@ async def serve_frontend(config: ServeConfig, info: ModelInfo, *, index: int, ge
     link = SchedulerLink(loop, endpoint, index, generation)
     link._out_bytes = info.output_bytes
     codec = InputCodec(info, config, default_slo_ms)
-    api = FrontendApi(info, link, codec, _FrontendMetrics(), config.max_request_bytes,
-                      BearerAuth(config.auth_token), config.read_timeout_s, live=lambda: link.live)
-    runner = web.AppRunner(api.app(), access_log=None, handle_signals=False, handler_cancellation=True)
-    await runner.setup()
+    metrics = _FrontendMetrics()
+    app = FrontendApp(info, link, codec, metrics, config.max_request_bytes, BearerAuth(config.auth_token),
+                      config.read_timeout_s)
+    server = LeanHttpServer(app.handle, max_body=config.max_request_bytes, read_timeout_s=config.read_timeout_s,
+                            refused=metrics.refused)
     ssl_context = None
     if config.tls:
         from superserve.serving.server import _ssl_context
 
         ssl_context = _ssl_context(config)
-    site = web.TCPSite(runner, config.host, port, backlog=1024, ssl_context=ssl_context, reuse_port=True,
-                       shutdown_timeout=2.0)
-    await site.start()
+    await server.start(config.host, port, reuse_port=True, backlog=1024, ssl_context=ssl_context)
     link.hello()
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -284,8 +378,13 @@ async def serve_frontend(config: ServeConfig, info: ModelInfo, *, index: int, ge
     await stop.wait()
     link.closing = True
     link._flush()
-    await runner.cleanup()  # closes the listening socket, lets open handlers finish (2 s)
+    server.stop_listening()  # the siblings (or a replacement) take new connections
+    end = time.monotonic() + STOP_GRACE_S
+    while link.waiting() and time.monotonic() < end:  # open requests get their answers
+        await asyncio.sleep(0.01)
     link.fail_all("server shutting down; retry later")
+    await asyncio.sleep(0.05)  # the last answers leave
+    server.close()
     link.close()
     return 0
 

@@ -55,13 +55,18 @@ class RequestMetrics(Protocol):
     def render(self) -> bytes: ...
 
 
-def _error(exc: ApiError, metrics: RequestMetrics | None = None) -> web.Response:
+def error_body(exc: ApiError, metrics: RequestMetrics | None = None) -> bytes:
+    """The JSON body of an error answer (status ``exc.status``), its refusal counted."""
     if metrics is not None and exc.outcome is None:  # outcomes are counted by the router
         metrics.refused(exc.status)
     body: dict[str, Any] = {"error": exc.message}
     if exc.outcome is not None:
         body["outcome"] = exc.outcome.label
-    return _json(exc.status, body)
+    return json.dumps(body).encode()
+
+
+def _error(exc: ApiError, metrics: RequestMetrics | None = None) -> web.Response:
+    return web.Response(status=exc.status, body=error_body(exc, metrics), content_type="application/json")
 
 
 @dataclass
@@ -171,26 +176,31 @@ class RestApi:
     async def server_metadata(self, request: web.Request) -> web.Response:
         return web.Response(body=self._server_metadata, content_type="application/json")
 
-    def _check_model(self, request: web.Request) -> ServedModel:
-        """The served model the request names (ApiError 404 for another name or version)."""
-        name = request.match_info["model"]
+    def model_for(self, name: str, version: str | None) -> ServedModel:
+        """The served model a path names (ApiError 404 for another name or version)."""
         model = self.models.get(name)
         if model is None:
             raise unknown_model(name, list(self.models))
-        version = request.match_info.get("version")
         if version not in (None, "", "1"):
             raise ApiError(404, f"model {name!r} has no version {version!r}; it has version '1'")
         return model
+
+    def _check_model(self, request: web.Request) -> ServedModel:
+        return self.model_for(request.match_info["model"], request.match_info.get("version"))
+
+    @staticmethod
+    def metadata_json(model: ServedModel) -> bytes:
+        """Not a hot path: the live latency estimate joins the static metadata per call."""
+        meta = dict(model.metadata)
+        meta["parameters"] = {**meta.get("parameters", {}), **model.router.calibration_info()}
+        return json.dumps(meta).encode()
 
     async def model_metadata(self, request: web.Request) -> web.Response:
         try:
             model = self._check_model(request)
         except ApiError as exc:
             return _error(exc)
-        # Not a hot path: the live latency estimate joins the static metadata per call.
-        meta = dict(model.metadata)
-        meta["parameters"] = {**meta.get("parameters", {}), **model.router.calibration_info()}
-        return web.Response(body=json.dumps(meta).encode(), content_type="application/json")
+        return web.Response(body=self.metadata_json(model), content_type="application/json")
 
     async def model_ready(self, request: web.Request) -> web.Response:
         try:
@@ -274,7 +284,7 @@ class RestApi:
                                             "(Content-Length larger than the body sent?)"), metrics)
                 resp.force_close()  # the rest of that body must not be read as a new request
                 return resp
-            header, binary = self._split(request, body)
+            header, binary = self.split_body(request.headers.get(HEADER_LENGTH), body)
             row, options, outputs, binary_out, origin = self._parse(header, binary, model.codec)
             result = await model.router.infer(row, options.slo_ms, options.min_accuracy, strict=options.strict,
                                               origin=origin)
@@ -284,8 +294,10 @@ class RestApi:
             return _error(exc, metrics)
         return self._answer(header.get("id"), result, outputs, binary_out, model.info)
 
-    def _split(self, request: web.Request, body: bytes) -> tuple[dict[str, Any], memoryview | None]:
-        length = request.headers.get(HEADER_LENGTH)
+    @staticmethod
+    def split_body(length: str | None, body: bytes) -> tuple[dict[str, Any], memoryview | None]:
+        """The JSON header and the binary tensor data of an infer body (``length``: the
+        Inference-Header-Content-Length header, None without one)."""
         binary = None
         if length is not None:
             try:
@@ -343,6 +355,14 @@ class RestApi:
 
     def _answer(self, request_id: Any, result: InferResult, names: tuple[str, ...],
                 binary: dict[str, bool], info: ModelInfo | None = None) -> web.Response:
+        body, content_type, headers = self.answer_parts(request_id, result, names, binary, info)
+        return web.Response(body=body, content_type=content_type, headers=headers)
+
+    def answer_parts(self, request_id: Any, result: InferResult, names: tuple[str, ...],
+                     binary: dict[str, bool], info: ModelInfo | None = None
+                     ) -> tuple[bytes, str, dict[str, str] | None]:
+        """An answer's body, content type and extra headers (the binary extension's header
+        length when any output is binary)."""
         info = info or self.info
         outputs, blobs = [], []
         logits = result.logits or b""
@@ -370,6 +390,5 @@ class RestApi:
             body["id"] = request_id
         head = json.dumps(body).encode()
         if not blobs:
-            return web.Response(body=head, content_type="application/json")
-        return web.Response(body=b"".join([head, *blobs]), content_type="application/octet-stream",
-                            headers={HEADER_LENGTH: str(len(head))})
+            return head, "application/json", None
+        return b"".join([head, *blobs]), "application/octet-stream", {HEADER_LENGTH: str(len(head))}

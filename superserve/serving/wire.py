@@ -65,8 +65,11 @@ def send(sock: zmq.Socket, frames: list[bytes]) -> None:
         sock.send(f, _MORE if i < last else _NOBLOCK)
 
 
-def recv(sock: zmq.Socket) -> list[bytes]:
-    """The next multipart message (raises zmq.Again when none is waiting)."""
+def recv(sock: zmq.Socket) -> list[bytes] | None:
+    """The next multipart message, None when none is waiting (asked first: a zmq.Again per
+    drain costs an exception and its message, several us)."""
+    if not sock.getsockopt(_EVENTS) & _POLLIN:
+        return None
     parts = [sock.recv(_NOBLOCK)]
     while sock.getsockopt(_RCVMORE):
         parts.append(sock.recv(_NOBLOCK))
