@@ -19,7 +19,7 @@ max(20, 10 x its p99 at the largest batch). For ``--frontends 0`` and ``--fronte
    reported);
 
 and ``scheduler_ceiling_req_s``: a server with instant workers (answer at once, no compute)
-and synthetic arrivals injected straight over its ZeroMQ intake by this process (no HTTP),
+and synthetic arrivals injected straight over its front-door socket by this process (no HTTP),
 a closed loop keeping ``--window`` requests outstanding: answered requests per second and
 the scheduler's CPU per request there (intake + EDF + policy + answer).
 
@@ -32,7 +32,6 @@ import argparse
 import json
 import os
 import platform
-import struct
 import tempfile
 import time
 from pathlib import Path
@@ -46,7 +45,7 @@ from benchmarks._reliability import RESULTS, default_bundle, run_trace
 from superserve.loadgen.records import IN_TIME, LATE
 from superserve.outcome import Outcome
 from superserve.scheduling.profile import LatencyProfile
-from superserve.serving import ServerProcess
+from superserve.serving import ServerProcess, wire
 from superserve.workload import poisson
 
 
@@ -130,8 +129,8 @@ def mode_figures(bundle: str, frontends: int, *, workers: int, profile_path: Pat
     return out
 
 
-REQUEST = struct.Struct("<QdddII")  # superserve/serving/wire.py REQUEST
-ANSWER_SIZE = struct.calcsize("<QBBhHHfff2x")
+REQUEST = wire.REQUEST
+ANSWER_SIZE = wire.ANSWER.size
 
 
 def _count_answers(head: bytes, outcomes: dict[int, int]) -> tuple[int, int]:
@@ -147,30 +146,35 @@ def _count_answers(head: bytes, outcomes: dict[int, int]) -> tuple[int, int]:
 
 def ceiling(bundle: str, *, profile_path: Path, subnet: str, seconds: float, window: int, chunk: int,
             log=print) -> dict[str, Any]:
-    """Synthetic arrivals over the scheduler's ZeroMQ intake, instant workers."""
-    import zmq
-
-    from superserve.serving import wire
+    """Synthetic arrivals over the scheduler's front-door socket, instant workers."""
+    import select
+    import socket
 
     settings = dict(bundle=bundle, profile=str(profile_path), subnets=[subnet], policy="clipper+", subnet=subnet,
                     workers=1, late="shed", slo_ms=10_000.0, warmup_runs=0, grpc_port=None, queue_capacity=65536,
                     frontends=1, instant_workers=True, calibrate=False, calibration_check_s=0)
     with ServerProcess(**settings) as srv:
-        ctx = zmq.Context()
-        sock = ctx.socket(zmq.DEALER)
-        sock.setsockopt(zmq.IDENTITY, b"inject.%d" % os.getpid())
-        sock.setsockopt(zmq.LINGER, 0)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.connect(srv.info["frontdoor_endpoint"])
-        sock.send_multipart([wire.HELLO_KIND, wire.HELLO.pack(0, 0, os.getpid())])
+        sock.sendall(wire.pack([wire.HELLO_KIND, wire.HELLO.pack(wire.INJECTOR, 0, os.getpid())]))
+        reader = wire.MessageReader()
         row_len = 4 * int(np.prod(srv_input_shape(bundle)))
         rows = bytes(row_len) * chunk
         rid, sent, answered, ok = 0, 0, 0, 0
         outcomes: dict[int, int] = {}
+
+        def receive(timeout: float) -> None:
+            nonlocal answered, ok
+            if select.select([sock], [], [], timeout)[0]:
+                for frames in reader.feed(sock.recv(1 << 20)):
+                    if frames[0] == wire.ANSWERS:
+                        k, good = _count_answers(frames[1], outcomes)
+                        answered += k
+                        ok += good
+
         t_start = time.monotonic()
         t_measure, t_end = t_start + 0.5, t_start + 0.5 + seconds
         measured_from = None
-        poller = zmq.Poller()
-        poller.register(sock, zmq.POLLIN)
         while True:
             now = time.monotonic()
             if measured_from is None and now >= t_measure:
@@ -181,32 +185,17 @@ def ceiling(bundle: str, *, profile_path: Path, subnet: str, seconds: float, win
                 now = time.monotonic()
                 head = b"".join(REQUEST.pack(rid + i, now, 10_000.0, 0.0, 0, row_len) for i in range(chunk))
                 rid += chunk
-                sock.send_multipart([wire.REQUESTS, head, rows])
+                sock.sendall(wire.pack([wire.REQUESTS, head, rows]))
                 sent += chunk
-            if poller.poll(100):
-                while True:
-                    try:
-                        frames = sock.recv_multipart(zmq.NOBLOCK)
-                    except zmq.Again:
-                        break
-                    if frames[0] == wire.ANSWERS:
-                        k, good = _count_answers(frames[1], outcomes)
-                        answered += k
-                        ok += good
+            receive(0.1)
         if measured_from is None:
             raise RuntimeError("the run ended before its measuring window began")
         a0, c0, t0 = measured_from
         a1, c1, t1 = answered, cpu_s([srv.pid]), time.monotonic()
         drain_end = time.monotonic() + 10.0
         while answered < sent and time.monotonic() < drain_end:
-            if poller.poll(100):
-                frames = sock.recv_multipart()
-                if frames[0] == wire.ANSWERS:
-                    k, good = _count_answers(frames[1], outcomes)
-                    answered += k
-                    ok += good
-        sock.close(0)
-        ctx.term()
+            receive(0.1)
+        sock.close()
     res = {"scheduler_ceiling_req_s": round((a1 - a0) / (t1 - t0), 1),
            "scheduler_cpu_us_per_request_at_ceiling": round(1e6 * (c1 - c0) / max(1, a1 - a0), 2),
            "scheduler_cpu_share_at_ceiling": round((c1 - c0) / (t1 - t0), 3),

@@ -1,5 +1,5 @@
 """The front door (`superserve serve --frontends N`, docs/frontdoor.md): REST front-end
-processes passing decoded requests to the scheduler over ZeroMQ.
+processes passing decoded requests to the scheduler over Unix stream sockets.
 
 A real server with two front ends on the embedded bundle (Clipper+ on one SubNet, so a
 single-process server given the same inputs must give the same classes), real clients;
@@ -11,6 +11,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -18,11 +19,13 @@ import urllib.request
 import aiohttp
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from superserve.embedded import EMBEDDED_DIR
 from superserve.outcome import Outcome
 from superserve.scheduling.profile import LatencyProfile
-from superserve.serving import ServerProcess
+from superserve.serving import ServerProcess, wire
 from superserve.serving.messages import BatchDone
 
 BUNDLE = os.environ.get("SUPERSERVE_BUNDLE", str(EMBEDDED_DIR))
@@ -236,6 +239,48 @@ def test_hot_reload_replaces_the_front_ends_one_at_a_time(server, tmp_path):
         assert meta["parameters"]["subnets"] == 2
 
 
+def _injector(srv) -> socket.socket:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(30)
+    s.connect(srv.info["frontdoor_endpoint"])
+    return s
+
+
+def _answers(s: socket.socket, n: int) -> list[int]:
+    reader, outcomes = wire.MessageReader(), []
+    while len(outcomes) < n:
+        data = s.recv(1 << 20)
+        assert data, "connection closed"
+        for frames in reader.feed(data):
+            if frames[0] == wire.ANSWERS:
+                outcomes += [rec[1] for rec in wire.ANSWER.iter_unpack(frames[1])]
+    return outcomes
+
+
+def test_injected_records_are_answered_and_broken_peers_are_dropped(server):
+    row = images(1)[0].tobytes()
+    good = _injector(server)
+    good.sendall(wire.pack([wire.HELLO_KIND, wire.HELLO.pack(wire.INJECTOR, 0, os.getpid())]))
+    now = time.monotonic()
+    head = b"".join(wire.REQUEST.pack(i, now, 5000.0, 0.0, 0, len(row)) for i in range(3))
+    head += wire.REQUEST.pack(3, now, 5000.0, 0.0, 0, 7)  # a row of the wrong size: an error answer
+    good.sendall(wire.pack([wire.REQUESTS, head, row * 3 + b"x" * 7]))
+    outcomes = _answers(good, 4)
+    assert sorted(outcomes) == sorted([Outcome.IN_TIME.value] * 3 + [Outcome.ERROR.value])
+    # a peer that breaks the framing, and one that claims to be a front end it is not: disconnected
+    for junk in (wire.MSG.pack(wire.MAX_MESSAGE_BYTES + 1, 1),
+                 wire.pack([wire.HELLO_KIND, wire.HELLO.pack(0, 99, os.getpid())])):
+        bad = _injector(server)
+        bad.sendall(junk)
+        assert bad.recv(1024) == b""
+        bad.close()
+    # the server keeps serving, over HTTP and the good connection
+    assert http(server.http_url, f"/v2/models/{MODEL}/infer", json_body(images(1)[0], slo_ms=2000))[0] == 200
+    good.sendall(wire.pack([wire.REQUESTS, wire.REQUEST.pack(9, time.monotonic(), 5000.0, 0.0, 0, len(row)), row]))
+    assert _answers(good, 1) == [Outcome.IN_TIME.value]
+    good.close()
+
+
 def test_sigterm_answers_requests_in_flight(server):
     """Last of the module's server tests: SIGTERM while requests are in flight; each gets
     its answer (200, or 503 once draining ends), the server exits 0 (the fixture checks)."""
@@ -316,3 +361,29 @@ def test_observe_many_matches_observe():
         return [line for line in generate_latest(r).decode().splitlines() if "_created" not in line]
 
     assert samples(one) == samples(many)
+
+
+# --- the wire: framing, and a peer that breaks it ----------------------------------------------
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(st.binary(max_size=300), min_size=1, max_size=wire.MAX_FRAMES), max_size=8),
+       st.lists(st.integers(1, 700), min_size=1, max_size=20))
+def test_message_reader_gives_back_what_was_packed_however_the_stream_is_cut(messages, cuts):
+    stream = b"".join(wire.pack(m) for m in messages)
+    reader, got, pos, i = wire.MessageReader(), [], 0, 0
+    while pos < len(stream):
+        step = cuts[i % len(cuts)]
+        got += reader.feed(stream[pos:pos + step])
+        pos, i = pos + step, i + 1
+    assert got == messages and not reader.buf
+
+
+@pytest.mark.parametrize("junk", [
+    wire.MSG.pack(wire.MAX_MESSAGE_BYTES + 1, 1),  # over the bound
+    wire.MSG.pack(4, 0) + b"\0" * 4,  # no frame
+    wire.MSG.pack(4, wire.MAX_FRAMES + 1) + b"\0" * 4,  # too many frames
+    wire.MSG.pack(8, 1) + wire.FRAME.pack(100) + b"abcd",  # a frame past the end
+    wire.MSG.pack(9, 1) + wire.FRAME.pack(4) + b"abcde",  # frames do not fill it
+])
+def test_message_reader_refuses_broken_framing(junk):
+    with pytest.raises(wire.ProtocolError):
+        wire.MessageReader().feed(junk)

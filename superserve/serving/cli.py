@@ -65,7 +65,7 @@ def serve_command(
     log_format: Optional[str] = typer.Option(None, help="stderr log lines: text (default) or json (one object "
                                                         "per line: ts, level, logger, msg, event fields)"),
     frontends: Optional[int] = typer.Option(None, help="REST front-end processes sharing --http-port (SO_REUSEPORT), "
-                                                       "passing decoded requests to this process over ZeroMQ "
+                                                       "passing decoded requests to this process over Unix sockets "
                                                        "(default 0: one process does everything; docs/frontdoor.md)"),
 ) -> None:
     """Serve a SuperNet over KServe v2 REST and gRPC, choosing SubNet and batch per decision.

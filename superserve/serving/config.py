@@ -125,7 +125,7 @@ class ServeConfig:
     inject_crash_value: float | None = None
     # --- front door (docs/frontdoor.md) ------------------------------------------------------
     # N >= 1: N front-end processes serve REST on http_port (SO_REUSEPORT) and pass decoded
-    # requests to this process (the scheduler) over ZeroMQ; 0: one process does everything.
+    # requests to this process (the scheduler) over Unix sockets; 0: one process does everything.
     frontends: int = 0
     # Testing only (benchmarks/frontdoor.py): workers answer every batch at once, no compute.
     instant_workers: bool = False

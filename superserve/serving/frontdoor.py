@@ -2,16 +2,16 @@
 
 N front-end processes (superserve/serving/frontend.py) share the HTTP port with
 ``SO_REUSEPORT``: they parse, validate and decode requests and pass compact records to this
-process over one ZeroMQ ROUTER socket (wire format: superserve/serving/wire.py). Here, one
-reader callback on the event loop drains the socket in batches and puts each record straight
-into the router's EDF queue (:meth:`Router.submit`: no coroutine, no future per request);
-answers are collected per front end and sent as one message per front end per loop
-iteration (one finished batch, or the refusals of one intake burst).
+process over a Unix stream socket each (wire format: superserve/serving/wire.py). Here,
+each connection's protocol callback puts every record of a message straight into the
+router's EDF queue (:meth:`Router.submit`: no coroutine, no future per request); answers
+are collected per front end and sent as one message per front end per loop iteration (one
+finished batch, or the refusals of one intake burst).
 
 Failure handling: every request gets exactly one answer. A front end that dies is seen at
 once (its pidfd becomes readable): its queued requests are cancelled (their clients' TCP
-connections died with it) and it is restarted with back-off under a new ZeroMQ identity, so
-answers meant for the dead one are dropped by the ROUTER, never delivered to the new one.
+connections died with it) and it is restarted with back-off; the new process connects
+anew, so answers meant for the dead one can never reach it.
 The other front ends keep serving the port meanwhile. On shutdown the router drains and
 answers everything (503 for what is left), the answers are flushed, then the front ends get
 SIGTERM (they finish their open responses) and SIGKILL after a grace period.
@@ -33,8 +33,6 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
-
-import zmq
 
 from superserve.outcome import Outcome
 from superserve.serving import wire
@@ -87,7 +85,7 @@ class _Frontend:
 
     def __init__(self, door: "FrontDoor", index: int, generation: int) -> None:
         self.door, self.index, self.generation = door, index, generation
-        self.identity = wire.identity(index, generation)
+        self.channel: wire.Channel | None = None  # its connection, once it said hello
         self.proc: subprocess.Popen | None = None
         self.pid: int | None = None
         self.pidfd: int | None = None
@@ -112,21 +110,19 @@ class FrontDoor:
                              f"messages ({wire.MAX_MESSAGE_BYTES // 2} bytes at most); serve it with --frontends 0")
         self._dir = Path(tempfile.mkdtemp(prefix="superserve-frontdoor-"))
         os.chmod(self._dir, 0o700)  # the IPC socket: this user's processes only
-        self.endpoint = f"ipc://{self._dir}/scheduler.sock"
-        self.ctx = zmq.Context.instance()
-        sock = self.sock = self.ctx.socket(zmq.ROUTER)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.MAXMSGSIZE, wire.MAX_MESSAGE_BYTES)  # bounded messages
-        # Answers are bounded by the requests in flight (queue_capacity + running batches), so
-        # no HWM: a ROUTER at its HWM would silently drop answers.
-        sock.setsockopt(zmq.SNDHWM, 0)
-        sock.setsockopt(zmq.RCVHWM, 0)
-        sock.bind(self.endpoint)
-        self.fd = sock.getsockopt(zmq.FD)
-        self._by_identity: dict[bytes, _Frontend] = {}
+        self.endpoint = str(self._dir / "scheduler.sock")
+        # Listening from here on: front ends may connect before the loop accepts (backlog).
+        listener = self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(self.endpoint)
+        listener.listen(256)
+        listener.setblocking(False)
+        self._server: asyncio.AbstractServer | None = None
+        self._accepting: asyncio.Task | None = None
+        # Said hello, connection open: where answers and status go. Answers are bounded by
+        # the requests in flight (queue_capacity + running batches).
+        self._connected: list[_Frontend] = []
         self.slots: list[_Frontend | None] = [None] * self.count
         self._flush_scheduled = False
-        self._read_scheduled = False
         self._stopping = False
         self._closed = False
         self._retiring: list[_Frontend] = []
@@ -155,10 +151,14 @@ class FrontDoor:
         return self.port
 
     def start(self) -> None:
-        self.loop.add_reader(self.fd, self._readable)
+        self._accepting = self.loop.create_task(self._accept())
         for i in range(self.count):
             self._spawn(i, 0)
         self._status_timer = self.loop.call_later(STATUS_EVERY_S, self._status_tick)
+
+    async def _accept(self) -> None:
+        self._server = await self.loop.create_unix_server(lambda: wire.Channel(self._message, self._lost),
+                                                          sock=self._listener)
 
     async def wait_connected(self, timeout_s: float = 60.0) -> None:
         """Wait until every front end said hello (it is bound and connected)."""
@@ -186,7 +186,6 @@ class FrontDoor:
             stdin=subprocess.DEVNULL, env=env)
         fe.pid = fe.proc.pid
         self.slots[index] = fe
-        self._by_identity[fe.identity] = fe
         try:
             fe.pidfd = os.pidfd_open(fe.pid)
             self.loop.add_reader(fe.pidfd, self._exited, fe)
@@ -202,7 +201,7 @@ class FrontDoor:
             os.close(fe.pidfd)
             fe.pidfd = None
         code = fe.proc.poll() if fe.proc is not None else None
-        self._by_identity.pop(fe.identity, None)
+        self._disconnect(fe)
         lost = list(fe.pending.values())
         fe.pending.clear()
         fe.out.clear()
@@ -264,11 +263,14 @@ class FrontDoor:
         if self._closed:
             return
         self._closed = True
-        try:
-            self.loop.remove_reader(self.fd)
-        except (ValueError, OSError):
-            pass
-        self.sock.close(0)
+        if self._accepting is not None:
+            self._accepting.cancel()
+        if self._server is not None:
+            self._server.close()
+        else:
+            self._listener.close()
+        for fe in list(self._connected):
+            self._disconnect(fe)
         if self._port_sock is not None:
             self._port_sock.close()
         shutil.rmtree(self._dir, ignore_errors=True)
@@ -310,63 +312,71 @@ class FrontDoor:
         return [fe.pid if fe is not None else None for fe in self.slots]
 
     # --- intake --------------------------------------------------------------------------
-    def _readable(self) -> None:
-        """Drain the socket: up to 256 messages per call (each up to MAX_RECORDS records),
-        then yield to the loop and come back if more wait (ZeroMQ's fd is edge-triggered)."""
-        self._read_scheduled = False
-        sock = self.sock
-        for _ in range(256):
-            try:
-                frames = wire.recv(sock)
-            except zmq.Again:
-                return
-            if frames is None:
-                return
-            try:
-                self._message(frames)
-            except Exception as exc:  # a malformed message must never stop the intake
-                log(30, f"front door: dropped a malformed message: {type(exc).__name__}: {exc}")
-        self._kick()
+    def _message(self, channel: wire.Channel, frames: list[bytes]) -> None:
+        try:
+            self._take(channel, frames)
+        except Exception as exc:  # a malformed message must never stop the intake
+            log(30, f"front door: dropped a malformed message: {type(exc).__name__}: {exc}")
 
-    def _kick(self) -> None:
-        """Schedule a drain if messages are waiting (after a send, ZeroMQ may have consumed
-        the fd's edge)."""
-        if not self._read_scheduled and wire.waiting(self.sock):
-            self._read_scheduled = True
-            self.loop.call_soon(self._readable)
-
-    def _message(self, frames: list[bytes]) -> None:
-        if len(frames) < 2:
-            return
-        kind = frames[1]
-        fe = self._by_identity.get(frames[0])
+    def _take(self, channel: wire.Channel, frames: list[bytes]) -> None:
+        kind = frames[0]
+        fe = channel.peer
         if kind == wire.REQUESTS:
-            if fe is None or len(frames) != 4:
-                return
-            self._requests(fe, frames[2], frames[3])
+            if isinstance(fe, _Frontend) and len(frames) == 3:
+                self._requests(fe, frames[1], frames[2])
         elif kind == wire.CANCELS:
-            if fe is None or len(frames) != 3:
+            if not isinstance(fe, _Frontend) or len(frames) != 2:
                 return
             cancel = self.router.cancel
-            for (rid,) in wire.CANCEL.iter_unpack(frames[2]):
+            for (rid,) in wire.CANCEL.iter_unpack(frames[1]):
                 req = fe.pending.pop(rid, None)
                 if req is not None:
                     reply = pending(req).future
                     if isinstance(reply, _Reply):
                         reply.drop()
                     cancel(req)
-        elif kind == wire.HELLO_KIND and len(frames) == 3:
-            index, generation, pid = wire.HELLO.unpack(frames[2])
-            if fe is None:  # an injector (benchmarks): not supervised
-                fe = _Frontend(self, -1, generation)
-                fe.identity, fe.pid = frames[0], pid
-                self._by_identity[fe.identity] = fe
-            if fe.index >= 0 and not fe.hello:
-                self.events.emit("frontend_ready", f"front end {fe.index} (pid {pid}) serving port {self.port}",
-                                 frontend=fe.index, pid=pid, restarted=fe.generation > 0)
-            fe.hello = True
-            self._send_status(fe)
-            self._hello.set()
+        elif kind == wire.HELLO_KIND and len(frames) == 2 and fe is None:
+            self._hello_from(channel, *wire.HELLO.unpack(frames[1]))
+
+    def _hello_from(self, channel: wire.Channel, index: int, generation: int, pid: int) -> None:
+        if index == wire.INJECTOR:  # a load injector (benchmarks): served, not supervised
+            fe = _Frontend(self, -1, generation)
+            fe.pid = pid
+        else:
+            slot = self.slots[index] if index < self.count else None
+            if slot is None or slot.generation != generation or not slot.alive or slot.channel is not None:
+                log(30, f"front door: hello from an unknown front end ({index}.{generation}, pid {pid}): closed")
+                channel.close()
+                return
+            fe = slot
+        fe.channel, channel.peer = channel, fe
+        self._connected.append(fe)
+        if fe.index >= 0 and not fe.hello:
+            self.events.emit("frontend_ready", f"front end {fe.index} (pid {pid}) serving port {self.port}",
+                             frontend=fe.index, pid=pid, restarted=fe.generation > 0)
+        fe.hello = True
+        self._send_status(fe)
+        self._hello.set()
+
+    def _lost(self, channel: wire.Channel) -> None:
+        """A connection closed. An injector's requests are cancelled; a front end's death is
+        seen by its pidfd (one that lost its connection exits by itself)."""
+        fe = channel.peer
+        if not isinstance(fe, _Frontend):
+            return
+        if fe.index < 0:
+            self._exited(fe)
+        else:
+            self._disconnect(fe)
+
+    def _disconnect(self, fe: _Frontend) -> None:
+        if fe in self._connected:
+            self._connected.remove(fe)
+        fe.out.clear()
+        if fe.channel is not None:
+            fe.channel.peer = None
+            fe.channel.close()
+            fe.channel = None
 
     def _requests(self, fe: _Frontend, head: bytes, rows: bytes) -> None:
         size = wire.REQUEST.size
@@ -394,10 +404,10 @@ class FrontDoor:
     def _flush(self) -> None:
         """One answers message per front end holding answers."""
         self._flush_scheduled = False
-        pack, sock = wire.ANSWER.pack, self.sock
-        for fe in list(self._by_identity.values()):
+        pack = wire.ANSWER.pack
+        for fe in list(self._connected):
             out = fe.out
-            if not out:
+            if not out or fe.channel is None:
                 continue
             fe.out = []
             for i in range(0, len(out), wire.MAX_RECORDS):
@@ -412,18 +422,15 @@ class FrontDoor:
                     texts.append(text)
                     head.append(pack(rid, o, r.floor_met, r.worker, r.batch_size, len(text), r.accuracy,
                                      r.queue_ms, r.compute_ms))
-                try:
-                    wire.send(sock, [fe.identity, wire.ANSWERS, b"".join(head), b"".join(logits),
-                                     b"".join(texts)])
-                except zmq.ZMQError as exc:  # the peer is gone (its requests are cancelled on its death)
-                    log(30, f"front door: answers to front end {fe.index} not sent: {exc}")
-        self._kick()
+                if not fe.channel.send([wire.ANSWERS, b"".join(head), b"".join(logits), b"".join(texts)]):
+                    # the peer is gone (its requests are cancelled on its death)
+                    log(30, f"front door: answers to front end {fe.index} not sent: connection closed")
+                    break
 
     def _status_tick(self) -> None:
         self._status_timer = None
-        for fe in list(self._by_identity.values()):
-            if fe.hello:
-                self._send_status(fe)
+        for fe in list(self._connected):
+            self._send_status(fe)
         for fe in self.slots:  # without pidfd: poll
             if fe is not None and fe.alive and fe.pidfd is None and fe.proc is not None and fe.proc.poll() is not None:
                 self._exited(fe)
@@ -431,19 +438,14 @@ class FrontDoor:
             self._status_timer = self.loop.call_later(STATUS_EVERY_S, self._status_tick)
 
     def broadcast_status(self) -> None:
-        for fe in list(self._by_identity.values()):
-            if fe.hello:
-                self._send_status(fe)
+        for fe in list(self._connected):
+            self._send_status(fe)
 
     def _send_status(self, fe: _Frontend) -> None:
         router = self.router
-        body = json.dumps(router.calibration_info()).encode()
-        try:
-            wire.send(self.sock, [fe.identity, wire.STATUS_KIND,
-                                  wire.STATUS.pack(router.ready, bool(self.live())), body])
-        except zmq.ZMQError:
-            pass
-        self._kick()
+        if fe.channel is not None:
+            body = json.dumps(router.calibration_info()).encode()
+            fe.channel.send([wire.STATUS_KIND, wire.STATUS.pack(router.ready, bool(self.live())), body])
 
 
 _SUBNET_BYTES: dict[str, bytes] = {}

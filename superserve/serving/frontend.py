@@ -8,7 +8,7 @@ decoding and answer encoding are the very code of the single-process server
 (:class:`~superserve.serving.rest.RestApi` and :class:`~superserve.serving.codec.InputCodec`),
 so both modes accept and refuse the same inputs with the same statuses. The router is
 replaced by :class:`SchedulerLink`, which passes each decoded row to the scheduler process
-over ZeroMQ (superserve/serving/wire.py) and calls the request's answer callback from the
+over a Unix stream socket (superserve/serving/wire.py) and calls the request's answer callback from the
 scheduler's batched answers.
 
 Started and supervised by the scheduler (superserve/serving/frontdoor.py); it exits when its
@@ -28,8 +28,6 @@ import sys
 import time
 from typing import Any, Callable
 from urllib.parse import unquote
-
-import zmq
 
 from superserve.outcome import Outcome
 from superserve.serving import wire
@@ -69,26 +67,17 @@ class SchedulerLink:
     the scheduler's status messages)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, endpoint: str, index: int, generation: int) -> None:
-        self.loop = loop
+        self.loop, self.endpoint = loop, endpoint
         self.index, self.generation = index, generation
-        self.ctx = zmq.Context.instance()
-        sock = self.sock = self.ctx.socket(zmq.DEALER)
-        sock.setsockopt(zmq.IDENTITY, wire.identity(index, generation))
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.SNDHWM, 100_000)
-        sock.setsockopt(zmq.RCVHWM, 0)
-        sock.setsockopt(zmq.MAXMSGSIZE, wire.MAX_MESSAGE_BYTES)
-        sock.connect(endpoint)
-        self.fd = sock.getsockopt(zmq.FD)
-        loop.add_reader(self.fd, self._readable)
+        self.channel: wire.Channel | None = None
+        self.on_lost: Callable[[], None] = lambda: None  # the scheduler went away
         self._ids = itertools.count(1)
         self._waiting: dict[int, tuple[Callable[[InferResult], None], float]] = {}
         self._head = bytearray()
         self._rows: list[bytes] = []
-        self._row_bytes = 0  # a message stays under half the scheduler's MAXMSGSIZE
+        self._row_bytes = 0  # a message stays under half of MAX_MESSAGE_BYTES
         self._cancels: list[int] = []
         self._flush_scheduled = False
-        self._read_scheduled = False
         self.closing = False
         self._ready = False
         self.live = True
@@ -96,8 +85,13 @@ class SchedulerLink:
         self._last_status = 0.0
         self._sweeper = loop.call_later(1.0, self._sweep)
 
+    async def connect(self) -> None:
+        _, self.channel = await self.loop.create_unix_connection(lambda: wire.Channel(self._message, self._lost),
+                                                                 self.endpoint)
+
     def hello(self) -> None:
-        self.sock.send_multipart([wire.HELLO_KIND, wire.HELLO.pack(self.index, self.generation, os.getpid())])
+        if self.channel is not None:
+            self.channel.send([wire.HELLO_KIND, wire.HELLO.pack(self.index, self.generation, os.getpid())])
 
     # --- what RestApi asks of a router ---------------------------------------------------
     @property
@@ -153,22 +147,25 @@ class SchedulerLink:
     def _flush(self) -> None:
         """Everything queued this loop iteration, as one requests message (and one cancels)."""
         self._flush_scheduled = False
+        channel = self.channel
         if self._rows:
             head, rows = bytes(self._head), self._rows
             self._head, self._rows, self._row_bytes = bytearray(), [], 0
-            try:
-                wire.send(self.sock, [wire.REQUESTS, head, b"".join(rows)])
-            except zmq.ZMQError as exc:  # the scheduler is not taking messages: answer now
+            why = None
+            if channel is None or not channel.open:
+                why = "scheduler unreachable"
+            elif channel.buffered() > wire.MAX_MESSAGE_BYTES:
+                why = "scheduler not keeping up with this front end"
+            if why is None and channel is not None and channel.send([wire.REQUESTS, head, b"".join(rows)]):
+                pass
+            else:  # answer now
                 for (rid, *_rest) in wire.REQUEST.iter_unpack(head):
-                    self._resolve(rid, InferResult(Outcome.UNAVAILABLE, message=f"scheduler unreachable ({exc}); "
+                    self._resolve(rid, InferResult(Outcome.UNAVAILABLE, message=f"{why or 'scheduler unreachable'}; "
                                                    "retry later"))
         if self._cancels:
             ids, self._cancels = self._cancels, []
-            try:
-                wire.send(self.sock, [wire.CANCELS, b"".join(wire.CANCEL.pack(i) for i in ids)])
-            except zmq.ZMQError:
-                pass
-        self._kick()
+            if channel is not None:
+                channel.send([wire.CANCELS, b"".join(wire.CANCEL.pack(i) for i in ids)])
 
     def _resolve(self, rid: int, result: InferResult) -> None:
         entry = self._waiting.pop(rid, None)
@@ -176,33 +173,24 @@ class SchedulerLink:
             entry[0](result)
 
     # --- from the scheduler --------------------------------------------------------------
-    def _kick(self) -> None:
-        if not self._read_scheduled and wire.waiting(self.sock):
-            self._read_scheduled = True
-            self.loop.call_soon(self._readable)
+    def _lost(self, channel: wire.Channel) -> None:
+        self.channel, self._ready, self.live = None, False, False
+        self.fail_all("the scheduler went away; retry later")
+        self.on_lost()
 
-    def _readable(self) -> None:
-        self._read_scheduled = False
-        for _ in range(256):
+    def _message(self, channel: wire.Channel, frames: list[bytes]) -> None:
+        kind = frames[0]
+        if kind == wire.ANSWERS and len(frames) == 4:
+            self._answers(frames[1], frames[2], frames[3])
+        elif kind == wire.STATUS_KIND and len(frames) == 3:
+            ready, live = wire.STATUS.unpack(frames[1])
+            self._ready, self.live, self._last_status = bool(ready), bool(live), time.monotonic()
             try:
-                frames = wire.recv(self.sock)
-            except zmq.ZMQError:  # zmq.Again included
-                return
-            if frames is None:
-                return
-            kind = frames[0]
-            if kind == wire.ANSWERS and len(frames) == 4:
-                self._answers(frames[1], frames[2], frames[3])
-            elif kind == wire.STATUS_KIND and len(frames) == 3:
-                ready, live = wire.STATUS.unpack(frames[1])
-                self._ready, self.live, self._last_status = bool(ready), bool(live), time.monotonic()
-                try:
-                    info = json.loads(frames[2])
-                    if isinstance(info, dict):
-                        self._calibration = info
-                except ValueError:
-                    pass
-        self._kick()
+                info = json.loads(frames[2])
+                if isinstance(info, dict):
+                    self._calibration = info
+            except ValueError:
+                pass
 
     def _answers(self, head: bytes, logits: bytes, texts: bytes) -> None:
         waiting = self._waiting
@@ -239,11 +227,8 @@ class SchedulerLink:
 
     def close(self) -> None:
         self._sweeper.cancel()
-        try:
-            self.loop.remove_reader(self.fd)
-        except (ValueError, OSError):
-            pass
-        self.sock.close(0)
+        if self.channel is not None:
+            self.channel.close()
 
 
 def _nothing() -> None:
@@ -363,9 +348,11 @@ async def serve_frontend(config: ServeConfig, info: ModelInfo, *, index: int, ge
         from superserve.serving.server import _ssl_context
 
         ssl_context = _ssl_context(config)
+    await link.connect()
     await server.start(config.host, port, reuse_port=True, backlog=1024, ssl_context=ssl_context)
     link.hello()
     stop = asyncio.Event()
+    link.on_lost = stop.set
     loop.add_signal_handler(signal.SIGTERM, stop.set)
 
     def watch_parent() -> None:
