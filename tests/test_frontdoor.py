@@ -36,7 +36,7 @@ MAX_BODY = 64 * 1024
 def _settings() -> dict:
     subnet = LatencyProfile.load(os.path.join(BUNDLE, "profile.json")).largest.id
     return dict(bundle=BUNDLE, workers=1, warmup_runs=1, calibration_check_s=0, policy="clipper+",
-                subnet=subnet, max_request_bytes=MAX_BODY, grpc_port=None)
+                subnet=subnet, max_request_bytes=MAX_BODY, grpc_port=0)
 
 
 @pytest.fixture(scope="module")
@@ -114,6 +114,31 @@ def test_health_metadata_and_tritonclient(server):
     res = client.infer(MODEL, [inp], outputs=[triton.InferRequestedOutput("logits", binary_data=True)])
     assert res.as_numpy("logits").shape == (1, 10)
     assert res.get_response()["parameters"]["outcome"] == "in_time"
+
+
+def test_grpc_is_served_by_the_front_ends_with_the_same_answers(server):
+    import tritonclient.grpc as tg
+    from tritonclient.utils import InferenceServerException
+
+    client = tg.InferenceServerClient(server.grpc_address)
+    assert client.is_server_live() and client.is_server_ready() and client.is_model_ready(MODEL)
+    assert client.get_model_metadata(MODEL, as_json=True)["name"] == MODEL
+    imgs = images(6, seed=5)
+    got = []
+    for img in imgs:
+        inp = tg.InferInput("input", [1, 1, 28, 28], "FP32")
+        inp.set_data_from_numpy(img)
+        res = client.infer(MODEL, [inp], parameters={"slo_ms": "2000"})
+        assert res.get_response(as_json=True)["parameters"]["outcome"]["string_param"] == "in_time"
+        got.append(int(res.as_numpy("class_index").reshape(-1)[0]))
+    assert got == classes(server.http_url, imgs)  # the same model answers both protocols
+    bad = tg.InferInput("input", [1, 3, 28, 28], "FP32")
+    bad.set_data_from_numpy(np.zeros((1, 3, 28, 28), np.float32))
+    with pytest.raises(InferenceServerException, match="shape"):
+        client.infer(MODEL, [bad])
+    inp = tg.InferInput("input", [1, 1, 28, 28], "FP32")
+    inp.set_data_from_numpy(imgs[0])
+    assert client.infer(MODEL, [inp], parameters={"slo_ms": "2000"}).as_numpy("logits").shape == (1, 10)
 
 
 def test_same_classes_as_single_process(server):

@@ -72,12 +72,14 @@ class Harness:
         return sum(self.statuses.values()) + sum(self.grpc_codes.values())
 
 
-@pytest.fixture(scope="module")
-def harness():
+@pytest.fixture(scope="module", params=[0, 2], ids=["single-process", "frontends-2"])
+def harness(request):
+    """The single-process server, then one with two front-end processes (REST and gRPC on the
+    lean HTTP path and the front ends' gRPC servers; docs/frontdoor.md)."""
     srv = ServerProcess(bundle=BUNDLE, workers=1, warmup_runs=1, late="serve", queue_capacity=4096,
-                        read_timeout_s=1.0).start()
+                        read_timeout_s=1.0, frontends=request.param).start()
     h = Harness(srv)
-    h.pids = (srv.pid, tuple(srv.worker_pids))
+    h.pids = (srv.pid, tuple(srv.worker_pids), tuple(srv.info.get("frontend_pids", ())))
     yield h
     h.close()
     srv.stop()
@@ -471,11 +473,15 @@ def test_after_fuzzing_nothing_died_and_a_good_request_is_answered_correctly(har
     assert harness.sent >= 10_000
     assert not harness.bad, harness.bad[:10]
     srv = harness.srv
-    assert srv.running and (srv.pid, tuple(srv.worker_pids)) == harness.pids
-    assert [e["event"] for e in srv.events() if e["event"].startswith("worker_") and e["event"] != "worker_ready"] == []
+    assert srv.running and (srv.pid, tuple(srv.worker_pids), tuple(srv.info.get("frontend_pids", ()))) == harness.pids
+    assert [e["event"] for e in srv.events() if e["event"].startswith(("worker_", "frontend_"))
+            and e["event"] not in ("worker_ready", "frontend_ready")] == []
+    # /metrics is on the scheduler's own port when front ends serve the public one
+    admin = (f"http://{srv.config.host}:{srv.info['scheduler_http_port']}" if "scheduler_http_port" in srv.info
+             else srv.http_url)
 
     async def metrics_and_answer():
-        async with harness.session.get(srv.http_url + "/metrics") as r:
+        async with harness.session.get(admin + "/metrics") as r:
             text = await r.text()
         bundle = load_bundle(BUNDLE)
         x = np.random.default_rng(0).random((1, 1, 28, 28), dtype=np.float32)

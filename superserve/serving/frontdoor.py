@@ -130,7 +130,8 @@ class FrontDoor:
         self._status_timer: asyncio.TimerHandle | None = None
         self._hello = asyncio.Event()
         self.port = 0
-        self._port_sock: socket.socket | None = None
+        self.grpc_port: int | None = None  # the front ends serve gRPC too when the config has a port
+        self._port_socks: list[socket.socket] = []
         self.received = 0  # records taken in
         self._config_path = self._dir / "config.json"
         settings = config.to_dict()
@@ -139,16 +140,21 @@ class FrontDoor:
 
     # --- start / stop --------------------------------------------------------------------
     def reserve_port(self) -> int:
-        """Resolve the HTTP port (0: a free one) and hold it with a bound, non-listening
-        ``SO_REUSEPORT`` socket, so every front end binds the same port and a restarted one
-        finds it still ours."""
+        """Resolve the HTTP port (and the gRPC port, when set; 0: a free one) and hold each
+        with a bound, non-listening ``SO_REUSEPORT`` socket, so every front end binds the same
+        ports and a restarted one finds them still ours."""
+        self.port = self._reserve(self.config.http_port)
+        if self.config.grpc_port is not None:
+            self.grpc_port = self._reserve(self.config.grpc_port)
+        return self.port
+
+    def _reserve(self, port: int) -> int:
         family = socket.AF_INET6 if ":" in self.config.host else socket.AF_INET
         s = socket.socket(family, socket.SOCK_STREAM)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        s.bind((self.config.host, self.config.http_port))
-        self._port_sock = s
-        self.port = s.getsockname()[1]
-        return self.port
+        s.bind((self.config.host, port))
+        self._port_socks.append(s)
+        return s.getsockname()[1]
 
     def start(self) -> None:
         self._accepting = self.loop.create_task(self._accept())
@@ -182,7 +188,8 @@ class FrontDoor:
         fe.proc = subprocess.Popen(
             [sys.executable, "-m", "superserve.serving.frontend", "--config", str(self._config_path),
              "--index", str(index), "--generation", str(generation), "--endpoint", self.endpoint,
-             "--port", str(self.port), "--slo-ms", repr(self.default_slo_ms), "--parent", str(os.getpid())],
+             "--port", str(self.port), "--slo-ms", repr(self.default_slo_ms), "--parent", str(os.getpid())]
+            + (["--grpc-port", str(self.grpc_port)] if self.grpc_port is not None else []),
             stdin=subprocess.DEVNULL, env=env)
         fe.pid = fe.proc.pid
         self.slots[index] = fe
@@ -271,8 +278,8 @@ class FrontDoor:
             self._listener.close()
         for fe in list(self._connected):
             self._disconnect(fe)
-        if self._port_sock is not None:
-            self._port_sock.close()
+        for s in self._port_socks:
+            s.close()
         shutil.rmtree(self._dir, ignore_errors=True)
 
     # --- hot reload ----------------------------------------------------------------------

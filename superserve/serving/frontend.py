@@ -333,7 +333,7 @@ def _die_with_parent() -> None:
 
 
 async def serve_frontend(config: ServeConfig, info: ModelInfo, *, index: int, generation: int, endpoint: str,
-                         port: int, default_slo_ms: float, parent: int) -> int:
+                         port: int, default_slo_ms: float, parent: int, grpc_port: int | None = None) -> int:
     loop = asyncio.get_running_loop()
     link = SchedulerLink(loop, endpoint, index, generation)
     link._out_bytes = info.output_bytes
@@ -350,6 +350,7 @@ async def serve_frontend(config: ServeConfig, info: ModelInfo, *, index: int, ge
         ssl_context = _ssl_context(config)
     await link.connect()
     await server.start(config.host, port, reuse_port=True, backlog=1024, ssl_context=ssl_context)
+    grpc_server = await _start_grpc(config, info, link, codec, metrics, grpc_port) if grpc_port is not None else None
     link.hello()
     stop = asyncio.Event()
     link.on_lost = stop.set
@@ -366,14 +367,43 @@ async def serve_frontend(config: ServeConfig, info: ModelInfo, *, index: int, ge
     link.closing = True
     link._flush()
     server.stop_listening()  # the siblings (or a replacement) take new connections
+    # gRPC: no new calls; the open ones end with their answers (or the 503s below)
+    grpc_stopped = asyncio.ensure_future(grpc_server.stop(STOP_GRACE_S + 1.0)) if grpc_server is not None else None
     end = time.monotonic() + STOP_GRACE_S
     while link.waiting() and time.monotonic() < end:  # open requests get their answers
         await asyncio.sleep(0.01)
     link.fail_all("server shutting down; retry later")
     await asyncio.sleep(0.05)  # the last answers leave
+    if grpc_stopped is not None:
+        await grpc_stopped
     server.close()
     link.close()
     return 0
+
+
+async def _start_grpc(config: ServeConfig, info: ModelInfo, link: SchedulerLink, codec: InputCodec,
+                      metrics: _FrontendMetrics, port: int):
+    """The KServe v2 gRPC service on the shared gRPC port (``SO_REUSEPORT``, as the HTTP port),
+    the single-process server's own ``GrpcApi`` with the link as its router."""
+    import grpc
+
+    from superserve.serving.grpc_api import GrpcApi
+
+    server = grpc.aio.server(options=[("grpc.max_receive_message_length", config.max_request_bytes),
+                                      ("grpc.so_reuseport", 1)])
+    api = GrpcApi(info, link, codec, metrics, BearerAuth(config.auth_token), live=lambda: link.live)
+    server.add_generic_rpc_handlers((api.handler(),))
+    address = f"{config.host}:{port}"
+    if config.tls:
+        from superserve.serving.server import _grpc_credentials
+
+        bound = server.add_secure_port(address, _grpc_credentials(config))
+    else:
+        bound = server.add_insecure_port(address)
+    if bound == 0:
+        raise OSError(f"cannot bind gRPC to {address}")
+    await server.start()
+    return server
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -385,6 +415,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--slo-ms", type=float, required=True)
     p.add_argument("--parent", type=int, required=True)
+    p.add_argument("--grpc-port", type=int, default=None)
     args = p.parse_args(argv)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the scheduler, which stops us
     _die_with_parent()
@@ -398,7 +429,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return asyncio.run(serve_frontend(config, info, index=args.index, generation=args.generation,
                                           endpoint=args.endpoint, port=args.port, default_slo_ms=args.slo_ms,
-                                          parent=args.parent))
+                                          parent=args.parent, grpc_port=args.grpc_port))
     except OSError as exc:
         print(f"superserve front end {args.index}: {exc}", file=sys.stderr)
         return 2

@@ -19,11 +19,10 @@ from superserve.outcome import GRPC_OUTCOME_METADATA
 from superserve.serving.auth import UNAUTHORIZED, BearerAuth
 from superserve.serving.codec import (CLASS, LOGITS, ApiError, InputCodec, class_index, model_config,
                                       model_metadata, result_error, result_parameters)
-from superserve.serving.metrics import ServingMetrics
 from superserve.serving.model_info import ModelInfo
 from superserve.serving.protos import inference_pb2 as pb
-from superserve.serving.rest import EXTENSIONS, ServedModel, unknown_model
-from superserve.serving.router import Origin, Router
+from superserve.serving.rest import EXTENSIONS, ModelRouter, RequestMetrics, ServedModel, unknown_model
+from superserve.serving.router import Origin
 
 SERVICE = "inference.GRPCInferenceService"
 OPEN_METHODS = frozenset({"ServerLive", "ServerReady"})  # health: no token needed
@@ -65,7 +64,7 @@ def _lenient(req_type):
 
 
 class GrpcApi:
-    def __init__(self, info: ModelInfo, router: Router, codec: InputCodec, metrics: ServingMetrics,
+    def __init__(self, info: ModelInfo, router: ModelRouter, codec: InputCodec, metrics: RequestMetrics,
                  auth: BearerAuth | None = None, live: Callable[[], bool] = lambda: True,
                  others: Sequence[ServedModel] = ()) -> None:
         """``live``: False once no worker can come back (the supervisor's ``can_recover``).

@@ -212,7 +212,9 @@ async def serve(config: ServeConfig) -> int:
             _log(f"front door: {config.frontends} front-end processes on port {http_port}; this process's "
                  f"dashboard, metrics and admin API on port {ready_extra['scheduler_http_port']}")
         grpc_port = None
-        if config.grpc_port is not None:
+        if frontdoor is not None:  # front door: the front ends serve gRPC too, on one shared port
+            grpc_port = frontdoor.grpc_port
+        elif config.grpc_port is not None:
             grpc_server, grpc_port, api = await _start_grpc(config, info, router, codec, metrics, auth, supervisor,
                                                             others)
             grpc_api.append(api)
