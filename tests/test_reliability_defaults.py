@@ -182,20 +182,26 @@ def test_router_process_never_imports_torch_or_pickle_for_messages():
 
 
 # --- TLS (issue 12) ----------------------------------------------------------------------------------
-def test_tls_for_rest_and_grpc(tls_pair):
+@pytest.mark.parametrize("frontends", [0, 1], ids=["single-process", "front-end"])
+def test_tls_for_rest_and_grpc(tls_pair, frontends):
     import ssl
 
     import grpc
     from tritonclient.grpc import service_pb2 as pb  # not our module: see grpc_api's docstring
 
     cert, key = tls_pair
-    with ServerProcess(bundle=BUNDLE, workers=1, warmup_runs=1, auth_token=TOKEN, tls_cert=cert, tls_key=key) as srv:
+    with ServerProcess(bundle=BUNDLE, workers=1, warmup_runs=1, auth_token=TOKEN, tls_cert=cert, tls_key=key,
+                       frontends=frontends) as srv:
         assert srv.http_url.startswith("https://")
         ctx = ssl.create_default_context(cafile=str(cert))
         req = urllib.request.Request(srv.http_url + "/v2/models/supernet/infer", data=BODY, method="POST",
                                      headers={"Authorization": f"Bearer {TOKEN}"})
         with urllib.request.urlopen(req, timeout=30, context=ctx) as r:
             assert r.status == 200 and json.loads(r.read())["outputs"]
+        no_token = urllib.request.Request(srv.http_url + "/v2/models/supernet/infer", data=BODY, method="POST")
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(no_token, timeout=30, context=ctx)
+        assert refused.value.code == 401
         # Plain HTTP on the TLS port is refused (no clear text, token included, ever answered).
         with pytest.raises((urllib.error.URLError, ConnectionError, OSError)):
             urllib.request.urlopen(srv.http_url.replace("https", "http") + "/v2/health/live", timeout=10).read()
