@@ -61,6 +61,10 @@ class _FrontendMetrics:
         return ("\n".join(lines) + "\n").encode()
 
 
+def _nothing() -> None:
+    """The cancel of a request answered at once."""
+
+
 class SchedulerLink:
     """The router as a front end sees it: ``submit`` (queue at the scheduler; the callback
     gets the answer), ``infer`` (the same, awaited), ``ready`` and ``calibration_info`` (from
@@ -93,7 +97,7 @@ class SchedulerLink:
         if self.channel is not None:
             self.channel.send([wire.HELLO_KIND, wire.HELLO.pack(self.index, self.generation, os.getpid())])
 
-    # --- what RestApi asks of a router ---------------------------------------------------
+    # --- what RestApi and GrpcApi ask of a router -----------------------------------------
     @property
     def ready(self) -> bool:
         return self._ready and not self.closing and time.monotonic() - self._last_status < SCHEDULER_SILENT_S
@@ -131,6 +135,7 @@ class SchedulerLink:
 
     async def infer(self, row: bytes, slo_ms: float, min_accuracy: float = 0.0, *, strict: bool = False,
                     origin: object = None) -> InferResult:
+        """:meth:`submit`, awaited (the gRPC service's path)."""
         fut: asyncio.Future[InferResult] = self.loop.create_future()
         cancel = self.submit(row, slo_ms, min_accuracy, strict,
                              lambda result: fut.done() or fut.set_result(result))
@@ -151,17 +156,15 @@ class SchedulerLink:
         if self._rows:
             head, rows = bytes(self._head), self._rows
             self._head, self._rows, self._row_bytes = bytearray(), [], 0
-            why = None
-            if channel is None or not channel.open:
-                why = "scheduler unreachable"
-            elif channel.buffered() > wire.MAX_MESSAGE_BYTES:
-                why = "scheduler not keeping up with this front end"
-            if why is None and channel is not None and channel.send([wire.REQUESTS, head, b"".join(rows)]):
-                pass
-            else:  # answer now
+            if channel is not None and channel.buffered() > wire.MAX_MESSAGE_BYTES:
+                why: str | None = "the scheduler is not keeping up with this front end"
+            elif channel is not None and channel.send([wire.REQUESTS, head, b"".join(rows)]):
+                why = None
+            else:
+                why = "the scheduler is unreachable"
+            if why is not None:  # answer now
                 for (rid, *_rest) in wire.REQUEST.iter_unpack(head):
-                    self._resolve(rid, InferResult(Outcome.UNAVAILABLE, message=f"{why or 'scheduler unreachable'}; "
-                                                   "retry later"))
+                    self._resolve(rid, InferResult(Outcome.UNAVAILABLE, message=f"{why}; retry later"))
         if self._cancels:
             ids, self._cancels = self._cancels, []
             if channel is not None:
@@ -229,10 +232,6 @@ class SchedulerLink:
         self._sweeper.cancel()
         if self.channel is not None:
             self.channel.close()
-
-
-def _nothing() -> None:
-    pass
 
 
 JSON = "application/json"
