@@ -373,19 +373,22 @@ def test_submit_answers_each_request_exactly_once(fake_router):
 def test_observe_many_matches_observe():
     from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
-    from superserve.serving.metrics import observe_many
+    from superserve.serving.metrics import observe_many, observe_same
 
-    values = [0.1, 0.25, 0.3, 2.0, 7.5, 9.9, 1e9, 0.0]
-    one, many = CollectorRegistry(), CollectorRegistry()
-    h1 = Histogram("h", "h", buckets=(0.25, 1, 7.5, 10), registry=one)
-    h2 = Histogram("h", "h", buckets=(0.25, 1, 7.5, 10), registry=many)
-    for v in values:
-        h1.observe(v)
-    observe_many(h2, values)
     def samples(r):  # every sample but the creation time
         return [line for line in generate_latest(r).decode().splitlines() if "_created" not in line]
 
-    assert samples(one) == samples(many)
+    values = [0.1, 0.25, 0.3, 2.0, 7.5, 9.9, 1e9, 0.0]
+    for batch in (values, [0.25] * 5, [7.6] * 3, [3.0]):
+        one, many, same = CollectorRegistry(), CollectorRegistry(), CollectorRegistry()
+        h1, h2, h3 = (Histogram("h", "h", buckets=(0.25, 1, 7.5, 10), registry=r) for r in (one, many, same))
+        for v in batch:
+            h1.observe(v)
+        observe_many(h2, batch)
+        assert samples(one) == samples(many)
+        if len(set(batch)) == 1:
+            observe_same(h3, batch[0], len(batch))
+            assert samples(one) == samples(same)
 
 
 # --- the wire: framing, and a peer that breaks it ----------------------------------------------

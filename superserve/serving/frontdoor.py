@@ -319,13 +319,13 @@ class FrontDoor:
         return [fe.pid if fe is not None else None for fe in self.slots]
 
     # --- intake --------------------------------------------------------------------------
-    def _message(self, channel: wire.Channel, frames: list[bytes]) -> None:
+    def _message(self, channel: wire.Channel, frames: list[memoryview]) -> None:
         try:
             self._take(channel, frames)
         except Exception as exc:  # a malformed message must never stop the intake
             log(30, f"front door: dropped a malformed message: {type(exc).__name__}: {exc}")
 
-    def _take(self, channel: wire.Channel, frames: list[bytes]) -> None:
+    def _take(self, channel: wire.Channel, frames: list[memoryview]) -> None:
         kind = frames[0]
         fe = channel.peer
         if kind == wire.REQUESTS:
@@ -385,12 +385,13 @@ class FrontDoor:
             fe.channel.close()
             fe.channel = None
 
-    def _requests(self, fe: _Frontend, head: bytes, rows: bytes) -> None:
+    def _requests(self, fe: _Frontend, head: memoryview, rows: memoryview) -> None:
         size = wire.REQUEST.size
         if len(head) % size or len(head) > size * wire.MAX_RECORDS:
             raise ValueError(f"requests header of {len(head)} bytes")
         submit, row_bytes, fe_pending = self.router.submit, self.row_bytes, fe.pending
         off, n_rows = 0, len(rows)
+        view = memoryview(rows)  # each row a view into the message: no copy until the worker's slab
         n = 0
         for rid, arrival, slo_ms, min_accuracy, flags, row_len in wire.REQUEST.iter_unpack(head):
             n += 1
@@ -401,7 +402,7 @@ class FrontDoor:
                                              f"(the model takes {row_bytes})"))
                 off = end
                 continue
-            req = submit(rows[off:end], slo_ms, min_accuracy, bool(flags & wire.STRICT), reply, arrival)
+            req = submit(view[off:end], slo_ms, min_accuracy, bool(flags & wire.STRICT), reply, arrival)
             off = end
             if req is not None:
                 fe_pending[rid] = req
@@ -420,15 +421,14 @@ class FrontDoor:
             for i in range(0, len(out), wire.MAX_RECORDS):
                 head, logits, texts = [], [], []
                 for rid, r in out[i:i + wire.MAX_RECORDS]:
-                    o = r.outcome
+                    o, lg, sid, acc, batch_size, queue_ms, compute_ms, worker, message, floor_met = r
                     if o is Outcome.IN_TIME or o is Outcome.LATE:
-                        text = _subnet_bytes(r.subnet_id)
-                        logits.append(r.logits or b"")
+                        text = _SUBNET_BYTES.get(sid) or _subnet_bytes(sid)
+                        logits.append(lg or b"")
                     else:
-                        text = r.message.encode()[:wire.MAX_TEXT]
+                        text = message.encode()[:wire.MAX_TEXT]
                     texts.append(text)
-                    head.append(pack(rid, o, r.floor_met, r.worker, r.batch_size, len(text), r.accuracy,
-                                     r.queue_ms, r.compute_ms))
+                    head.append(pack(rid, o, floor_met, worker, batch_size, len(text), acc, queue_ms, compute_ms))
                 if not fe.channel.send([wire.ANSWERS, b"".join(head), b"".join(logits), b"".join(texts)]):
                     # the peer is gone (its requests are cancelled on its death)
                     log(30, f"front door: answers to front end {fe.index} not sent: connection closed")

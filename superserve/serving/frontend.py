@@ -181,21 +181,21 @@ class SchedulerLink:
         self.fail_all("the scheduler went away; retry later")
         self.on_lost()
 
-    def _message(self, channel: wire.Channel, frames: list[bytes]) -> None:
+    def _message(self, channel: wire.Channel, frames: list[memoryview]) -> None:
         kind = frames[0]
         if kind == wire.ANSWERS and len(frames) == 4:
-            self._answers(frames[1], frames[2], frames[3])
+            self._answers(frames[1], bytes(frames[2]), bytes(frames[3]))
         elif kind == wire.STATUS_KIND and len(frames) == 3:
             ready, live = wire.STATUS.unpack(frames[1])
             self._ready, self.live, self._last_status = bool(ready), bool(live), time.monotonic()
             try:
-                info = json.loads(frames[2])
+                info = json.loads(bytes(frames[2]))
                 if isinstance(info, dict):
                     self._calibration = info
             except ValueError:
                 pass
 
-    def _answers(self, head: bytes, logits: bytes, texts: bytes) -> None:
+    def _answers(self, head: memoryview, logits: bytes, texts: bytes) -> None:
         waiting = self._waiting
         lo = to = 0
         for rid, o, floor_met, worker, batch, text_len, acc, queue_ms, compute_ms in wire.ANSWER.iter_unpack(head):

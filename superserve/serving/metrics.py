@@ -192,3 +192,18 @@ def observe_many(hist: Histogram, values: Sequence[float]) -> None:
     for i, c in enumerate(counts):
         if c:
             buckets[i].inc(c)
+
+
+def observe_same(hist: Histogram, value: float, n: int) -> None:
+    """``hist.observe(value)`` ``n`` times (a batch's accuracy, one per request): one locked
+    add for the bucket and one for the sum (falls back to ``observe``, as observe_many)."""
+    bounds = getattr(hist, "_upper_bounds", None)
+    buckets = getattr(hist, "_buckets", None)
+    total = getattr(hist, "_sum", None)
+    if bounds is None or buckets is None or total is None:
+        for _ in range(n):
+            hist.observe(value)
+        return
+    if n > 0:
+        total.inc(value * n)
+        buckets[bisect_left(bounds, value)].inc(n)

@@ -39,13 +39,15 @@ from superserve.scheduling.step import ADMITTED, SHED, SchedulingStep
 from superserve.serving.activity import ActivityLog, Estimate, Totals
 from superserve.serving.events import EventLog
 from superserve.serving.messages import BatchDone, BatchFailed, RunBatch
-from superserve.serving.metrics import ServingMetrics, observe_many
+from superserve.serving.metrics import ServingMetrics, observe_many, observe_same
 from superserve.serving.model_info import ModelInfo
 from superserve.serving.pool import WorkerHandle, WorkerRunner
 
 
-@dataclass(frozen=True, slots=True)
-class InferResult:
+class InferResult(NamedTuple):
+    """One request's answer. A named tuple, not a frozen dataclass: as immutable, and built
+    in a quarter of the time (0.27 vs 1.05 us; one per request on the scheduler's path)."""
+
     outcome: Outcome
     logits: bytes | None = None  # float32 little-endian, num_classes values
     subnet_id: str = ""
@@ -92,7 +94,7 @@ class PendingRequest:
     ``PendingRequest``): its input, the future its caller awaits, and what the router needs
     to judge and retry it. The scheduler carries it opaquely as ``Request.payload``."""
 
-    row: bytes  # the input, float32, already validated by the API layer (dropped on cancel)
+    row: bytes | memoryview  # the input, float32, validated by the API layer (dropped on cancel)
     future: asyncio.Future[InferResult] | Reply  # Reply: a front-door request (Router.submit)
     slo_ms: float
     strict: bool = False  # min_accuracy is a hard floor: meet it or answer FLOOR_UNMET
@@ -447,7 +449,7 @@ class Router:
             self._cancelled(req, pending(req))
             raise
 
-    def submit(self, row: bytes, slo_ms: float, min_accuracy: float, strict: bool, reply: Reply,
+    def submit(self, row: bytes | memoryview, slo_ms: float, min_accuracy: float, strict: bool, reply: Reply,
                arrival: float | None = None, origin: Origin | None = None) -> Request | None:
         """Queue one request without a coroutine: ``reply.set_result`` is called exactly once
         with its :class:`InferResult` (``reply.done()`` True from then on, or once its caller
@@ -704,20 +706,29 @@ class Router:
         m.observe_batch(d.subnet_id, acc, n, compute_ms)
         ok_count = 0
         queued: list[float] = []  # per request; observed per batch (metrics.observe_many)
-        for i, r in enumerate(batch):
-            p = pending(r)
-            queue_ms = (inflight.dispatched - r.arrival) * 1000.0
+        # The per-request loop is the scheduler's hottest (docs/frontdoor.md): names hoisted,
+        # the logits copied out of the slab once, the answer built positionally.
+        logits = bytes(out[:n * ob])
+        dispatched, sid, widx, crashed = inflight.dispatched, d.subnet_id, w.index, self._crashed_inputs
+        in_time, late = Outcome.IN_TIME, Outcome.LATE
+        lo = 0
+        for r in batch:
+            p = r.payload
+            assert isinstance(p, PendingRequest)
+            arrival = r.arrival
+            queue_ms = (dispatched - arrival) * 1000.0
             queued.append(queue_ms)
-            ok = now <= r.arrival + p.slo_ms / 1000.0  # the caller's deadline, margin aside
+            ok = now <= arrival + p.slo_ms / 1000.0  # the caller's deadline, margin aside
             ok_count += ok
-            if p.deaths and self._crashed_inputs:  # it ran fine after all: not a poison input
-                self._crashed_inputs.pop(hash(p.row), None)
-            if not p.future.done():
-                p.future.set_result(InferResult(
-                    Outcome.IN_TIME if ok else Outcome.LATE, bytes(out[i * ob:(i + 1) * ob]),
-                    d.subnet_id, acc, n, queue_ms, compute_ms, w.index, floor_met=acc >= r.min_accuracy))
+            if p.deaths and crashed:  # it ran fine after all: not a poison input
+                crashed.pop(hash(p.row), None)
+            fut = p.future
+            if not fut.done():
+                fut.set_result(InferResult(in_time if ok else late, logits[lo:lo + ob], sid, acc, n, queue_ms,
+                                           compute_ms, widx, "", acc >= r.min_accuracy))
+            lo += ob
         observe_many(m.queue_ms, queued)
-        observe_many(m.accuracy, [acc] * n)
+        observe_same(m.accuracy, acc, n)
         if ok_count:
             m.by_outcome[Outcome.IN_TIME].inc(ok_count)
         if ok_count < n:
@@ -860,7 +871,7 @@ class Router:
                 f"worker {w.index} died while running this request (exit code {w.exitcode}) "
                 "and its deadline left no time to retry; retry")))
 
-    def _crash_count(self, row: bytes, now: float) -> int:
+    def _crash_count(self, row: bytes | memoryview, now: float) -> int:
         """Worker deaths an identical input was recently part of (0: none known)."""
         known = self._crashed_inputs.get(hash(row))
         if known is None:

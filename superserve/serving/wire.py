@@ -79,39 +79,59 @@ def pack(frames: Sequence[bytes]) -> bytes:
 
 
 class MessageReader:
-    """Splits a byte stream into messages (lists of frames)."""
+    """Splits a byte stream into messages (lists of frames).
+
+    Frames are read-only memoryviews into the bytes received (no copy: a requests message's
+    rows go from the socket to the worker's slab with one copy); a message that arrives in
+    pieces is joined once when complete. Compare a frame with ``==``, ``bytes()`` it for
+    ``json.loads`` or ``decode``."""
 
     def __init__(self) -> None:
-        self.buf = bytearray()
+        self.parts: list[bytes] = []  # the start of an incomplete message
+        self.have = 0
+        self.need = MSG.size  # bytes that complete what ``parts`` holds
 
-    def feed(self, data: bytes) -> list[list[bytes]]:
-        buf = self.buf
-        buf += data
-        out: list[list[bytes]] = []
-        off, n = 0, len(buf)
+    @property
+    def buf(self) -> bytes:
+        """What is held of an incomplete message."""
+        return b"".join(self.parts)
+
+    def feed(self, data: bytes) -> list[list[memoryview]]:
+        if self.parts:
+            self.parts.append(data)
+            self.have += len(data)
+            if self.have < self.need:
+                return []
+            data = b"".join(self.parts)
+            self.parts, self.have = [], 0
+        out: list[list[memoryview]] = []
+        view, off, n = memoryview(data), 0, len(data)
         while n - off >= MSG.size:
-            total, count = MSG.unpack_from(buf, off)
+            total, count = MSG.unpack_from(data, off)
             if total > MAX_MESSAGE_BYTES or not 0 < count <= MAX_FRAMES:
                 raise ProtocolError(f"message of {total} bytes in {count} frames")
             end = off + MSG.size + total
             if end > n:
+                self.need = end - off
                 break
             p, frames = off + MSG.size, []
             for _ in range(count):
                 if p + FRAME.size > end:
                     raise ProtocolError("frame header past the message's end")
-                (length,) = FRAME.unpack_from(buf, p)
+                (length,) = FRAME.unpack_from(data, p)
                 p += FRAME.size
                 if p + length > end:
                     raise ProtocolError("frame past the message's end")
-                frames.append(bytes(buf[p:p + length]))
+                frames.append(view[p:p + length])
                 p += length
             if p != end:
                 raise ProtocolError("frames do not fill the message")
             out.append(frames)
             off = end
-        if off:
-            del buf[:off]
+        else:
+            self.need = MSG.size
+        if off < n:
+            self.parts, self.have = [data[off:] if off else data], n - off
         return out
 
 
@@ -119,7 +139,7 @@ class Channel(asyncio.Protocol):
     """One end of a front end <-> scheduler connection: ``on_message(channel, frames)`` per
     message, ``on_lost(channel)`` once when it closes (either side, or a framing error)."""
 
-    def __init__(self, on_message: Callable[["Channel", list[bytes]], None],
+    def __init__(self, on_message: Callable[["Channel", list[memoryview]], None],
                  on_lost: Callable[["Channel"], None]) -> None:
         self.on_message, self.on_lost = on_message, on_lost
         self.transport: asyncio.Transport | None = None
