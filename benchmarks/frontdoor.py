@@ -14,7 +14,9 @@ max(20, 10 x its p99 at the largest batch). For ``--frontends 0`` and ``--fronte
    ``frontend_cpu_us_per_request``;
 3. ``max_rate_at_999``: Poisson probes at rising fractions of ``raw_inference_rate`` (the
    workers' img/s at their best batch, from the profile: workers x batch / p50), the highest
-   one answered in time >= 0.999 at the client; stops at the first miss. The Python load
+   one answered in time >= 0.999 at the client (a probe that misses is run twice more and
+   holds if two of the three do: one transient stall does not end the search); stops at
+   the first rate that fails. The Python load
    client runs on the same machine and is often the limit on a small one (its send lag is
    reported);
 
@@ -112,15 +114,24 @@ def mode_figures(bundle: str, frontends: int, *, workers: int, profile_path: Pat
                    scheduler_cpu_us_per_request=round(1e6 * (cpu_s(sched) - c0s) / n, 2),
                    scheduler_cpu_share=round((cpu_s(sched) - c0s) / wall, 3),
                    frontend_cpu_us_per_request=round(1e6 * (cpu_s(fes) - c0f) / n, 2) if fes else None)
-        # 3. the highest rate answered 0.999 in time
+        # 3. the highest rate answered 0.999 in time: a rate holds if its run does, or, when it
+        # misses, if two of three runs do (one transient stall of a shared machine does not end
+        # the search; a rate that misses twice does)
         best, probes = 0.0, {}
         for f in (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9):
             rate = f * raw_rate
-            rec, s = run_trace(srv, poisson(rate, probe_s, seed=int(f * 100)), slo_ms=slo, processes=processes)
-            probes[str(round(rate, 1))] = {"attainment": s["slo_attainment"], "counts": s["counts"],
-                                           "send_lag_ms_p99": _p(rec.lag_s * 1000.0, 99)}
-            log(f"  frontends={frontends} probe {rate:.0f} req/s: attainment {s['slo_attainment']}")
-            if s["slo_attainment"] < 0.999:
+            runs = []
+            for k in range(3):
+                rec, s = run_trace(srv, poisson(rate, probe_s, seed=int(f * 100) + 1000 * k), slo_ms=slo,
+                                   processes=processes)
+                runs.append({"attainment": s["slo_attainment"], "counts": s["counts"],
+                             "send_lag_ms_p99": _p(rec.lag_s * 1000.0, 99)})
+                log(f"  frontends={frontends} probe {rate:.0f} req/s: attainment {s['slo_attainment']}")
+                held = sum(r["attainment"] >= 0.999 for r in runs)
+                if held == 1 and k == 0 or held == 2 or len(runs) - held == 2:
+                    break
+            probes[str(round(rate, 1))] = {**runs[0], "runs": runs} if len(runs) > 1 else runs[0]
+            if held < (1 if len(runs) == 1 else 2):
                 break
             best = rate
         out.update(max_rate_at_999=round(best, 1), probes=probes,
