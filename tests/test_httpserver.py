@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from superserve.serving.httpserver import LeanHttpServer
+from superserve.serving.httpserver import MAX_PIPELINED, LeanHttpServer
 
 MAX_BODY = 1024
 
@@ -156,5 +156,26 @@ def test_client_gone_cancels_its_pending_requests():
         w.close()
         await asyncio.sleep(0.2)
         assert app.cancelled == 2 and server.pending() == 0
+        server.close()
+    _run(main())
+
+
+def test_a_connection_with_too_many_unanswered_requests_is_not_read_until_they_are_answered():
+    async def main():
+        app = App()
+        server, port = await _serve(app)
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        for _ in range(10):  # 200 requests that are never answered, in separate writes
+            w.write(b"GET /never HTTP/1.1\r\nHost: x\r\n\r\n" * 20)
+            await asyncio.sleep(0.02)
+        held = server.pending()
+        assert MAX_PIPELINED <= held < 200
+        # another connection is served meanwhile, and pipelined answers still come in order
+        r2, w2 = await asyncio.open_connection("127.0.0.1", port)
+        w2.write(b"".join(b"POST /later HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\n%03d" % i for i in range(150)))
+        bodies = [(await _read_response(r2))[2] for _ in range(150)]
+        assert bodies == [b"POST /later %03d" % i for i in range(150)]
+        w.close()
+        w2.close()
         server.close()
     _run(main())

@@ -17,7 +17,10 @@ What it does, and the bounds it keeps:
   a request begun but not complete within ``read_timeout_s`` gets 408 and the connection is
   closed; idle keep-alive connections are closed after ``IDLE_TIMEOUT_S``;
 * malformed HTTP gets 400 and the connection is closed; a connection the client closes with
-  answers pending calls each pending request's ``on_cancel``.
+  answers pending calls each pending request's ``on_cancel``;
+* a connection stops being read while it has ``MAX_PIPELINED`` requests unanswered or while
+  its client does not read its answers (asyncio's write flow control): a client can make the
+  server hold only so much for it.
 
 The application is one callable, ``handle(request, reply)``: it calls ``reply(status, body,
 content_type, headers)`` exactly once, at once or later, and may return a callable to run if
@@ -35,6 +38,7 @@ from typing import Callable, Optional, cast
 import httptools
 
 MAX_HEAD_BYTES = 64 * 1024
+MAX_PIPELINED = 64  # requests a connection may have unanswered before its reading pauses
 IDLE_TIMEOUT_S = 75.0  # aiohttp's keep-alive default
 SWEEP_EVERY_S = 0.5
 
@@ -98,6 +102,8 @@ class _Connection(asyncio.Protocol):
         self._reset()
         self.began = 0.0  # a request's first bytes (0: between requests)
         self.last = time.monotonic()
+        self.write_paused = False
+        self.read_paused = False
 
     def _reset(self) -> None:
         self.url = b""
@@ -186,6 +192,8 @@ class _Connection(asyncio.Protocol):
         slot = _Slot()
         slot.close = not self.parser.should_keep_alive()
         self.slots.append(slot)
+        if len(self.slots) >= MAX_PIPELINED:
+            self._flow()
         head_only = method == "HEAD"
 
         def reply(status: int, body: bytes, content_type: str = "application/json",
@@ -203,13 +211,13 @@ class _Connection(asyncio.Protocol):
         if slot.close:
             self.closing = True
 
-    # --- answers -------------------------------------------------------------------------
+    # --- answers and flow control --------------------------------------------------------
     def _write_ready(self) -> None:
         slots, t = self.slots, self.transport
         while slots:
             data = slots[0].data
             if data is None:
-                return
+                break
             slot = slots.popleft()
             if t is None:
                 continue
@@ -217,6 +225,28 @@ class _Connection(asyncio.Protocol):
             if slot.close:
                 self._close_soon()
                 return
+        if self.read_paused:
+            self._flow()
+
+    def pause_writing(self) -> None:  # asyncio: the client is not reading its answers
+        self.write_paused = True
+        self._flow()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        self._flow()
+
+    def _flow(self) -> None:
+        t = self.transport
+        if t is None or t.is_closing():
+            return
+        hold = self.write_paused or len(self.slots) >= MAX_PIPELINED
+        if hold and not self.read_paused:
+            t.pause_reading()
+            self.read_paused = True
+        elif not hold and self.read_paused:
+            t.resume_reading()
+            self.read_paused = False
 
     def _refuse(self, status: int, message: str) -> None:
         """Answer the request being read with ``status`` and close after it: the rest of
@@ -275,7 +305,7 @@ class LeanHttpServer:
     def _sweep(self) -> None:
         now = time.monotonic()
         for conn in list(self.connections):
-            if conn.began and now - conn.began > self.read_timeout_s:
+            if conn.began and not conn.read_paused and now - conn.began > self.read_timeout_s:
                 conn._refuse(408, f"request not received within {self.read_timeout_s:g} s "
                                   "(Content-Length larger than the body sent?)")
             elif not conn.slots and not conn.began and now - conn.last > IDLE_TIMEOUT_S and conn.transport:
