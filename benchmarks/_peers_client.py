@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 import aiohttp
 import numpy as np
 
+from superserve.loadgen.sender import pace
+
 
 @dataclass
 class RunResult:
@@ -94,7 +96,7 @@ async def open_loop(url: str, bodies: list[bytes], rate: float, duration_s: floa
         gc.freeze()
         gc.disable()
         try:
-            await _issue(one, arrivals, n)
+            await _issue(one, arrivals)
         finally:
             gc.enable()
             gc.unfreeze()
@@ -104,25 +106,11 @@ async def open_loop(url: str, bodies: list[bytes], rate: float, duration_s: floa
     return RunResult(rate, duration_s, n, ok, attained, answered, max_lag[0] * 1000.0, errors)
 
 
-async def _issue(one, arrivals: np.ndarray, n: int) -> None:
-    """Start request k at its due time (``one(k, due)``), then wait for them all."""
-    clock, loop = time.monotonic, asyncio.get_running_loop()
+async def _issue(one, arrivals: np.ndarray) -> None:
+    """Start request k at its due time (``one(k, due)``, open loop), then wait for them all."""
+    loop = asyncio.get_running_loop()
     tasks: list[asyncio.Task] = []
-    start = clock() + 0.05
-    k = 0
-    while k < n:
-        due = start + float(arrivals[k])
-        wait = due - clock()
-        if wait > 0:
-            await asyncio.sleep(wait)
-        now = clock()
-        issued = 0
-        while k < n and start + float(arrivals[k]) <= now and issued < 64:
-            tasks.append(loop.create_task(one(k, start + float(arrivals[k]))))
-            k += 1
-            issued += 1
-        if issued >= 64:
-            await asyncio.sleep(0)
+    await pace(arrivals, time.monotonic() + 0.05, lambda k, due: tasks.append(loop.create_task(one(k, due))))
     await asyncio.gather(*tasks)
 
 

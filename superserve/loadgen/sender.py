@@ -160,28 +160,42 @@ async def _send_raw(cfg: SenderConfig, arrivals: np.ndarray, indices: np.ndarray
                 await asyncio.sleep(min(0.1, cfg.timeout_s / 4))
                 client.expire(clock(), cfg.timeout_s, lambda k: start_at + arr[k])
         sweeper = asyncio.get_running_loop().create_task(sweep())
-        k = 0
         if n == 0:
             finished.set()
-        while k < n:
-            wait = start_at + arr[k] - clock()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            issued = 0
-            now = clock()
-            while k < n and issued < _ISSUE_CHUNK and start_at + arr[k] <= now:
-                res.lag_s[k] = clock() - (start_at + arr[k])
-                client.submit(k, requests[idx[k]])
-                k += 1
-                issued += 1
-            counters.issued = k
-            if issued >= _ISSUE_CHUNK:
-                await asyncio.sleep(0)
+
+        def issue(k: int, due: float) -> None:
+            res.lag_s[k] = clock() - due
+            client.submit(k, requests[idx[k]])
+
+        await pace(arr, start_at, issue, on_progress=lambda k: setattr(counters, "issued", k))
         await finished.wait()
         sweeper.cancel()
     finally:
         client.close()
     return res
+
+
+async def pace(arrivals: Any, start_at: float, issue: Callable[[int, float], None], *, chunk: int = _ISSUE_CHUNK,
+               on_progress: Callable[[int], None] | None = None) -> None:
+    """Open loop: ``issue(k, due)`` for request k at its due time ``start_at + arrivals[k]``
+    (monotonic clock), whether or not earlier ones were answered. Every request already due is
+    issued per wake-up (timer granularity is ~1 ms; at thousands of requests per second several
+    are due at once), at most ``chunk`` before yielding to the loop; ``on_progress(k)`` after
+    each wake-up with the number issued so far."""
+    clock, n, k = time.monotonic, len(arrivals), 0
+    while k < n:
+        wait = start_at + float(arrivals[k]) - clock()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        issued, now = 0, clock()
+        while k < n and issued < chunk and start_at + float(arrivals[k]) <= now:
+            issue(k, start_at + float(arrivals[k]))
+            k += 1
+            issued += 1
+        if on_progress is not None:
+            on_progress(k)
+        if issued >= chunk:
+            await asyncio.sleep(0)
 
 
 def _note(errors: dict[str, int], key: str) -> None:
@@ -238,25 +252,13 @@ async def _send_aiohttp(cfg: SenderConfig, arrivals: np.ndarray, indices: np.nda
             start_at = on_ready() if on_ready is not None else None
             start_at = start_at if start_at is not None else clock() + 0.05
         loop = asyncio.get_running_loop()
-        k = 0
-        while k < n:
-            due = start_at + float(arrivals[k])
-            wait = due - clock()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            issued = 0
-            now = clock()
-            # Issue everything already due (timer granularity is ~1 ms; at thousands of
-            # requests per second several are due per wake-up).
-            while k < n and issued < _ISSUE_CHUNK and start_at + float(arrivals[k]) <= now:
-                t = loop.create_task(one(k, start_at + float(arrivals[k])))
-                pending.add(t)
-                t.add_done_callback(pending.discard)
-                k += 1
-                issued += 1
-            counters.issued = k
-            if issued >= _ISSUE_CHUNK:
-                await asyncio.sleep(0)
+
+        def issue(k: int, due: float) -> None:
+            t = loop.create_task(one(k, due))
+            pending.add(t)
+            t.add_done_callback(pending.discard)
+
+        await pace(arrivals, start_at, issue, on_progress=lambda k: setattr(counters, "issued", k))
         if pending:
             await asyncio.gather(*list(pending))
     finally:
