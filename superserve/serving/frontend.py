@@ -309,11 +309,15 @@ class FrontendApp(RestApi):
         request_id, info = header.get("id"), model.info
 
         def done(result: InferResult) -> None:
-            if not result.ok:
-                exc = result_error(result)
-                reply(exc.status, error_body(exc, metrics), JSON, None)
+            try:
+                if not result.ok:
+                    exc = result_error(result)
+                    reply(exc.status, error_body(exc, metrics), JSON, None)
+                    return
+                body, content_type, headers = self.answer_parts(request_id, result, outputs, binary_out, info)
+            except Exception as exc:  # noqa: BLE001 - a bug here must cost one answer, not the scheduler link
+                reply(500, error_body(ApiError(500, f"answer not encoded: {type(exc).__name__}")), JSON, None)
                 return
-            body, content_type, headers = self.answer_parts(request_id, result, outputs, binary_out, info)
             reply(200, body, content_type, headers)
 
         return self.link.submit(row, options.slo_ms, options.min_accuracy, options.strict, done)

@@ -40,6 +40,8 @@ import asyncio
 import struct
 from typing import Callable, Sequence
 
+from superserve.serving.logs import log
+
 # request id (frontend-local, uint64), arrival (time.monotonic() at the front end: the clock
 # is system-wide), slo_ms, min_accuracy, flags (bit 0: min_accuracy_strict), row_len
 REQUEST = struct.Struct("<QdddII")
@@ -157,7 +159,10 @@ class Channel(asyncio.Protocol):
             self.close()
             return
         for frames in messages:
-            self.on_message(self, frames)
+            try:
+                self.on_message(self, frames)
+            except Exception as exc:  # noqa: BLE001 - one bad message must not close the connection
+                log(40, f"front door: a message was not handled: {type(exc).__name__}: {exc}")
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
