@@ -320,12 +320,8 @@ class FrontDoor:
 
     # --- intake --------------------------------------------------------------------------
     def _message(self, channel: wire.Channel, frames: list[memoryview]) -> None:
-        try:
-            self._take(channel, frames)
-        except Exception as exc:  # a malformed message must never stop the intake
-            log(30, f"front door: dropped a malformed message: {type(exc).__name__}: {exc}")
-
-    def _take(self, channel: wire.Channel, frames: list[memoryview]) -> None:
+        """One message from a front end (one that raises is logged and dropped by the
+        channel: a malformed message never stops the intake)."""
         kind = frames[0]
         fe = channel.peer
         if kind == wire.REQUESTS:
@@ -390,8 +386,7 @@ class FrontDoor:
         if len(head) % size or len(head) > size * wire.MAX_RECORDS:
             raise ValueError(f"requests header of {len(head)} bytes")
         submit, row_bytes, fe_pending = self.router.submit, self.row_bytes, fe.pending
-        off, n_rows = 0, len(rows)
-        view = memoryview(rows)  # each row a view into the message: no copy until the worker's slab
+        off, n_rows = 0, len(rows)  # each row a view into the message: no copy until the worker's slab
         n = 0
         for rid, arrival, slo_ms, min_accuracy, flags, row_len in wire.REQUEST.iter_unpack(head):
             n += 1
@@ -402,7 +397,7 @@ class FrontDoor:
                                              f"(the model takes {row_bytes})"))
                 off = end
                 continue
-            req = submit(view[off:end], slo_ms, min_accuracy, bool(flags & wire.STRICT), reply, arrival)
+            req = submit(rows[off:end], slo_ms, min_accuracy, bool(flags & wire.STRICT), reply, arrival)
             off = end
             if req is not None:
                 fe_pending[rid] = req

@@ -235,6 +235,7 @@ class SchedulerLink:
 
 
 JSON = "application/json"
+HEADER_LENGTH_KEY = HEADER_LENGTH.lower()  # the lean server lower-cases header names
 
 
 class FrontendApp(RestApi):
@@ -321,9 +322,6 @@ class FrontendApp(RestApi):
             reply(200, body, content_type, headers)
 
         return self.link.submit(row, options.slo_ms, options.min_accuracy, options.strict, done)
-
-
-HEADER_LENGTH_KEY = HEADER_LENGTH.lower()
 
 
 def _die_with_parent() -> None:

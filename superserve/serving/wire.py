@@ -93,11 +93,6 @@ class MessageReader:
         self.have = 0
         self.need = MSG.size  # bytes that complete what ``parts`` holds
 
-    @property
-    def buf(self) -> bytes:
-        """What is held of an incomplete message."""
-        return b"".join(self.parts)
-
     def feed(self, data: bytes) -> list[list[memoryview]]:
         if self.parts:
             self.parts.append(data)
@@ -162,7 +157,7 @@ class Channel(asyncio.Protocol):
             try:
                 self.on_message(self, frames)
             except Exception as exc:  # noqa: BLE001 - one bad message must not close the connection
-                log(40, f"front door: a message was not handled: {type(exc).__name__}: {exc}")
+                log(30, f"front door: dropped a message that was not handled: {type(exc).__name__}: {exc}")
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
