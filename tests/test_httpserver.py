@@ -179,3 +179,23 @@ def test_a_connection_with_too_many_unanswered_requests_is_not_read_until_they_a
         w2.close()
         server.close()
     _run(main())
+
+
+def test_after_stop_listening_open_requests_are_served_and_their_connections_closed():
+    async def main():
+        server, port = await _serve(App())
+        busy_r, busy_w = await asyncio.open_connection("127.0.0.1", port)
+        idle_r, idle_w = await asyncio.open_connection("127.0.0.1", port)
+        busy_w.write(b"POST /later HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\na")
+        await asyncio.sleep(0.01)
+        server.stop_listening()
+        status, headers, body = await _read_response(busy_r)  # answered after the stop
+        assert status == 200 and body == b"POST /later a" and headers["connection"] == "close"
+        assert await asyncio.wait_for(busy_r.read(), 5) == b""
+        assert await asyncio.wait_for(idle_r.read(), 5) == b""  # an idle one is closed at once
+        with pytest.raises(OSError):
+            await asyncio.open_connection("127.0.0.1", port)
+        busy_w.close()
+        idle_w.close()
+        server.close()
+    _run(main())

@@ -365,14 +365,17 @@ async def serve_frontend(config: ServeConfig, info: ModelInfo, *, index: int, ge
 
     watch_parent()
     await stop.wait()
-    link.closing = True
-    link._flush()
-    server.stop_listening()  # the siblings (or a replacement) take new connections
+    # The siblings (or a replacement) take new connections; requests on the open ones are
+    # still served (the scheduler answers 503 itself once it stops taking work), each answer
+    # closing its connection, for up to STOP_GRACE_S; what is left then is answered 503.
+    server.stop_listening()
     # gRPC: no new calls; the open ones end with their answers (or the 503s below)
     grpc_stopped = asyncio.ensure_future(grpc_server.stop(STOP_GRACE_S + 1.0)) if grpc_server is not None else None
     end = time.monotonic() + STOP_GRACE_S
-    while link.waiting() and time.monotonic() < end:  # open requests get their answers
+    while (link.waiting() or server.pending()) and time.monotonic() < end:
         await asyncio.sleep(0.01)
+    link.closing = True
+    link._flush()
     link.fail_all("server shutting down; retry later")
     await asyncio.sleep(0.05)  # the last answers leave
     if grpc_stopped is not None:

@@ -200,6 +200,8 @@ class _Connection(asyncio.Protocol):
                   headers: dict | None = None) -> None:
             if slot.data is not None:
                 return
+            if self.server.draining and self.slots and slot is self.slots[-1] and not self.began:
+                slot.close = self.closing = True  # the last one asked: its client goes to a sibling
             slot.data = response_bytes(status, body, content_type, headers, slot.close, head_only)
             slot.on_cancel = None
             self._write_ready()
@@ -286,6 +288,7 @@ class LeanHttpServer:
                  read_timeout_s: float, refused: Callable[[int], None] = lambda status: None) -> None:
         self.handle, self.max_body, self.read_timeout_s, self.refused = handle, max_body, read_timeout_s, refused
         self.connections: set[_Connection] = set()
+        self.draining = False  # not listening: every answer closes its connection
         self._server: asyncio.AbstractServer | None = None
         self._sweeper: asyncio.TimerHandle | None = None
 
@@ -317,9 +320,14 @@ class LeanHttpServer:
         return sum(1 for c in self.connections for s in c.slots if s.data is None)
 
     def stop_listening(self) -> None:
-        """Close the listening socket; open connections stay until ``close``."""
+        """Close the listening socket; open connections are still served, each closed after
+        its next answer (its client reconnects to a sibling), until ``close``."""
+        self.draining = True
         if self._server is not None:
             self._server.close()
+        for conn in list(self.connections):  # idle keep-alive connections: nothing to finish
+            if not conn.slots and not conn.began and conn.transport is not None:
+                conn.transport.close()
 
     def close(self) -> None:
         if self._sweeper is not None:
